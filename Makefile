@@ -1,0 +1,42 @@
+# Every target runs inside .venv, which the first target to need it creates from the pins.
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+DATASET    ?= cifar10
+# A local copy of the data (official archive, extracted folder or class-per-folder tree);
+# empty = download the official archive.
+CIFAR_SOURCE ?=
+NETWORK    ?= resnet
+NUM_LAYERS ?= 164
+TRAIN_ARGS ?=
+
+.PHONY: setup system-deps test train bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# Graphviz's dot and headless Chromium for the inspector's tests (apt; skipped without root).
+system-deps:
+	bash scripts/install_system_deps.sh
+
+test: setup system-deps
+	$(PY) -m pytest
+
+train: setup
+	$(PY) data/prepare_cifar.py --dataset $(DATASET) $(if $(CIFAR_SOURCE),--source $(CIFAR_SOURCE))
+	$(PY) train/train_cifar.py --dataset $(DATASET) --network $(NETWORK) --num-layers $(NUM_LAYERS) $(TRAIN_ARGS)
+
+bench: setup
+	$(PY) -m pip install -q -c constraints.txt -r requirements-bench.txt
+	$(PY) bench/throughput.py
+	$(PY) bench/data_pipeline.py
+	$(PY) bench/memonger.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,44 @@
+"""Installs the three packages under one name, ``mxcnn``, so that the generic folder names
+``symbols``, ``data`` and ``train`` never shadow a user's own modules in site-packages.
+
+From a checkout they are used as they are (``python train/train_cifar.py``); installed,
+they are ``mxcnn.symbols``, ``mxcnn.data`` and ``mxcnn.train`` plus the console scripts below.
+"""
+import os
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACKAGES = {"mxcnn.symbols": "symbols", "mxcnn.data": "data", "mxcnn.train": "train"}
+
+
+def requirements():
+    with open(os.path.join(HERE, "requirements.txt")) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="mxcnn",
+    version="0.1.0",
+    description="MXNet symbol generators, data pipeline and trainer for classic image-classification CNNs",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.8",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    include_package_data=True,
+    package_data={"mxcnn.symbols": ["inspect_assets/*"]},
+    install_requires=requirements(),
+    entry_points={
+        "console_scripts": [
+            "mxcnn-train=mxcnn.train.train_cifar:main",
+            "mxcnn-score=mxcnn.train.score:main",
+            "mxcnn-launch=mxcnn.train.launch:main",
+            "mxcnn-plot-curves=mxcnn.train.plot_curves:main",
+            "mxcnn-export-onnx=mxcnn.train.export_onnx:main",
+            "mxcnn-prepare-cifar=mxcnn.data.prepare_cifar:main",
+            "mxcnn-inspect=mxcnn.symbols.inspect:main",
+        ]
+    },
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)

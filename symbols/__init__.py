@@ -1,0 +1,78 @@
+"""Symbol generators for image-classification CNNs, behind one registry.
+
+    >>> import symbols
+    >>> sym = symbols.get_symbol("resnet", num_classes=10, num_layers=110)
+    >>> sym.list_outputs()
+    ['softmax_output']
+
+Every network is an ``mx.sym.Symbol`` over a Variable ``data`` (N, C, H, W) ending in
+``SoftmaxOutput(name='softmax')`` with label ``softmax_label``: what MXNet's ``Module``,
+its examples and ``mx.model.load_checkpoint`` expect.  Each family lives in its own
+module exposing ``get_symbol(num_classes, num_layers, image_shape, ...)`` and a
+``VARIANTS`` dict (network name -> the depths/variants it accepts).
+"""
+import importlib
+import inspect as _inspect
+
+from .layers import as_image_shape
+
+# network name -> (family module, keyword arguments fixed by the name)
+_NETWORKS = {
+    "resnet": ("resnet", {}),
+    "se_resnet": ("resnet", {"se_ratio": 16}),
+    "preact_resnet": ("preact_resnet", {}),
+    "wrn": ("wrn", {}),
+    "resnext": ("resnext", {}),
+    "se_resnext": ("resnext", {"se_ratio": 16}),
+    "lenet": ("lenet", {}),
+    "alexnet": ("alexnet", {}),
+    "vgg": ("vgg", {}),
+    "googlenet": ("googlenet", {}),
+    "inception_bn": ("inception_bn", {}),
+    "inception_v3": ("inception_v3", {}),
+    "inception_v4": ("inception_v4", {}),
+    "inception_resnet_v2": ("inception_v4", {"residual": True}),
+    "densenet": ("densenet", {}),
+    "mobilenet": ("mobilenet", {}),
+    "mobilenet_v2": ("mobilenet", {"version": 2}),
+}
+
+__all__ = ["get_symbol", "list_networks", "family_module"]
+
+
+def family_module(network):
+    """The module that builds ``network``; ``ValueError`` listing the choices if unknown."""
+    if network not in _NETWORKS:
+        raise ValueError("unknown network %r; choose one of: %s"
+                         % (network, ", ".join(sorted(_NETWORKS))))
+    return importlib.import_module("." + _NETWORKS[network][0], __name__)
+
+
+def list_networks():
+    """``{network: description of its valid depths/variants}`` for every registered network."""
+    return {name: family_module(name).VARIANTS[name] for name in sorted(_NETWORKS)}
+
+
+def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32), **kwargs):
+    """Build ``network`` as an ``mx.sym.Symbol`` ending in ``SoftmaxOutput(name='softmax')``.
+
+    ``image_shape`` is (C, H, W) (a "3,32,32" string is accepted too); it also picks the
+    CIFAR or ImageNet layout where a family has both.  Other keyword options are the
+    family's own (``shortcut_type``, ``widen_factor``, ``growth_rate``, ...); an option the
+    family does not take raises ``ValueError`` listing the ones it does.
+    """
+    if int(num_classes) < 1:
+        raise ValueError("num_classes must be a positive integer, got %r" % (num_classes,))
+    module = family_module(network)
+    options = dict(_NETWORKS[network][1])
+    accepted = [name for name, p in _inspect.signature(module.get_symbol).parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and name not in ("num_classes", "num_layers", "image_shape")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError("%s does not take option(s) %s; its options are: %s"
+                         % (network, ", ".join(unknown), ", ".join(accepted) or "none"))
+    options.update(kwargs)
+    return module.get_symbol(num_classes=int(num_classes),
+                             num_layers=None if num_layers is None else int(num_layers),
+                             image_shape=as_image_shape(image_shape), **options)

@@ -1,0 +1,69 @@
+"""The registry contract every family shares (symbols/__init__.py)."""
+import mxnet as mx
+import pytest
+
+import symbols
+from symbols import layers
+
+# The input each network is built for when no num_layers/image_shape is given.
+NATIVE_SHAPE = {
+    "lenet": (1, 28, 28), "alexnet": (3, 224, 224), "vgg": (3, 224, 224),
+    "googlenet": (3, 224, 224), "inception_bn": (3, 224, 224), "inception_v3": (3, 299, 299),
+    "inception_v4": (3, 299, 299), "inception_resnet_v2": (3, 299, 299),
+    "mobilenet": (3, 224, 224), "mobilenet_v2": (3, 224, 224),
+}
+
+
+def test_unknown_network_lists_the_choices():
+    with pytest.raises(ValueError) as err:
+        symbols.get_symbol("resnet_9000")
+    assert "resnet" in str(err.value) and "densenet" in str(err.value)
+
+
+def test_list_networks_describes_every_network():
+    networks = symbols.list_networks()
+    assert set(networks) == set(symbols._NETWORKS)
+    for name, text in networks.items():
+        assert isinstance(text, str) and text.strip(), name
+
+
+@pytest.mark.parametrize("network", sorted(symbols._NETWORKS))
+def test_default_build_is_a_checkpointable_classifier(network):
+    shape = NATIVE_SHAPE.get(network, (3, 32, 32))
+    sym = symbols.get_symbol(network, num_classes=7, image_shape=shape)
+    assert sym.list_outputs()[0] == "softmax_output"
+    assert "data" in sym.list_arguments() and "softmax_label" in sym.list_arguments()
+    _, out_shapes, _ = sym.infer_shape(data=(2,) + shape)
+    assert out_shapes[0] == (2, 7)
+    assert mx.sym.load_json(sym.tojson()).tojson() == sym.tojson()
+
+
+def test_unknown_option_lists_the_accepted_ones():
+    with pytest.raises(ValueError) as err:
+        symbols.get_symbol("resnet", num_layers=20, widen_factor=4)
+    assert "widen_factor" in str(err.value) and "shortcut_type" in str(err.value)
+
+
+def test_bad_num_classes():
+    with pytest.raises(ValueError, match="num_classes"):
+        symbols.get_symbol("resnet", num_classes=0, num_layers=20)
+
+
+@pytest.mark.parametrize("text,expected", [("3,32,32", (3, 32, 32)), ([1, 28, 28], (1, 28, 28))])
+def test_image_shape_forms(text, expected):
+    assert layers.as_image_shape(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["3,32", "a,b,c", (3, 0, 32)])
+def test_bad_image_shape(bad):
+    with pytest.raises(ValueError, match="image_shape"):
+        layers.as_image_shape(bad)
+
+
+def test_option_a_shortcut_pads_channels_with_zeros():
+    data = mx.sym.Variable("data")
+    out = layers.shortcut(data, 2, 4, 2, "A", name="u")
+    x = mx.nd.arange(2 * 2 * 4 * 4).reshape((2, 2, 4, 4))
+    y = out.eval(data=x)[0].asnumpy()
+    assert y.shape == (2, 4, 2, 2)
+    assert (y[:, :2] == x.asnumpy()[:, :, ::2, ::2]).all() and (y[:, 2:] == 0).all()
