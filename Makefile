@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 
 # Graphviz's dot and headless Chromium for the inspector's tests (apt; skipped without root).
 system-deps:
-	bash scripts/install_system_deps.sh
+	bash scripts/install_browser.sh || echo "system packages not installed: the browser and Graphviz tests will be skipped"
 
 test: setup system-deps
 	$(PY) -m pytest

@@ -14,9 +14,12 @@ module exposing ``get_symbol(num_classes, num_layers, image_shape, ...)`` and a
 import importlib
 import inspect as _inspect
 
+from .deep_supervision import attach_heads
 from .layers import as_image_shape
 
-# network name -> (family module, keyword arguments fixed by the name)
+# network name -> (family module, keyword arguments implied by the name).  An implied option
+# may be tuned (se_resnet with se_ratio=8) but not switched off (inception_resnet_v2 with
+# residual=False is inception_v4: ask for that network instead).
 _NETWORKS = {
     "resnet": ("resnet", {}),
     "se_resnet": ("resnet", {"se_ratio": 16}),
@@ -48,18 +51,28 @@ def family_module(network):
     return importlib.import_module("." + _NETWORKS[network][0], __name__)
 
 
+def _plain_network(network):
+    """The registered network built by the same module with none of ``network``'s implied options."""
+    module = _NETWORKS[network][0]
+    return next(name for name, (mod, implied) in _NETWORKS.items() if mod == module and not implied)
+
+
 def list_networks():
     """``{network: description of its valid depths/variants}`` for every registered network."""
     return {name: family_module(name).VARIANTS[name] for name in sorted(_NETWORKS)}
 
 
-def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32), **kwargs):
+def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32),
+               deep_supervision=None, **kwargs):
     """Build ``network`` as an ``mx.sym.Symbol`` ending in ``SoftmaxOutput(name='softmax')``.
 
     ``image_shape`` is (C, H, W) (a "3,32,32" string is accepted too); it also picks the
     CIFAR or ImageNet layout where a family has both.  Other keyword options are the
     family's own (``shortcut_type``, ``widen_factor``, ``growth_rate``, ...); an option the
     family does not take raises ``ValueError`` listing the ones it does.
+    ``deep_supervision`` (internal output names, a dict name -> loss weight, or a
+    ``"name:weight,..."`` string) adds auxiliary heads to any network: see
+    :mod:`symbols.deep_supervision` for the grouped-output convention.
     """
     if int(num_classes) < 1:
         raise ValueError("num_classes must be a positive integer, got %r" % (num_classes,))
@@ -72,7 +85,15 @@ def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32)
     if unknown:
         raise ValueError("%s does not take option(s) %s; its options are: %s"
                          % (network, ", ".join(unknown), ", ".join(accepted) or "none"))
+    for key, implied in options.items():
+        if key in kwargs and not kwargs[key] and implied:
+            raise ValueError("%s implies %s=%r; for the network without it use %s"
+                             % (network, key, implied, _plain_network(network)))
     options.update(kwargs)
-    return module.get_symbol(num_classes=int(num_classes),
-                             num_layers=None if num_layers is None else int(num_layers),
-                             image_shape=as_image_shape(image_shape), **options)
+    image_shape = as_image_shape(image_shape)
+    sym = module.get_symbol(num_classes=int(num_classes),
+                            num_layers=None if num_layers is None else int(num_layers),
+                            image_shape=image_shape, **options)
+    if deep_supervision:
+        sym = attach_heads(sym, deep_supervision, int(num_classes), image_shape=image_shape)
+    return sym

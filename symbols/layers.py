@@ -130,7 +130,11 @@ def shortcut(data, in_filter, num_filter, stride, shortcut_type, name, bn=True,
                            name=name + "_sc_subsample")
     if num_filter == in_filter:
         return x
-    zeros = mx.sym.slice_axis(mx.sym.zeros_like(x), axis=1, begin=0, end=num_filter - in_filter)
+    extra = num_filter - in_filter
+    zeros = mx.sym.zeros_like(x)
+    if extra > in_filter:  # e.g. 16 -> 64 at a bottleneck stage: repeat the zero block first
+        zeros = mx.sym.tile(zeros, reps=(1, -(-extra // in_filter), 1, 1))
+    zeros = mx.sym.slice_axis(zeros, axis=1, begin=0, end=extra)
     return mx.sym.concat(x, zeros, dim=1, name=name + "_sc_pad")
 
 
@@ -194,3 +198,54 @@ def _pair(value):
             raise ValueError("expected an int or a pair, got %r" % (value,))
         return (int(value[0]), int(value[1]))
     return (int(value), int(value))
+
+
+def pool(data, kernel, stride=1, pad=0, pool_type="max", name=None, ceil_mode=False,
+         count_include_pad=True):
+    """2-D max/avg pooling; ``ceil_mode`` rounds the output size up (Caffe/torchvision
+    ``ceil_mode=True``, MXNet ``pooling_convention='full'``), ``count_include_pad=False``
+    averages over real pixels only (TensorFlow 'SAME' average pooling)."""
+    return mx.sym.Pooling(data, kernel=_pair(kernel), stride=_pair(stride), pad=_pair(pad),
+                          pool_type=pool_type, pooling_convention="full" if ceil_mode else "valid",
+                          count_include_pad=count_include_pad, name=name)
+
+
+def concat_branches(branches, name):
+    """Channel-wise concatenation of parallel branches (the Inception module's filter
+    concatenation); output ``<name>_output`` is the module's attach point."""
+    return mx.sym.concat(*branches, dim=1, name=name)
+
+
+def fc_act(data, num_hidden, name, act_type="relu", dropout=0.0):
+    """Hidden fully connected layer -> activation -> dropout (optional): LeNet, AlexNet, VGG heads.
+
+    ``FullyConnected`` flattens (N, C, H, W) input itself.  Names: ``<name>``,
+    ``<name>_<act_type>``, ``<name>_dropout``.  Output: (N, num_hidden).
+    """
+    x = mx.sym.FullyConnected(data, num_hidden=int(num_hidden), name=name)
+    x = activation(x, act_type, name=name + "_" + str(act_type))
+    if dropout:
+        x = mx.sym.Dropout(x, p=float(dropout), name=name + "_dropout")
+    return x
+
+
+def require_min_side(image_shape, min_side, network):
+    """Raise ``ValueError`` unless both sides of ``image_shape`` (C, H, W) are at least ``min_side``.
+
+    For networks whose downsampling would otherwise shrink the feature map to nothing.
+    """
+    if min(image_shape[1:]) < min_side:
+        raise ValueError("%s needs inputs of at least %dx%d pixels, got image_shape %s; "
+                         "resize the images or pick a network for smaller inputs"
+                         % (network, min_side, min_side, ",".join(str(v) for v in image_shape)))
+
+
+def check_dropout(network, dropout):
+    """``dropout`` as a float in [0, 1); ValueError naming ``network`` otherwise."""
+    try:
+        value = float(dropout)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise ValueError("%s dropout must be in [0, 1), got %r" % (network, dropout))
+    return value

@@ -67,3 +67,28 @@ def test_option_a_shortcut_pads_channels_with_zeros():
     y = out.eval(data=x)[0].asnumpy()
     assert y.shape == (2, 4, 2, 2)
     assert (y[:, :2] == x.asnumpy()[:, :, ::2, ::2]).all() and (y[:, 2:] == 0).all()
+
+
+@pytest.mark.parametrize("network,option,plain", [
+    ("inception_resnet_v2", {"residual": False}, "inception_v4"),
+    ("se_resnet", {"se_ratio": 0}, "resnet"),
+])
+def test_implied_options_cannot_be_switched_off(network, option, plain):
+    with pytest.raises(ValueError, match=plain):
+        symbols.get_symbol(network, image_shape=(3, 299, 299) if "inception" in network else (3, 32, 32),
+                           **option)
+
+
+def test_implied_option_can_be_tuned():
+    sym = symbols.get_symbol("se_resnet", num_layers=20, se_ratio=8)
+    assert any("_se_" in name for name in sym.list_arguments())
+
+
+def test_option_a_shortcut_can_quadruple_channels():
+    data = mx.sym.Variable("data")
+    out = layers.shortcut(data, 2, 8, 1, "A", name="u")
+    x = mx.nd.ones((1, 2, 3, 3))
+    y = out.eval(data=x)[0].asnumpy()
+    assert y.shape == (1, 8, 3, 3) and (y[:, :2] == 1).all() and (y[:, 2:] == 0).all()
+    sym = symbols.get_symbol("preact_resnet", num_layers=164, shortcut_type="A")
+    assert sym.infer_shape(data=(1, 3, 32, 32))[1][0] == (1, 10)
