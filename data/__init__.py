@@ -1,1 +1,11 @@
-"""CIFAR-10/100 and image-folder data sets packed as RecordIO, and the iterators that read them."""
+"""CIFAR-10/100 and image-folder data sets packed as RecordIO, and the iterators that read them.
+
+Modules (kept import-light: nothing here loads MXNet until an iterator is built):
+
+* ``prepare_cifar`` -- the ``mxcnn-prepare-cifar`` CLI: official archives (python/binary),
+  their folders or class-per-folder trees -> ``NAME_{train,val}.{rec,idx,lst}`` + stats.
+* ``iterators`` -- ``get_rec_iters`` (in-memory or ``ImageRecordIter`` backend, CIFAR
+  augmentation, exact per-epoch determinism, sharding) and ``SyntheticIter``.
+* ``sources`` / ``recfile`` / ``safety`` -- reading sources, RecordIO files, and the
+  restricted unpickler + archive member checks; ``errors.DataError`` for bad input.
+"""

@@ -51,15 +51,7 @@ def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=N
             beside = os.path.splitext(data_val)[0] + "_stats.json"
             stats = iterators.load_stats(beside) if os.path.isfile(beside) else None
         shape = tuple(image_shape or (stats or {}).get("image_shape") or (3, 32, 32))
-        try:
-            _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats)
-        except ValueError as err:
-            if "training data" not in str(err):
-                raise
-            # a data package whose get_rec_iters still needs a training file: its val iterator
-            val_iter = iterators.NativeRecIter(
-                data_val, batch_size, data_shape=shape, mean=(stats or {}).get("mean", (0, 0, 0)),
-                std=(stats or {}).get("std", (1, 1, 1)))
+        _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats)
         total = recfile.count_records(data_val)
     except ValueError as err:  # DataError
         raise PredictError(str(err))

@@ -1,0 +1,291 @@
+"""Convert CIFAR-10/100 (or any train/<class>/ + test/<class>/ image tree) to RecordIO.
+
+    python data/prepare_cifar.py --dataset cifar10                  # download + convert
+    python data/prepare_cifar.py --dataset cifar100 --source cifar-100-binary.tar.gz
+    python data/prepare_cifar.py --source my-images.tar.gz --name flowers --output-dir ~/data
+
+Writes, in ``--output-dir`` (default ``~/.mxnet/datasets/<dataset>``, like GluonCV):
+``NAME_train.rec/.idx/.lst``, ``NAME_val.rec/.idx/.lst`` (what ``mx.io.ImageRecordIter``,
+``mx.recordio.MXIndexedRecordIO`` and im2rec read; images BGR via ``mx.recordio.pack_img``)
+and ``NAME_stats.json`` (classes, counts, image shape, per-channel RGB mean/std of the
+train split on the 0-255 scale).  PNG keeps every pixel exactly; JPEG is smaller but lossy.
+Every file is written under a temporary name and renamed at the end, so a failed run
+leaves earlier outputs intact; re-running with unchanged inputs does nothing.
+"""
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script from a checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import data  # noqa: F401   (the script's own package)
+    __package__ = "data"
+
+import argparse
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from .errors import DataError
+from .recfile import SplitWriter, atomic_write_text, split_paths
+from .sources import load_source
+
+__all__ = ["main", "prepare", "DOWNLOADS", "channel_stats"]
+
+#: dataset -> (official archive URL, its MD5) used when no --source is given.
+DOWNLOADS = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+#: MD5s of all official archives, checked whenever a source has one of these names.
+KNOWN_MD5 = {
+    "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a",
+    "cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530",
+    "cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85",
+}
+DOWNLOAD_TIMEOUT = 5  # seconds to connect: without network we fail at once
+PNG_COMPRESSION = 3    # zlib level for PNG records: lossless either way, 3 is fast
+STATS_VERSION = 1
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(dataset, folder, quiet=False):
+    """The official archive of ``dataset`` in ``folder``, downloaded (temp name + rename) and
+    MD5-checked unless a good copy is already there."""
+    url, md5 = DOWNLOADS[dataset]
+    path = os.path.join(folder, url.rsplit("/", 1)[1])
+    if os.path.exists(path) and _md5(path) == md5:
+        return path
+    hint = ("download %s elsewhere and pass it with --source PATH (an extracted folder or an "
+            "image tree works too)" % url)
+    tmp = "%s.%d.part" % (path, os.getpid())
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, \
+                open(tmp, "wb") as out:
+            from tqdm import tqdm
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="downloading",
+                      disable=True if quiet else None) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        got = _md5(tmp)
+        if got != md5:
+            raise DataError("downloaded %s has MD5 %s, expected %s (damaged download); retry, or %s"
+                            % (url, got, md5, hint))
+        os.replace(tmp, path)
+        return path
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError("cannot download %s (%s); %s" % (url, reason, hint)) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fingerprint(source):
+    """A digest that changes when ``source`` changes: file contents for an archive; names,
+    sizes and modification times for a folder."""
+    digest = hashlib.sha256()
+    if os.path.isfile(source):
+        with open(source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return "sha256:" + digest.hexdigest()
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            digest.update(("%s\0%d\0%d\n" % (os.path.relpath(path, source), st.st_size,
+                                             st.st_mtime_ns)).encode("utf-8", "surrogateescape"))
+    return "tree-sha256:" + digest.hexdigest()
+
+
+def channel_stats(images, chunk=4096):
+    """Per-channel mean and standard deviation (0-255 scale) of uint8 (N, H, W, C) images."""
+    total = np.zeros(images.shape[-1], np.float64)
+    squares = np.zeros(images.shape[-1], np.float64)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start:start + chunk].reshape(-1, images.shape[-1]).astype(np.float64)
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def _outputs(directory, name):
+    paths = [p for split in ("train", "val") for p in split_paths(directory, name, split).values()]
+    return paths + [os.path.join(directory, "%s_stats.json" % name)]
+
+
+def _up_to_date(stats_path, settings, directory, name):
+    try:
+        with open(stats_path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if old.get("conversion") != settings:
+        return False
+    sizes = old.get("file_sizes", {})
+    for path in _outputs(directory, name)[:-1]:
+        base = os.path.basename(path)
+        if not os.path.isfile(path) or os.path.getsize(path) != sizes.get(base):
+            return False
+    return True
+
+
+def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_format="png",
+            quality=None, label_mode="fine", force=False, quiet=False, log=print):
+    """Convert ``source`` (downloaded when None) and return the stats dict written beside the
+    records, or None when the outputs were already up to date.  Raises :class:`DataError`."""
+    if dataset not in DOWNLOADS:
+        raise DataError("unknown dataset %r; choose cifar10 or cifar100" % (dataset,))
+    if img_format not in ("png", "jpeg"):
+        raise DataError("unknown format %r; choose png (lossless) or jpeg" % (img_format,))
+    if quality is not None and img_format != "jpeg":
+        raise DataError("--quality applies to --format jpeg only (PNG is lossless)")
+    quality = 95 if quality is None else int(quality)
+    if not 1 <= quality <= 100:
+        raise DataError("--quality must be 1..100, got %d" % quality)
+    name = name or dataset
+    if not name or os.sep in name or name.startswith("."):
+        raise DataError("--name %r must be a plain file-name prefix" % (name,))
+    output_dir = os.path.abspath(os.path.expanduser(
+        output_dir or os.path.join("~", ".mxnet", "datasets", dataset)))
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        raise DataError("cannot create output folder %s (%s)" % (output_dir, exc.strerror)) from None
+    if source is None:
+        source = download(dataset, output_dir, quiet=quiet)
+    source = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(source):
+        raise DataError("source %s does not exist; pass an official CIFAR archive, its "
+                        "extracted folder or a train/<class>/ + test/<class>/ image tree" % source)
+    expected_md5 = KNOWN_MD5.get(os.path.basename(source))
+    if expected_md5 and os.path.isfile(source) and _md5(source) != expected_md5:
+        raise DataError("%s has the name of an official archive but not its MD5 (%s); it is "
+                        "damaged or incomplete, download it again" % (source, expected_md5))
+
+    stats_path = os.path.join(output_dir, "%s_stats.json" % name)
+    settings = {"dataset": dataset, "label_mode": label_mode, "format": img_format,
+                "quality": quality if img_format == "jpeg" else PNG_COMPRESSION,
+                "source": source, "source_fingerprint": fingerprint(source),
+                "version": STATS_VERSION}
+    if not force and _up_to_date(stats_path, settings, output_dir, name):
+        log("%s is up to date with %s; nothing to do (pass --force to rebuild)"
+            % (stats_path, source))
+        return None
+
+    start = time.time()
+    data = load_source(source, dataset, label_mode, progress=not quiet)
+    n_classes = len(data.classes)
+    for split in (data.train, data.val):
+        if split.images.shape[0] == 0:
+            raise DataError("%s has no images in one of its splits" % source)
+    ext = ".png" if img_format == "png" else ".jpg"
+    level = PNG_COMPRESSION if img_format == "png" else quality
+    writers = []
+    try:
+        from tqdm import tqdm
+        total = data.train.images.shape[0] + data.val.images.shape[0]
+        with tqdm(total=total, desc="packing %s" % name, unit="img",
+                  disable=True if quiet else None) as bar:
+            for split_name, split in (("train", data.train), ("val", data.val)):
+                writer = SplitWriter(output_dir, name, split_name, ext, level)
+                writers.append(writer)
+                for img, label, path in zip(split.images, split.labels, split.names):
+                    writer.add(img, label, path)
+                    bar.update(1)
+        mean, std = channel_stats(data.train.images)
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    try:
+        sizes = {os.path.basename(w.paths[ext_]): os.path.getsize(w.tmp[ext_])
+                 for w in writers for ext_ in ("rec", "idx", "lst")}
+        height, width = data.train.images.shape[1:3]
+        stats = {"dataset": dataset, "name": name, "source_kind": data.kind,
+                 "classes": list(data.classes), "num_classes": n_classes,
+                 "label_mode": label_mode if dataset == "cifar100" else None,
+                 "num_train": int(data.train.images.shape[0]),
+                 "num_val": int(data.val.images.shape[0]),
+                 "image_shape": [3, int(height), int(width)], "mean": mean, "std": std,
+                 "format": img_format, "color_order_in_records": "BGR",
+                 "conversion": settings, "file_sizes": sizes}
+        for writer in writers:
+            writer.commit()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    atomic_write_text(stats_path, json.dumps(stats, indent=1) + "\n")
+    log("wrote %s_{train,val}.{rec,idx,lst} and %s_stats.json in %s: %d train + %d val images, "
+        "%d classes, %s (%.1f s)" % (name, name, output_dir, stats["num_train"], stats["num_val"],
+                                     n_classes, img_format, time.time() - start))
+    return stats
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the whole usage)
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+
+
+def _parser():
+    p = _Parser(prog="prepare_cifar", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DOWNLOADS), default="cifar10",
+                   help="which data set (default cifar10); also names the default output folder")
+    p.add_argument("--source", help="official archive (python or binary), its extracted folder, "
+                   "or a train/<class>/ + test/<class>/ image tree (folder, .tar[.gz], .tgz, "
+                   ".zip); default: download the official python archive")
+    p.add_argument("--output-dir", help="where to write (default ~/.mxnet/datasets/<dataset>)")
+    p.add_argument("--name", help="file-name prefix of the outputs (default: the dataset name)")
+    p.add_argument("--format", choices=["png", "jpeg"], default="png",
+                   help="image encoding in the records (default png: lossless)")
+    p.add_argument("--quality", type=int, help="JPEG quality 1-100 (default 95)")
+    p.add_argument("--label-mode", choices=["fine", "coarse"], default="fine",
+                   help="CIFAR-100 labels: fine (100 classes, default) or coarse (20)")
+    p.add_argument("--force", action="store_true", help="rebuild even if outputs are up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        prepare(dataset=args.dataset, source=args.source, output_dir=args.output_dir,
+                name=args.name, img_format=args.format, quality=args.quality,
+                label_mode=args.label_mode, force=args.force, quiet=args.quiet)
+    except DataError as exc:
+        print("prepare_cifar: error: %s" % exc, file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions: earlier outputs are untouched
+        print("prepare_cifar: error: %s" % exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prepare_cifar: interrupted; earlier outputs are untouched", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
