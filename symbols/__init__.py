@@ -40,6 +40,9 @@ _NETWORKS = {
     "mobilenet_v2": ("mobilenet", {"version": 2}),
 }
 
+# Implied options a caller may set to another non-zero value (e.g. the SE reduction ratio).
+_TUNABLE = {"se_ratio"}
+
 __all__ = ["get_symbol", "list_networks", "family_module"]
 
 
@@ -86,7 +89,8 @@ def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32)
         raise ValueError("%s does not take option(s) %s; its options are: %s"
                          % (network, ", ".join(unknown), ", ".join(accepted) or "none"))
     for key, implied in options.items():
-        if key in kwargs and not kwargs[key] and implied:
+        changed = key in kwargs and kwargs[key] != implied
+        if changed and (key not in _TUNABLE or not kwargs[key]):
             raise ValueError("%s implies %s=%r; for the network without it use %s"
                              % (network, key, implied, _plain_network(network)))
     options.update(kwargs)

@@ -72,10 +72,11 @@ def test_option_a_shortcut_pads_channels_with_zeros():
 @pytest.mark.parametrize("network,option,plain", [
     ("inception_resnet_v2", {"residual": False}, "inception_v4"),
     ("se_resnet", {"se_ratio": 0}, "resnet"),
+    ("mobilenet_v2", {"version": 1}, "mobilenet"),
 ])
 def test_implied_options_cannot_be_switched_off(network, option, plain):
     with pytest.raises(ValueError, match=plain):
-        symbols.get_symbol(network, image_shape=(3, 299, 299) if "inception" in network else (3, 32, 32),
+        symbols.get_symbol(network, image_shape=(3, 299, 299) if "inception" in network else (3, 224, 224),
                            **option)
 
 
