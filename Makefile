@@ -32,11 +32,17 @@ train: setup
 	$(PY) data/prepare_cifar.py --dataset $(DATASET) $(if $(CIFAR_SOURCE),--source $(CIFAR_SOURCE))
 	$(PY) train/train_cifar.py --dataset $(DATASET) --network $(NETWORK) --num-layers $(NUM_LAYERS) $(TRAIN_ARGS)
 
-bench: setup
-	$(PY) -m pip install -q -c constraints.txt -r requirements-bench.txt
-	$(PY) bench/throughput.py
+TORCH_VENV ?= .venv-torch
+
+$(TORCH_VENV)/.installed: requirements-bench.txt
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install -q -r requirements-bench.txt
+	touch $@
+
+bench: setup $(TORCH_VENV)/.installed
+	$(PY) bench/throughput.py --torch-python $(TORCH_VENV)/bin/python
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/memonger.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TORCH_VENV) build *.egg-info .pytest_cache
