@@ -1,0 +1,59 @@
+"""The CIFAR training recipes of the papers, as defaults for ``train_cifar.py --preset NAME``.
+
+Each preset maps command-line destinations to values; flags given explicitly on the
+command line override them.  Epoch numbers are the papers' (He et al. train for 64k
+iterations = 164 epochs of 391 batches and divide the learning rate at 32k/48k = 82/123).
+"""
+
+__all__ = ["PRESETS", "describe"]
+
+PRESETS = {
+    "resnet": {
+        "source": "He, Zhang, Ren, Sun 2016, Deep Residual Learning for Image Recognition, Sec. 4.2",
+        "values": dict(network="resnet", optimizer="sgd", lr=0.1, batch_size=128, wd=1e-4,
+                       mom=0.9, num_epochs=164, lr_scheduler="step", lr_step_epochs="82,123",
+                       lr_factor=0.1),
+    },
+    "resnet110": {
+        "source": "He et al. 2016, Sec. 4.2: for ResNet-110, lr 0.01 to warm up until training "
+                  "error is below 80% (about 400 iterations), then back to 0.1",
+        "values": dict(network="resnet", num_layers=110, optimizer="sgd", lr=0.1, batch_size=128,
+                       wd=1e-4, mom=0.9, num_epochs=164, lr_scheduler="step",
+                       lr_step_epochs="82,123", lr_factor=0.1, warmup_iters=400,
+                       warmup_lr=0.01, warmup_mode="constant"),
+    },
+    "preact_resnet": {
+        "source": "He, Zhang, Ren, Sun 2016, Identity Mappings in Deep Residual Networks "
+                  "(the schedule of He et al. 2016: 0.1, x0.1 at 32k/48k iterations; add "
+                  "--warmup-iters 400 --warmup-lr 0.01 --warmup-mode constant for the warm-up)",
+        "values": dict(network="preact_resnet", optimizer="sgd", lr=0.1, batch_size=128, wd=1e-4,
+                       mom=0.9, num_epochs=164, lr_scheduler="step", lr_step_epochs="82,123",
+                       lr_factor=0.1),
+    },
+    "wrn": {
+        "source": "Zagoruyko, Komodakis 2016, Wide Residual Networks, Sec. 4 (Nesterov, "
+                  "dropout 0.3 in WRN-28-10)",
+        "values": dict(network="wrn", optimizer="nag", lr=0.1, batch_size=128, wd=5e-4, mom=0.9,
+                       num_epochs=200, lr_scheduler="step", lr_step_epochs="60,120,160",
+                       lr_factor=0.2, dropout=0.3),
+    },
+    "resnext": {
+        "source": "Xie, Girshick, Dollar, Tu, He 2017, Aggregated Residual Transformations, "
+                  "Sec. 5.3 (CIFAR)",
+        "values": dict(network="resnext", optimizer="sgd", lr=0.1, batch_size=128, wd=5e-4,
+                       mom=0.9, num_epochs=300, lr_scheduler="step", lr_step_epochs="150,225",
+                       lr_factor=0.1),
+    },
+    "densenet": {
+        "source": "Huang, Liu, van der Maaten, Weinberger 2017, Densely Connected Convolutional "
+                  "Networks, Sec. 4.2 (batch 64, Nesterov)",
+        "values": dict(network="densenet", optimizer="nag", lr=0.1, batch_size=64, wd=1e-4,
+                       mom=0.9, num_epochs=300, lr_scheduler="step", lr_step_epochs="150,225",
+                       lr_factor=0.1),
+    },
+}
+
+
+def describe():
+    """One line per preset for ``--help``."""
+    return "\n".join("  %-14s %s" % (name, preset["source"]) for name, preset in sorted(PRESETS.items()))
