@@ -9,6 +9,7 @@ DATASET    ?= cifar10
 CIFAR_SOURCE ?=
 NETWORK    ?= resnet
 NUM_LAYERS ?= 164
+PRESET     ?= resnet
 TRAIN_ARGS ?=
 
 .PHONY: setup system-deps test train bench clean
@@ -30,7 +31,8 @@ test: setup system-deps
 
 train: setup
 	$(PY) data/prepare_cifar.py --dataset $(DATASET) $(if $(CIFAR_SOURCE),--source $(CIFAR_SOURCE))
-	$(PY) train/train_cifar.py --dataset $(DATASET) --network $(NETWORK) --num-layers $(NUM_LAYERS) $(TRAIN_ARGS)
+	$(PY) train/train_cifar.py --dataset $(DATASET) --network $(NETWORK) --num-layers $(NUM_LAYERS) \
+		--preset $(PRESET) $(TRAIN_ARGS)
 
 TORCH_VENV ?= .venv-torch
 

@@ -4,10 +4,14 @@
 
 Steps: convert /work/shared/data/cifar10-jpeg-subset.tar.gz (10k train / 5k test JPEGs) with
 ``data/prepare_cifar.py --source``, train ``train/train_cifar.py --network resnet
---num-layers 20`` for a fixed budget of epochs (lr 0.1, x0.1 after 2/3 and 5/6 of the
-budget, batch 128, wd 1e-4, standard pad-4 crop + flip augmentation), then print test
+--num-layers 20`` for a fixed budget of epochs, then print test
 accuracy and time per epoch from the run's ``-log.jsonl``.  Expectation: >= 70% test
 accuracy within 15 epochs.  Not part of the timed test suite (it takes minutes).
+
+The recipe suits a short budget on 10k images: batch 64 (156 steps per epoch), lr 0.1 with
+one warm-up epoch and cosine decay to 0, wd 5e-4, momentum 0.9, pad-4 crop + flip.  He et
+al.'s step schedule (batch 128, wd 1e-4, x0.1 at 2/3 and 5/6 of the budget) reached 67.9%
+here in 15 epochs against 73.3% for this one; flags after ``--`` override the recipe.
 """
 import argparse
 import json
@@ -40,12 +44,12 @@ def main(argv=None):
                     "cifar10", "--source", args.source, "--output-dir", data_dir, "--quiet"],
                    check=True, env=env)
     print("prepared %s in %.0f s" % (data_dir, time.time() - tic), flush=True)
-    steps = "%d,%d" % (round(args.epochs * 2 / 3), round(args.epochs * 5 / 6))
     prefix = os.path.join(work, "run", "resnet20")
     command = [sys.executable, os.path.join(ROOT, "train", "train_cifar.py"), "--dataset", "cifar10",
                "--data-dir", data_dir, "--network", "resnet", "--num-layers", "20",
-               "--num-epochs", str(args.epochs), "--lr", "0.1", "--lr-step-epochs", steps,
-               "--batch-size", "128", "--wd", "1e-4", "--mom", "0.9", "--model-prefix", prefix,
+               "--num-epochs", str(args.epochs), "--lr", "0.1", "--lr-scheduler", "cosine",
+               "--warmup-epochs", "1", "--batch-size", "64", "--wd", "5e-4", "--mom", "0.9",
+               "--model-prefix", prefix,
                "--disp-batches", "50"] + extra
     print(" ".join(command), flush=True)
     tic = time.time()

@@ -220,10 +220,11 @@ def table(configs, engine, warmup, steps, repeats):
         alloc = 100.0 * r["alloc_mb"] / plain["alloc_mb"] if r["alloc_mb"] and plain["alloc_mb"] \
             else None
         target = TARGETS.get(depth, {})
-        print("  PreAct-%d batch %d: alloc %s [<= %s%%], peak RSS %.1f%%, speed %.2fx [>= %sx]"
+        speed_target = " [>= %sx]" % target["speed"] if "speed" in target else ""
+        print("  PreAct-%d batch %d: alloc %s [<= %s%%], peak RSS %.1f%%, speed %.2fx%s"
               % (depth, batch, fmt(alloc, "%.1f%%"), target.get("alloc_pct", "-"),
                  100.0 * r["rss_mb"] / plain["rss_mb"], r["img_s"] / plain["img_s"],
-                 target.get("speed", "-")))
+                 speed_target))
     for (depth, batch, planned), r in rows.items():
         limit = TARGETS.get(depth, {}).get("rss_mb", {}).get(batch)
         if planned and limit:

@@ -43,7 +43,7 @@ _NETWORKS = {
 # Implied options a caller may set to another non-zero value (e.g. the SE reduction ratio).
 _TUNABLE = {"se_ratio"}
 
-__all__ = ["get_symbol", "list_networks", "family_module"]
+__all__ = ["get_symbol", "list_networks", "family_module", "count_params"]
 
 
 def family_module(network):
@@ -101,3 +101,23 @@ def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32)
     if deep_supervision:
         sym = attach_heads(sym, deep_supervision, int(num_classes), image_shape=image_shape)
     return sym
+
+
+def count_params(sym, image_shape, input_names=("data",)):
+    """Learnable parameters of ``sym`` (weights, biases, BN gamma/beta; BN running statistics
+    are auxiliary states and not counted), as the papers' tables count them.
+
+    Inputs (``data`` and every ``*_label``) are excluded; shapes are inferred for one
+    ``image_shape`` (C, H, W) image.
+    """
+    shape = (1,) + as_image_shape(image_shape)
+    arg_shapes, _, _ = sym.infer_shape(**{name: shape for name in input_names})
+    return sum(int(_prod(s)) for name, s in zip(sym.list_arguments(), arg_shapes)
+               if name not in input_names and not name.endswith("label"))
+
+
+def _prod(shape):
+    out = 1
+    for v in shape:
+        out *= int(v)
+    return out

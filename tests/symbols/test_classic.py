@@ -21,13 +21,6 @@ def build(network, image_shape, num_classes=10, **options):
                               **options)
 
 
-def learnable_params(sym, image_shape):
-    """Learnable argument parameters (weights, biases, BN gamma/beta; no BN running stats)."""
-    arg_shapes, _, _ = sym.infer_shape(data=(1,) + image_shape)
-    return sum(int(np.prod(shape)) for name, shape in zip(sym.list_arguments(), arg_shapes)
-               if name not in ("data", "softmax_label"))
-
-
 def output_shape(sym, image_shape, internal=None, batch=2):
     if internal is not None:
         sym = sym.get_internals()[internal + "_output"]
@@ -67,7 +60,7 @@ PAPER_PARAMS = [
 def test_parameter_count_matches_the_paper(network, options, image_shape, num_classes, millions):
     sym = build(network, image_shape, num_classes, **options)
     assert output_shape(sym, image_shape) == (2, num_classes)
-    assert round(learnable_params(sym, image_shape) / 1e6, 1) == millions
+    assert round(symbols.count_params(sym, image_shape) / 1e6, 1) == millions
 
 
 @pytest.mark.parametrize("network,options,image_shape,exact", [
@@ -80,7 +73,7 @@ def test_parameter_count_matches_the_paper(network, options, image_shape, num_cl
 ])
 def test_parameter_count_matches_reference_implementations(network, options, image_shape, exact):
     num_classes = 10 if network == "lenet" else 1000
-    assert learnable_params(build(network, image_shape, num_classes, **options),
+    assert symbols.count_params(build(network, image_shape, num_classes, **options),
                             image_shape) == exact
 
 

@@ -25,13 +25,6 @@ def build(network, image_shape, num_classes=10, **options):
                               **options)
 
 
-def learnable_params(sym, image_shape):
-    """Weights, biases and BN gamma/beta (BN running statistics are auxiliary states)."""
-    arg_shapes, _, _ = sym.infer_shape(data=(1,) + image_shape)
-    return sum(int(np.prod(shape)) for name, shape in zip(sym.list_arguments(), arg_shapes)
-               if name not in ("data", "softmax_label"))
-
-
 # (network, options, native input, exact reference count, millions as the brief/papers round)
 REFERENCE_PARAMS = [
     ("googlenet", {}, IMAGENET, 6624904, 6.6),                       # torchvision
@@ -46,7 +39,7 @@ REFERENCE_PARAMS = [
 @pytest.mark.parametrize("network, options, shape, exact, millions", REFERENCE_PARAMS)
 def test_parameter_counts_match_references(network, options, shape, exact, millions):
     sym = build(network, shape, num_classes=1000, **options)
-    count = learnable_params(sym, shape)
+    count = symbols.count_params(sym, shape)
     assert round(count / 1e6, 1) == millions
     assert count == exact
 
@@ -58,7 +51,7 @@ def test_parameter_counts_match_references(network, options, shape, exact, milli
 def test_aux_heads_add_the_reference_parameters_and_leave_the_main_network(
         network, options, shape, with_aux):
     sym = build(network, shape, num_classes=1000, **options)
-    assert learnable_params(sym, shape) == with_aux
+    assert symbols.count_params(sym, shape) == with_aux
     plain = build(network, shape, num_classes=1000)
     assert ds.main_output(sym).tojson() == plain.tojson()
 

@@ -93,3 +93,10 @@ def test_option_a_shortcut_can_quadruple_channels():
     assert y.shape == (1, 8, 3, 3) and (y[:, :2] == 1).all() and (y[:, 2:] == 0).all()
     sym = symbols.get_symbol("preact_resnet", num_layers=164, shortcut_type="A")
     assert sym.infer_shape(data=(1, 3, 32, 32))[1][0] == (1, 10)
+
+
+def test_count_params_counts_learnable_weights_only():
+    sym = symbols.get_symbol("resnet", num_layers=20, shortcut_type="A")
+    assert symbols.count_params(sym, (3, 32, 32)) == 269722  # He et al. 2016: 0.27M
+    lenet = symbols.get_symbol("lenet", image_shape=(1, 28, 28))
+    assert symbols.count_params(lenet, "1,28,28") == 61706

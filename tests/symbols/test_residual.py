@@ -19,13 +19,6 @@ IMAGENET = (3, 224, 224)
 INPUTS = ("data", "softmax_label")
 
 
-def count_params(sym, image_shape):
-    """Learnable parameters of ``sym`` for one ``image_shape`` (C, H, W) input (aux states excluded)."""
-    arg_shapes, _, _ = sym.infer_shape(data=(1,) + tuple(image_shape))
-    return sum(int(np.prod(shape)) for name, shape in zip(sym.list_arguments(), arg_shapes)
-               if name not in INPUTS)
-
-
 def reads_as(count, paper_millions):
     """True if ``count`` printed in millions with the paper's decimals gives its figure.
 
@@ -72,7 +65,7 @@ PAPER_COUNTS = [
                               for c in PAPER_COUNTS])
 def test_parameter_count_matches_the_paper(network, depth, shape, classes, options, exact, paper):
     sym = symbols.get_symbol(network, classes, depth, shape, **options)
-    count = count_params(sym, shape)
+    count = symbols.count_params(sym, shape)
     assert count == exact
     assert reads_as(count, paper), "%s-%d has %.3fM parameters, paper says %sM" % (
         network, depth, count / 1e6, paper)
@@ -259,13 +252,13 @@ def test_layout_follows_the_input_size_unless_style_is_given():
 
 
 def test_default_depths():
-    assert count_params(symbols.get_symbol("resnet"), CIFAR) == 272474               # ResNet-20
-    assert count_params(symbols.get_symbol("resnet", 1000, image_shape=IMAGENET), IMAGENET) \
+    assert symbols.count_params(symbols.get_symbol("resnet"), CIFAR) == 272474               # ResNet-20
+    assert symbols.count_params(symbols.get_symbol("resnet", 1000, image_shape=IMAGENET), IMAGENET) \
         == 25557032                                                                     # ResNet-50
-    assert count_params(symbols.get_symbol("preact_resnet"), CIFAR) == 1703258        # PreAct-164
-    assert count_params(symbols.get_symbol("wrn"), CIFAR) == 36479194                 # WRN-28-10
-    assert count_params(symbols.get_symbol("resnext"), CIFAR) == 34426698             # 29 8x64d
-    assert count_params(symbols.get_symbol("resnext", 1000, image_shape=IMAGENET),
+    assert symbols.count_params(symbols.get_symbol("preact_resnet"), CIFAR) == 1703258        # PreAct-164
+    assert symbols.count_params(symbols.get_symbol("wrn"), CIFAR) == 36479194                 # WRN-28-10
+    assert symbols.count_params(symbols.get_symbol("resnext"), CIFAR) == 34426698             # 29 8x64d
+    assert symbols.count_params(symbols.get_symbol("resnext", 1000, image_shape=IMAGENET),
                         IMAGENET) == 25028904                                         # 50 32x4d
 
 
