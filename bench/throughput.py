@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -364,18 +363,6 @@ def _load():
         return "?"
 
 
-def _atomic_write(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -465,7 +452,9 @@ def _drive(args):
     for line in errors:
         print("failed: " + line)
     if args.json:
-        _atomic_write(args.json, json.dumps(
+        sys.path.insert(0, ROOT)
+        from train.checkpoint import atomic_write_text
+        atomic_write_text(args.json, json.dumps(
             {"nets": nets, "macs": macs, "batches": batches, "peak_gflops": peak,
              "results": {"%s/%s" % k: v for k, v in results.items()}}, indent=1))
     return 1 if errors else 0

@@ -21,7 +21,8 @@ Wide ResNets (wrn.py) are built from this module with widened filters and dropou
 import mxnet as mx
 
 from . import layers
-from .resnet import CIFAR_DEPTHS, check_common, imagenet_depths, resnet_layout, stem
+from .resnet import (CIFAR_DEPTHS, check_common, imagenet_depths, resnet_layout, stack_stages,
+                     stem)
 
 #: num_layers used when none is given, by layout.
 DEFAULT_DEPTH = {"cifar": 164, "imagenet": 50}
@@ -89,16 +90,11 @@ def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifa
     data = mx.sym.Variable("data")
     body = stem(data, filter_list[0], style, post_activation=False, bn_mom=bn_mom,
                 workspace=workspace)
-    in_filter = filter_list[0]
-    for i in range(num_stages):
-        out_filter = filter_list[i + 1]
-        for j in range(units[i]):
-            stride = 2 if i > 0 and j == 0 else 1
-            body = residual_unit(body, out_filter, stride, in_filter == out_filter and stride == 1,
-                                 "stage%d_unit%d" % (i + 1, j + 1), bottle_neck, bn_mom, workspace,
-                                 memonger, in_filter=in_filter, shortcut_type=shortcut_type,
-                                 dropout=dropout)
-            in_filter = out_filter
+    body = stack_stages(body, units, filter_list, lambda x, stage, num_filter, stride, dim_match,
+                        name, in_filter: residual_unit(
+                            x, num_filter, stride, dim_match, name, bottle_neck, bn_mom, workspace,
+                            memonger, in_filter=in_filter, shortcut_type=shortcut_type,
+                            dropout=dropout))
     body = layers.bn_act(body, name="post", bn_mom=bn_mom)
     return layers.softmax_output(layers.classifier(body, num_classes, name="fc1"))
 

@@ -227,6 +227,24 @@ def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
     return layers.tag_mirror_stage(out) if memonger else out
 
 
+def stack_stages(body, units, filter_list, add_unit):
+    """Stack ``units[i]`` residual units of ``filter_list[i + 1]`` filters for each stage i.
+
+    The first unit of every stage but the first has stride 2.  ``add_unit(x, stage,
+    num_filter, stride, dim_match, name, in_filter)`` builds one unit named
+    ``stage<i+1>_unit<j+1>``; ``filter_list[0]`` is the stem's width.
+    """
+    in_filter = filter_list[0]
+    for i, count in enumerate(units):
+        out_filter = filter_list[i + 1]
+        for j in range(count):
+            stride = 2 if i > 0 and j == 0 else 1
+            body = add_unit(body, i, out_filter, stride, in_filter == out_filter and stride == 1,
+                            "stage%d_unit%d" % (i + 1, j + 1), in_filter)
+            in_filter = out_filter
+    return body
+
+
 def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifar",
            shortcut_type="B", se_ratio=None, bn_mom=layers.BN_MOMENTUM,
            workspace=layers.WORKSPACE, memonger=False, num_group=1, inner_list=None):
@@ -241,17 +259,12 @@ def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifa
                          % (num_stages, num_stages + 1, num_stages, units, filter_list))
     data = mx.sym.Variable("data")
     body = stem(data, filter_list[0], style, bn_mom=bn_mom, workspace=workspace)
-    in_filter = filter_list[0]
-    for i in range(num_stages):
-        out_filter = filter_list[i + 1]
-        for j in range(units[i]):
-            stride = 2 if i > 0 and j == 0 else 1
-            body = residual_unit(body, out_filter, stride, in_filter == out_filter and stride == 1,
-                                 "stage%d_unit%d" % (i + 1, j + 1), bottle_neck, bn_mom, workspace,
-                                 memonger, in_filter=in_filter, shortcut_type=shortcut_type,
-                                 se_ratio=se_ratio, num_group=num_group,
-                                 inner_filter=inner_list[i] if inner_list else None)
-            in_filter = out_filter
+    body = stack_stages(body, units, filter_list, lambda x, stage, num_filter, stride, dim_match,
+                        name, in_filter: residual_unit(
+                            x, num_filter, stride, dim_match, name, bottle_neck, bn_mom, workspace,
+                            memonger, in_filter=in_filter, shortcut_type=shortcut_type,
+                            se_ratio=se_ratio, num_group=num_group,
+                            inner_filter=inner_list[stage] if inner_list else None))
     return layers.softmax_output(layers.classifier(body, num_classes, name="fc1"))
 
 
