@@ -5,15 +5,13 @@ run first.  A value the user already exported always wins.
 """
 import os
 
-#: Defaults from measurements on a 2-core CPU machine (``bench/throughput.py --knobs``).
-#: OMP_NUM_THREADS is filled in with the number of usable cores at run time: the one knob
-#: known to pay (MXNet alone uses 1 thread on 2 cores: 0.62x).  oneDNN stays on (MXNet's
-#: default; off measured 0.42x).  The engine knobs (bulk execution and its segment sizes,
-#: subgraph backend, optimizer aggregation, worker threads, OpenMP wait/bind policy, Gluon
-#: instead of Module) have so far only been measured on a heavily shared machine (load
-#: 11-16 on 2 cores), where the "winners" (2 engine worker threads, passive OpenMP waiting,
-#: bound threads) plausibly just grab a larger share of contended cores and would oversubscribe a
-#: dedicated one; until a quiet-machine run confirms a gain, MXNet's own values stay.
+#: Defaults from ``bench/throughput.py --knobs`` on a quiet 2-core AVX-512 machine (ResNet-20,
+#: batch 128, 3 interleaved rounds; table in the README).  OMP_NUM_THREADS is filled in with
+#: the number of usable cores at run time: MXNet's own default ran at 0.54x.  oneDNN stays on
+#: (off: 0.25x).  No other knob (bulk execution and its segment sizes, subgraph backend,
+#: optimizer aggregation, engine worker threads, OpenMP wait/bind policy, NaiveEngine, Gluon
+#: instead of Module) moved speed beyond noise (0.97-1.02x) or it slowed training (2 worker
+#: threads 0.89x, passive OpenMP waiting 0.90x), so MXNet's own values stay.
 DEFAULTS = {}
 
 
