@@ -22,7 +22,7 @@ import mxnet as mx
 
 from . import layers
 from .resnet import (CIFAR_DEPTHS, check_common, imagenet_depths, resnet_layout, stack_stages,
-                     stem)
+                     stem, unit_in_filter)
 
 #: num_layers used when none is given, by layout.
 DEFAULT_DEPTH = {"cifar": 164, "imagenet": 50}
@@ -46,12 +46,7 @@ def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
     output shapes are equal; otherwise ``in_filter`` is required and the shortcut follows
     ``shortcut_type``.  Output: (N, num_filter, H/stride, W/stride).
     """
-    if dim_match:
-        if stride != 1:
-            raise ValueError("%s: dim_match=True needs stride 1, got %r" % (name, stride))
-        in_filter = num_filter
-    elif in_filter is None:
-        raise ValueError("%s: in_filter (input channels) is required when dim_match=False" % name)
+    in_filter = unit_in_filter(num_filter, stride, dim_match, in_filter, name)
     common = dict(bn_mom=bn_mom, workspace=workspace)
     act = layers.bn_act(data, name=name + "_a", bn_mom=bn_mom)
     if bottle_neck:

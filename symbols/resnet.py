@@ -203,12 +203,7 @@ def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
     input channels) is required and the shortcut follows ``shortcut_type``.
     Output: (N, num_filter, H/stride, W/stride), tagged for mirroring if ``memonger``.
     """
-    if dim_match:
-        if stride != 1:
-            raise ValueError("%s: dim_match=True needs stride 1, got %r" % (name, stride))
-        in_filter = num_filter
-    elif in_filter is None:
-        raise ValueError("%s: in_filter (input channels) is required when dim_match=False" % name)
+    in_filter = unit_in_filter(num_filter, stride, dim_match, in_filter, name)
     common = dict(bn_mom=bn_mom, workspace=workspace)
     if bottle_neck:
         inner = int(inner_filter) if inner_filter else num_filter // 4
@@ -225,6 +220,18 @@ def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
     out = mx.sym.Activation(mx.sym.elemwise_add(x, short, name=name + "_add"), act_type="relu",
                             name=name + "_relu")
     return layers.tag_mirror_stage(out) if memonger else out
+
+
+def unit_in_filter(num_filter, stride, dim_match, in_filter, name):
+    """The input channels of a residual unit: ``num_filter`` when ``dim_match`` (stride 1
+    required), else the given ``in_filter``; ``ValueError`` naming the unit otherwise."""
+    if dim_match:
+        if stride != 1:
+            raise ValueError("%s: dim_match=True needs stride 1, got %r" % (name, stride))
+        return num_filter
+    if in_filter is None:
+        raise ValueError("%s: in_filter (input channels) is required when dim_match=False" % name)
+    return in_filter
 
 
 def stack_stages(body, units, filter_list, add_unit):
