@@ -142,7 +142,6 @@ def run_worker(spec):
         from train import runtime
         runtime.configure()
     import mxnet as mx
-    from train._siblings import symbols  # noqa: F401  (checkout path set up below)
     net, batch_size, batches = spec["net"], spec["batch_size"], spec["batches"]
     if spec["config"] in ("ours", "knob"):
         from train import fit

@@ -21,7 +21,6 @@ engine feeds soft labels (N, K), which ``SoftmaxOutput`` accepts as target proba
 import contextlib
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -30,6 +29,7 @@ import mxnet as mx
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import runtime
 from .progress import BatchMetrics, EpochLog, Speedometer
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "TrainingDiverged", "FitConfig", "parse_devices",
@@ -167,19 +167,6 @@ def json_op(sym):
     return graph["nodes"][graph["heads"][0][0]]["op"]
 
 
-@contextlib.contextmanager
-def _environ(key, value):
-    old = os.environ.get(key)
-    if value is not None:
-        os.environ[key] = value
-    try:
-        yield
-    finally:
-        if value is not None:
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _is_dist(kvstore):
@@ -209,7 +196,7 @@ class ModuleEngine:
         self.mod.init_params(arg_params=arg_params, aux_params=aux_params, force_init=True)
         # dist_sync: workers sum gradients through the servers and each applies the same
         # update, so the optimizer state is local and can be checkpointed (rank 0)
-        with _environ("MXNET_UPDATE_ON_KVSTORE", "0" if _is_dist_sync(kvstore) else None):
+        with runtime.temporary_env("MXNET_UPDATE_ON_KVSTORE", "0" if _is_dist_sync(kvstore) else None):
             self.mod.init_optimizer(kvstore=kvstore, optimizer=optimizer,
                                     optimizer_params=dict(optimizer_params))
         self.can_save_states = not (_is_dist(kvstore) and self.mod._update_on_kvstore)

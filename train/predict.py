@@ -15,11 +15,11 @@ as the data package writes them); its ``classes`` name the predictions.
 
 The command line is train/score.py (``--predict``).
 """
-import contextlib
 import os
 
 import numpy as np
 
+from . import runtime
 from .checkpoint import CheckpointError, load_params
 
 __all__ = ["PredictError", "data_module", "inference_symbol", "input_name", "check_params", "load_model",
@@ -167,19 +167,6 @@ def load_model(prefix, epoch, image_shape, batch_size=1, contexts=None):
 SUBGRAPH_ENV = "MXNET_SUBGRAPH_BACKEND"
 
 
-@contextlib.contextmanager
-def _subgraph_backend(value):
-    old = os.environ.get(SUBGRAPH_ENV)
-    if value is not None:
-        os.environ[SUBGRAPH_ENV] = value
-    try:
-        yield
-    finally:
-        if value is not None:
-            if old is None:
-                os.environ.pop(SUBGRAPH_ENV, None)
-            else:
-                os.environ[SUBGRAPH_ENV] = old
 
 
 def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=None, fuse=False):
@@ -194,7 +181,7 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
     module = mx.mod.Module(sym, data_names=(data_name,), label_names=None,
                            context=contexts or [mx.cpu()])
     backend = None if fuse or SUBGRAPH_ENV in os.environ else "NONE"
-    with _subgraph_backend(backend):
+    with runtime.temporary_env(SUBGRAPH_ENV, backend):
         module.bind(data_shapes=[(data_name, tuple(data_shape))], for_training=False)
     module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
     return module

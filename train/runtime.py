@@ -3,6 +3,7 @@
 MXNet reads these from the environment when the library loads, so ``configure()`` must
 run first.  A value the user already exported always wins.
 """
+import contextlib
 import os
 
 #: Defaults from ``bench/throughput.py --knobs`` on a quiet 2-core AVX-512 machine (ResNet-20,
@@ -33,3 +34,23 @@ def configure(environ=None):
             environ[key] = value
             applied[key] = value
     return applied
+
+
+@contextlib.contextmanager
+def temporary_env(key, value):
+    """Set ``key`` to ``value`` for the duration of the block (``None``: leave it as it is).
+
+    For MXNet settings read at bind/initialisation time rather than at library load, e.g.
+    ``MXNET_SUBGRAPH_BACKEND`` for one bind or ``MXNET_UPDATE_ON_KVSTORE`` for one optimizer.
+    """
+    old = os.environ.get(key)
+    if value is not None:
+        os.environ[key] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
