@@ -45,6 +45,7 @@ bench: setup $(TORCH_VENV)/.installed
 	$(PY) bench/throughput.py --torch-python $(TORCH_VENV)/bin/python
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/memonger.py
+	$(PY) bench/step_profile.py
 
 clean:
 	rm -rf $(VENV) $(TORCH_VENV) build *.egg-info .pytest_cache

@@ -2,12 +2,22 @@
 
 * ``time_steps``: the one timing loop every framework's measurement goes through.
 * ``RESULT_TAG``: a measuring subprocess prints its result as ``RESULT_TAG + json``.
-* ``cpu_peak``: the FP32 peak of the cores this process may use, from /proc/cpuinfo.
+* ``cpu_peak``: the FP32 peak of the cores this process may use: cores x clock x FP32 lanes
+  x 2 (FMA) x FMA units, with the clock measured while every core is busy
+  (``measure_cpu``, bench/cpu_peak.c) or, without a C compiler, the nominal clock of
+  /proc/cpuinfo.
 """
+import hashlib
+import json
 import math
 import os
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 RESULT_TAG = "BENCH-RESULT "
 #: Timed seconds per measurement (after warm-up) when no batch count is given.
@@ -55,18 +65,64 @@ def _cpuinfo():
     return fields
 
 
-def cpu_peak(cores=None):
+def _usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _cache_dir():
+    root = os.environ.get("MXCNN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mxcnn")
+    return os.path.join(root, "bench")
+
+
+def measure_cpu(cores=None, avx512=False, iterations=400000000):
+    """Clock and FMA throughput with one thread per core, all at once (bench/cpu_peak.c).
+
+    Returns ``{"ghz": mean GHz, "gflops": measured FP32 FMA GFLOP/s, "threads": n}`` or
+    ``None`` when no C compiler is there or the program fails.  The binary is built once
+    into ``$MXCNN_CACHE_DIR/bench`` (default ~/.cache/mxcnn/bench).
+    """
+    cores = cores or _usable_cores()
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    source = os.path.join(HERE, "cpu_peak.c")
+    if not compiler or not os.path.exists(source):
+        return None
+    flags = ["-O2", "-pthread", "-mavx2", "-mfma"] + (["-mavx512f", "-DUSE_AVX512"] if avx512 else [])
+    with open(source, "rb") as handle:
+        digest = hashlib.sha1(handle.read() + " ".join(flags).encode()).hexdigest()[:12]
+    binary = os.path.join(_cache_dir(), "cpu_peak-" + digest)
+    try:
+        if not os.path.exists(binary):
+            os.makedirs(_cache_dir(), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=_cache_dir(), prefix=".cpu_peak-")
+            os.close(fd)
+            built = subprocess.run([compiler] + flags + [source, "-o", tmp], capture_output=True,
+                                   timeout=120)
+            if built.returncode != 0:
+                os.unlink(tmp)
+                return None
+            os.replace(tmp, binary)  # atomic: a concurrent run sees the old or the new binary
+        run = subprocess.run([binary, str(cores), str(int(iterations))], capture_output=True,
+                             text=True, timeout=120)
+        result = json.loads(run.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return {"ghz": sum(result["ghz"]) / len(result["ghz"]), "gflops": result["gflops"],
+            "threads": result["threads"]}
+
+
+def cpu_peak(cores=None, measure=True):
     """``(gflops, explanation)``: FP32 peak = cores x GHz x FP32 lanes x 2 (FMA) x FMA units.
 
     Lanes: AVX-512 16, AVX2 8, else SSE 4, capped by the datapath width: AMD before Zen 5
     (family < 0x1A) executes 512-bit vectors as two 256-bit halves.  FMA units: 2 per core
-    (Zen 2-5 and Intel server cores since Skylake).  Clock: the "cpu MHz" of /proc/cpuinfo
-    (under a hypervisor the nominal clock; boost is not counted).
+    (Zen 2-5 and Intel server cores since Skylake).  Clock: measured with every core busy
+    (``measure_cpu``: boost included, which is what the training runs at); without a C
+    compiler, or with ``measure=False``, the "cpu MHz" of /proc/cpuinfo (under a hypervisor
+    the nominal clock, an underestimate when the cores boost).
     """
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
-    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1)
+    cores = cores or _usable_cores()
     try:
         ghz = float(info.get("cpu MHz", "0")) / 1000.0
     except ValueError:
@@ -83,12 +139,21 @@ def cpu_peak(cores=None):
     lanes = datapath // 32
     fma_units = 2 if "fma" in flags or "avx512f" in flags else 1
     flops_per_cycle = lanes * 2 * fma_units
+    measured = measure_cpu(cores, avx512=isa_bits == 512) if measure and "fma" in flags else None
+    if measured:
+        clock_note = ("clock %.2f GHz measured with %d busy cores (bench/cpu_peak.c; /proc/cpuinfo "
+                      "says %.2f); measured FMA throughput %.0f GFLOP/s"
+                      % (measured["ghz"], measured["threads"], ghz, measured["gflops"]))
+        ghz = measured["ghz"]
+    else:
+        clock_note = ("clock from /proc/cpuinfo (nominal: boost not counted; %s)"
+                      % ("not measured" if measure else "no C compiler or FMA to measure it"))
     gflops = cores * ghz * flops_per_cycle
     explanation = ("FP32 peak %.0f GFLOP/s = %d cores x %.2f GHz x %d lanes (%s%s) x 2 (FMA) x %d "
-                   "FMA units; %s family 0x%X; clock from /proc/cpuinfo, no boost; "
-                   "cores as the OS shows them (SMT siblings would halve it)"
+                   "FMA units; %s family 0x%X; %s; cores as the OS shows them (SMT siblings would "
+                   "halve it)"
                    % (gflops, cores, ghz, lanes, "AVX-512" if isa_bits == 512 else
                       "AVX2" if isa_bits == 256 else "SSE",
                       ", 256-bit datapath" if datapath < isa_bits else "", fma_units,
-                      info.get("model name", "unknown CPU"), family))
+                      info.get("model name", "unknown CPU"), family, clock_note))
     return gflops, explanation

@@ -25,7 +25,8 @@ Configurations (all with OMP_NUM_THREADS = usable cores unless a knob says other
   (default: .venv-torch/bin/python in the checkout, if present).
 
 GFLOP/s counts training as 3 x forward FLOPs = 3 x 2 x MACs (symbols.inspect) per image; the
-peak comes from /proc/cpuinfo (bench/_common.cpu_peak states its assumptions).
+peak is cores x clock x FP32 lanes x 2 x FMA units, the clock measured with every core busy
+(bench/cpu_peak.c; bench/_common.cpu_peak states its assumptions).
 """
 import argparse
 import json
@@ -53,7 +54,8 @@ CONFIGS = ("ours", "module", "gluoncv", "torch", "torch_cl")
 WORK_GFLOP = 500.0
 MEASURE_TIMEOUT = 900
 
-#: --knobs: name -> (what it changes, env changes relative to ours; None deletes, engine)
+#: --knobs: name -> (what it changes, env changes relative to ours (None deletes),
+#: fit.benchmark keyword arguments)
 KNOBS = {
     "omp_default": ("OMP_NUM_THREADS unset (MXNet's default threads)", {"OMP_NUM_THREADS": None}, None),
     "omp_1": ("OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}, None),
@@ -70,7 +72,9 @@ KNOBS = {
     "agg_1": ("MXNET_OPTIMIZER_AGGREGATION_SIZE=1 (one update op per parameter)",
               {"MXNET_OPTIMIZER_AGGREGATION_SIZE": "1"}, None),
     "agg_60": ("MXNET_OPTIMIZER_AGGREGATION_SIZE=60", {"MXNET_OPTIMIZER_AGGREGATION_SIZE": "60"}, None),
-    "gluon": ("hybridized Gluon engine instead of Module", {}, "gluon"),
+    "gluon": ("hybridized Gluon engine instead of Module", {}, {"engine": "gluon"}),
+    "no_fusion": ("no BatchNorm+ReLU fusion (symbols.fusion; train_cifar.py --no-fusion)", {},
+                  {"fuse": False}),
 }
 #: Variables a knob may touch: removed from every measurement's environment first, so only
 #: the configuration decides them.
@@ -146,9 +150,10 @@ def run_worker(spec):
     if spec["config"] in ("ours", "knob"):
         from train import fit
         sym = _symbol(net)
-        engine = spec.get("engine") or fit.DEFAULT_ENGINE
+        options = dict(spec.get("options") or {})
+        engine = options.pop("engine", fit.DEFAULT_ENGINE)
         start = time.perf_counter()
-        img_s = fit.benchmark(sym, batch_size, num_batches=batches, engine=engine, warmup=2)
+        img_s = fit.benchmark(sym, batch_size, num_batches=batches, engine=engine, warmup=2, **options)
         result = {"img_s": img_s, "batches": batches, "engine": engine,
                   "seconds": batches * batch_size / img_s, "wall": time.perf_counter() - start}
     elif spec["config"] == "module":
@@ -262,9 +267,9 @@ def plan_knobs(nets, knobs, batch_size, batches, threads):
     jobs = []
     for net in nets:
         for knob in ("defaults",) + tuple(knobs):
-            changes, engine = ({}, None) if knob == "defaults" else KNOBS[knob][1:]
+            changes, options = ({}, None) if knob == "defaults" else KNOBS[knob][1:]
             spec = {"config": "knob", "net": net, "batch_size": batch_size,
-                    "batches": batches[net], "engine": engine}
+                    "batches": batches[net], "options": options}
             argv = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
             jobs.append((net, knob, argv, knob_env(threads, changes)))
     return jobs

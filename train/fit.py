@@ -19,6 +19,7 @@ engine feeds soft labels (N, K), which ``SoftmaxOutput`` accepts as target proba
 (its gradient is then ``p - y``).
 """
 import contextlib
+import importlib
 import logging
 import math
 import sys
@@ -28,13 +29,14 @@ import warnings
 import mxnet as mx
 import numpy as np
 
+from . import _siblings
 from . import checkpoint as ckpt
 from . import runtime
 from .progress import BatchMetrics, EpochLog, Speedometer
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "TrainingDiverged", "FitConfig", "parse_devices",
            "make_lr_scheduler", "initial_params", "softmax_heads", "label_names",
-           "ModuleEngine", "GluonEngine", "make_engine", "epoch_seed", "fit", "benchmark"]
+           "ModuleEngine", "GluonEngine", "training_graph", "make_engine", "epoch_seed", "fit", "benchmark"]
 
 #: Engines by name.  bench/engine_compare.py (ResNet-20/56, batch 128, synthetic, interleaved)
 #: found no consistent winner: gluon/module medians 0.66-1.7 between runs on a machine shared
@@ -326,6 +328,25 @@ class GluonEngine:
             updater.optimizer = trainer._optimizer
 
 
+def training_graph(sym, contexts, data_shape, fuse=True):
+    """The graph the engines bind: ``sym`` with BatchNorm+ReLU fused on oneDNN CPUs.
+
+    ``symbols.fusion.fuse_bn_relu`` keeps every name, so parameters, optimizer states and
+    checkpoints are those of ``sym``; ``fit`` writes the unfused ``sym`` to ``-symbol.json``.
+    GPU contexts, a build without oneDNN, ``fuse=False`` (``--no-fusion``) and memonger-planned
+    graphs train ``sym`` as it is.
+    """
+    fusion = importlib.import_module(_siblings.symbols.__name__ + ".fusion")
+    if not fuse or any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
+        return sym
+    fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))
+    if count:
+        logging.getLogger("mxcnn.train").info(
+            "oneDNN: %d BatchNorm+ReLU pairs fused for training (--no-fusion to keep them apart)",
+            count)
+    return fused
+
+
 def make_engine(engine, *args, **kwargs):
     """Build the engine named ``engine`` (``module`` or ``gluon``)."""
     classes = {"module": ModuleEngine, "gluon": GluonEngine}
@@ -346,6 +367,7 @@ class FitConfig:
         self.contexts = [mx.cpu()]
         self.kvstore = "local"
         self.engine = DEFAULT_ENGINE
+        self.fuse = True                 # BatchNorm+ReLU fusion on oneDNN CPUs (training_graph)
         self.batch_size = 128            # per worker (split over contexts)
         self.num_classes = 10
         self.num_epochs = 1
@@ -430,8 +452,8 @@ def fit(sym, train_iter, val_iter, config):
         if scheduler is not None:
             params["lr_scheduler"] = scheduler
     params["begin_num_update"] = int(cfg.begin_num_update)
-    engine = make_engine(cfg.engine, sym, contexts, data_shape, label_shape, arg_params, aux_params,
-                         cfg.optimizer, params, cfg.kvstore)
+    engine = make_engine(cfg.engine, training_graph(sym, contexts, data_shape, cfg.fuse), contexts, data_shape,
+                         label_shape, arg_params, aux_params, cfg.optimizer, params, cfg.kvstore)
     if cfg.states_file:
         engine.load_states(cfg.states_file)
         log.info("loaded optimizer state %s", cfg.states_file)
@@ -564,7 +586,8 @@ def _progress_bar(epoch, total):
 
 
 def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=DEFAULT_ENGINE,
-              contexts=None, kvstore="local", warmup=3, num_classes=None, optimizer="sgd"):
+              contexts=None, kvstore="local", warmup=3, num_classes=None, optimizer="sgd",
+              fuse=True):
     """Training throughput (images/s) of ``sym`` on one fixed synthetic batch.
 
     The timed loop is the engine's bare step (forward, backward, update) with no data
@@ -578,7 +601,8 @@ def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=D
     arg_params, aux_params = initial_params(sym, data_shape, label_shape)
     if num_classes is None:
         num_classes = sym.infer_shape(**input_shapes(sym, data_shape, label_shape))[1][0][1]
-    runner = make_engine(engine, sym, contexts, data_shape, label_shape, arg_params, aux_params,
+    runner = make_engine(engine, training_graph(sym, contexts, data_shape, fuse), contexts, data_shape,
+                         label_shape, arg_params, aux_params,
                          optimizer, {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}, kvstore)
     data = mx.nd.random.uniform(-1, 1, shape=data_shape)
     label = mx.nd.array(np.arange(batch_size) % num_classes)

@@ -12,7 +12,9 @@ import os
 #: (off: 0.25x).  No other knob (bulk execution and its segment sizes, subgraph backend,
 #: optimizer aggregation, engine worker threads, OpenMP wait/bind policy, NaiveEngine, Gluon
 #: instead of Module) moved speed beyond noise (0.97-1.02x) or it slowed training (2 worker
-#: threads 0.89x, passive OpenMP waiting 0.90x), so MXNet's own values stay.
+#: threads 0.89x, passive OpenMP waiting 0.90x), so MXNet's own values stay.  The one
+#: default beyond these lives in the graph, not the environment: train.fit.training_graph
+#: fuses BatchNorm+ReLU on oneDNN CPUs (symbols/fusion.py; bench knob ``no_fusion``).
 DEFAULTS = {}
 
 

@@ -100,6 +100,9 @@ def build_parser(suppress_defaults=False):
     g.add_argument("--engine", choices=("module", "gluon"), default=default(None),
                    help="module (mx.mod.Module) or gluon (hybridized SymbolBlock); default %s"
                         % "module")
+    g.add_argument("--no-fusion", action="store_true", default=default(False),
+                   help="bind the graph as built: no BatchNorm+ReLU fusion on oneDNN CPUs "
+                        "(symbols.fusion; checkpoints are the same either way)")
     g = parser.add_argument_group("optimization")
     g.add_argument("--preset", choices=sorted(PRESETS), default=default(None))
     g.add_argument("--batch-size", type=int, default=default(128), help="per worker, split over devices")
@@ -414,7 +417,7 @@ def run(job):
     if args.optimizer in ("sgd", "nag", "signum", "lbsgd"):
         optimizer_params["momentum"] = args.mom
     config = fit.FitConfig(
-        contexts=job.contexts, kvstore=kv or args.kv_store, engine=job.engine,
+        contexts=job.contexts, kvstore=kv or args.kv_store, engine=job.engine, fuse=not args.no_fusion,
         batch_size=args.batch_size, num_classes=args.num_classes, num_epochs=args.num_epochs,
         begin_epoch=job.begin_epoch, optimizer=args.optimizer, optimizer_params=optimizer_params,
         lr_scheduler_args=dict(mode=args.lr_scheduler, step_epochs=job.step_epochs,

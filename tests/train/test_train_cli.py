@@ -194,7 +194,17 @@ def test_benchmark_mode_prints_speed(tmp_path):
                    "--disp-batches", "1", "--model-prefix", str(tmp_path / "b")])
     assert out.returncode == 0, out.stderr
     assert re.search(r"benchmark: module engine, 1 device\(s\), batch 8: [\d.]+ img/s", out.stderr)
+    assert re.search(r"oneDNN: \d+ BatchNorm\+ReLU pairs fused", out.stderr)
     assert not os.listdir(tmp_path)  # benchmark writes nothing
+
+
+def test_no_fusion_trains_the_graph_as_built(tmp_path):
+    out = run_cli(["--benchmark", "1", "--network", "resnet", "--num-layers", "8", "--image-shape",
+                   "3,16,16", "--batch-size", "8", "--num-batches", "2", "--num-epochs", "1",
+                   "--no-fusion", "--model-prefix", str(tmp_path / "b")])
+    assert out.returncode == 0, out.stderr
+    assert "benchmark: module engine" in out.stderr
+    assert "pairs fused" not in out.stderr
 
 
 def test_presets_fill_only_flags_not_given():
