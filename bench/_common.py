@@ -65,7 +65,7 @@ def _cpuinfo():
     return fields
 
 
-def _usable_cores():
+def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -81,7 +81,7 @@ def measure_cpu(cores=None, avx512=False, iterations=400000000):
     ``None`` when no C compiler is there or the program fails.  The binary is built once
     into ``$MXCNN_CACHE_DIR/bench`` (default ~/.cache/mxcnn/bench).
     """
-    cores = cores or _usable_cores()
+    cores = cores or usable_cores()
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     source = os.path.join(HERE, "cpu_peak.c")
     if not compiler or not os.path.exists(source):
@@ -122,7 +122,7 @@ def cpu_peak(cores=None, measure=True):
     """
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
-    cores = cores or _usable_cores()
+    cores = cores or usable_cores()
     try:
         ghz = float(info.get("cpu MHz", "0")) / 1000.0
     except ValueError:

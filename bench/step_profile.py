@@ -21,6 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import _common  # noqa: E402
 import throughput  # noqa: E402  (NETS, base_env)
 
 WARMUP = 2
@@ -64,8 +65,7 @@ def profile(net, steps, fuse, batch_size):
             "speed = fit.benchmark(sym, %d, num_batches=%d, warmup=%d, fuse=%r)\n"
             "print('STEP-SECONDS', %d / speed)\n" % (ROOT, net, batch_size, steps, WARMUP, fuse,
                                                       batch_size))
-    env = throughput.base_env(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                              else os.cpu_count() or 1)
+    env = throughput.base_env(_common.usable_cores())
     env["DNNL_VERBOSE"] = "1"
     env["PYTHONPATH"] = HERE + os.pathsep + env["PYTHONPATH"]
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,

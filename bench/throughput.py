@@ -421,8 +421,7 @@ def _drive(args):
     if args.repeats < 1 or (args.batches is not None and args.batches < 1) or args.batch_size < 1:
         raise BenchError("--repeats, --batches and --batch-size must be positive")
     nets = _choices(args.nets or ("resnet20" if args.knobs else ",".join(NETS)), list(NETS), "net")
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                               else os.cpu_count() or 1)
+    threads = args.threads or _common.usable_cores()
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     macs = {net: forward_macs(net) for net in nets}
     batches = {net: batches_for(macs[net], args.batch_size, args.batches) for net in nets}

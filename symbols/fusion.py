@@ -17,11 +17,13 @@ Graphs carrying memory-mirroring marks (``symbols.memonger``) are left alone: th
 measured the unfused graph.
 """
 import json
+import os
 
 import mxnet as mx
 
+from .memonger import MIRROR_ATTR
+
 FUSED_OP = "_contrib_BatchNormWithReLU"
-MIRROR_ATTR = "__force_mirroring__"
 #: Channel counts of both tensors of a fused pair must be multiples of this (oneDNN's FP32
 #: block: 8 lanes with AVX2, 16 with AVX-512; 16 covers both).
 CHANNEL_BLOCK = 16
@@ -35,7 +37,6 @@ __all__ = ["FUSED_OP", "available", "fuse_bn_relu"]
 
 def available():
     """True when this MXNet has oneDNN enabled, the only backend of the fused operator."""
-    import os
     if os.environ.get("MXNET_MKLDNN_ENABLED", "1").strip() in ("0", "false", "False"):
         return False
     try:
@@ -51,7 +52,7 @@ def _is_relu(node):
 def _fusable_pairs(graph, channels):
     """``{relu_node_id: batchnorm_node_id}`` for the pairs that can be fused.
 
-    ``channels``: ``{batchnorm_node_id: channels}``; ``None`` skips the channel rule (tests).
+    ``channels``: ``{batchnorm_node_id: channels}``; a BatchNorm missing from it is not fused.
     """
     nodes = graph["nodes"]
     consumers = {}
@@ -84,10 +85,9 @@ def _fusable_pairs(graph, channels):
         source = nodes[bn["inputs"][0][0]]
         if source["op"] not in BLOCKED_PRODUCERS:
             continue
-        if channels is not None:
-            widths = [channels.get(bn_id)] + [_num_filter(nodes[user]) for user in users]
-            if any(w is None or w % CHANNEL_BLOCK for w in widths):
-                continue
+        widths = [channels.get(bn_id)] + [_num_filter(nodes[user]) for user in users]
+        if any(w is None or w % CHANNEL_BLOCK for w in widths):
+            continue
         pairs[index] = bn_id
     return pairs
 
@@ -100,14 +100,14 @@ def _num_filter(node):
 
 
 def _batchnorm_channels(sym, graph, shapes):
-    """``{node_id: channels}`` of every BatchNorm, by shape inference (``None`` if unknown)."""
+    """``{node_id: channels}`` of every BatchNorm, by shape inference (empty if unknown)."""
     names = {node["name"]: index for index, node in enumerate(graph["nodes"])
              if node["op"] == "BatchNorm"}
     internals = sym.get_internals()
     outputs = internals.list_outputs()
     wanted = [name + "_output" for name in names if name + "_output" in outputs]
     if not wanted or not shapes:
-        return None
+        return {}
     probe = mx.sym.Group([internals[name] for name in wanted])
     try:
         _, out_shapes, _ = probe.infer_shape(**shapes)
@@ -129,7 +129,7 @@ def fuse_bn_relu(sym, **shapes):
     nodes = graph["nodes"]
     if any(MIRROR_ATTR in node.get("attrs", {}) for node in nodes):
         return sym, 0
-    pairs = _fusable_pairs(graph, _batchnorm_channels(sym, graph, shapes) or {})
+    pairs = _fusable_pairs(graph, _batchnorm_channels(sym, graph, shapes))
     if not pairs:
         return sym, 0
     keep = [i for i in range(len(nodes)) if i not in pairs]

@@ -9,4 +9,10 @@ except ImportError:
     import data  # noqa: F401  (checkout: run from the repository root)
     import symbols  # noqa: F401
 
-__all__ = ["data", "symbols"]
+__all__ = ["data", "symbols", "submodule"]
+
+
+def submodule(package, name):
+    """``symbols.<name>`` / ``data.<name>`` from a checkout or the installed mxcnn package."""
+    import importlib
+    return importlib.import_module(globals()[package].__name__ + "." + name)

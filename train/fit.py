@@ -19,7 +19,6 @@ engine feeds soft labels (N, K), which ``SoftmaxOutput`` accepts as target proba
 (its gradient is then ``p - y``).
 """
 import contextlib
-import importlib
 import logging
 import math
 import sys
@@ -336,7 +335,7 @@ def training_graph(sym, contexts, data_shape, fuse=True):
     GPU contexts, a build without oneDNN, ``fuse=False`` (``--no-fusion``) and memonger-planned
     graphs train ``sym`` as it is.
     """
-    fusion = importlib.import_module(_siblings.symbols.__name__ + ".fusion")
+    fusion = _siblings.submodule("symbols", "fusion")
     if not fuse or any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))

@@ -232,10 +232,9 @@ def default_prefix(args):
 
 
 def _submodule(package, name):
-    """``symbols.<name>`` / ``data.<name>`` from a checkout or the installed mxcnn package."""
-    import importlib
-    from . import _siblings
-    return importlib.import_module(getattr(_siblings, package).__name__ + "." + name)
+    """_siblings.submodule, imported late: MXNet must load after runtime.configure()."""
+    from ._siblings import submodule
+    return submodule(package, name)
 
 
 def _fail(message, code=2):
