@@ -1,15 +1,16 @@
-"""Installs the three packages under one name, ``mxcnn``, so that the generic folder names
-``symbols``, ``data`` and ``train`` never shadow a user's own modules in site-packages.
+"""Installs the packages under one name, ``mxcnn``, so that the generic folder names
+``common``, ``symbols``, ``graph``, ``data`` and ``train`` never shadow a user's own modules in site-packages.
 
 From a checkout they are used as they are (``python train/train_cifar.py``); installed,
-they are ``mxcnn.symbols``, ``mxcnn.data`` and ``mxcnn.train`` plus the console scripts below.
+they are ``mxcnn.<package>`` plus the console scripts below.
 """
 import os
 
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGES = {"mxcnn.symbols": "symbols", "mxcnn.data": "data", "mxcnn.train": "train"}
+PACKAGES = {"mxcnn.common": "common", "mxcnn.symbols": "symbols", "mxcnn.graph": "graph",
+            "mxcnn.graph.inspector": "graph/inspector", "mxcnn.data": "data", "mxcnn.train": "train"}
 
 
 def requirements():
@@ -27,7 +28,7 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     include_package_data=True,
-    package_data={"mxcnn.symbols": ["inspect_assets/*"]},
+    package_data={"mxcnn.graph.inspector": ["assets/*"]},
     install_requires=requirements(),
     entry_points={
         "console_scripts": [
@@ -37,7 +38,7 @@ setup(
             "mxcnn-plot-curves=mxcnn.train.plot_curves:main",
             "mxcnn-export-onnx=mxcnn.train.export_onnx:main",
             "mxcnn-prepare-cifar=mxcnn.data.prepare_cifar:main",
-            "mxcnn-inspect=mxcnn.symbols.inspect:main",
+            "mxcnn-inspect=mxcnn.graph.inspector:main",
         ]
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

@@ -14,10 +14,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # the shared helpers; import-light, so any venv can load them
+
+from common import atomic_write, usable_cores  # noqa: E402
 
 RESULT_TAG = "BENCH-RESULT "
 #: Timed seconds per measurement (after warm-up) when no batch count is given.
@@ -65,10 +69,6 @@ def _cpuinfo():
     return fields
 
 
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _cache_dir():
     root = os.environ.get("MXCNN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mxcnn")
     return os.path.join(root, "bench")
@@ -92,19 +92,15 @@ def measure_cpu(cores=None, avx512=False, iterations=400000000):
     binary = os.path.join(_cache_dir(), "cpu_peak-" + digest)
     try:
         if not os.path.exists(binary):
-            os.makedirs(_cache_dir(), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=_cache_dir(), prefix=".cpu_peak-")
-            os.close(fd)
-            built = subprocess.run([compiler] + flags + [source, "-o", tmp], capture_output=True,
-                                   timeout=120)
-            if built.returncode != 0:
-                os.unlink(tmp)
-                return None
-            os.replace(tmp, binary)  # atomic: a concurrent run sees the old or the new binary
+            def build(tmp):  # atomic: a concurrent run sees no binary or the whole one
+                subprocess.run([compiler] + flags + [source, "-o", tmp], capture_output=True,
+                               timeout=120, check=True)
+                os.chmod(tmp, 0o755)
+            atomic_write(binary, build)
         run = subprocess.run([binary, str(cores), str(int(iterations))], capture_output=True,
                              text=True, timeout=120)
         result = json.loads(run.stdout)
-    except (OSError, ValueError, subprocess.SubprocessError):
+    except (OSError, ValueError, subprocess.SubprocessError):  # CalledProcessError: no build
         return None
     return {"ghz": sum(result["ghz"]) / len(result["ghz"]), "gflops": result["gflops"],
             "threads": result["threads"]}

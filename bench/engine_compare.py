@@ -19,7 +19,7 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 
 from train import fit  # noqa: E402
-from train._siblings import symbols  # noqa: E402
+import symbols  # noqa: E402
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@
 
 Each configuration trains a few SGD steps on synthetic CIFAR batches in a fresh
 subprocess, so its peak RSS (``ru_maxrss``) is its own; "alloc MB" is the executor's
-estimate (debug_str "Total N MB allocated", :func:`symbols.memonger.allocated_mb`).
+estimate (debug_str "Total N MB allocated", :func:`graph.memonger.allocated_mb`).
 Plans are searched once in this process and reach the children through the plan cache.
 Targets (Chen et al. 2016 on this machine): PreAct-1001 planned <= 12% of the unplanned
 memory at >= 0.7x the speed, PreAct-164 <= 30%, PreAct-1001 batch 128 within 3 GB RSS.
@@ -17,7 +17,6 @@ import statistics
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +47,7 @@ def network(depth):
 
 
 def build(depth, batch, planned):
-    from symbols import memonger
+    from graph import memonger
     sym = network(depth)
     return memonger.plan(sym, data=(batch,) + IMAGE) if planned else sym
 
@@ -118,7 +117,7 @@ def timed(step, warmup, steps, sync):
 
 def child(spec):
     import resource
-    from symbols import memonger
+    from graph import memonger
     depth, batch, planned = spec["depth"], spec["batch"], spec["planned"]
     sym = build(depth, batch, planned)
     module = spec["engine"] == "module"  # CachedOp has no memory report
@@ -237,7 +236,7 @@ def plot(path, batch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from symbols import memonger
+    from graph import memonger
     plain, planned = [], []
     print("%6s %10s %10s %7s" % ("depth", "plain MB", "plan MB", "ratio"))
     for depth in PLOT_DEPTHS:
@@ -264,19 +263,8 @@ def plot(path, batch):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a figure is for sharing
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from common import atomic_write
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     print("wrote", path)
 
 

@@ -24,7 +24,7 @@ Configurations (all with OMP_NUM_THREADS = usable cores unless a knob says other
   so PyTorch runs from its own interpreter: ``--torch-python`` or $MXCNN_TORCH_PYTHON
   (default: .venv-torch/bin/python in the checkout, if present).
 
-GFLOP/s counts training as 3 x forward FLOPs = 3 x 2 x MACs (symbols.inspect) per image; the
+GFLOP/s counts training as 3 x forward FLOPs = 3 x 2 x MACs (graph.inspector) per image; the
 peak is cores x clock x FP32 lanes x 2 x FMA units, the clock measured with every core busy
 (bench/cpu_peak.c; bench/_common.cpu_peak states its assumptions).
 """
@@ -73,7 +73,7 @@ KNOBS = {
               {"MXNET_OPTIMIZER_AGGREGATION_SIZE": "1"}, None),
     "agg_60": ("MXNET_OPTIMIZER_AGGREGATION_SIZE=60", {"MXNET_OPTIMIZER_AGGREGATION_SIZE": "60"}, None),
     "gluon": ("hybridized Gluon engine instead of Module", {}, {"engine": "gluon"}),
-    "no_fusion": ("no BatchNorm+ReLU fusion (symbols.fusion; train_cifar.py --no-fusion)", {},
+    "no_fusion": ("no BatchNorm+ReLU fusion (graph.fusion; train_cifar.py --no-fusion)", {},
                   {"fuse": False}),
 }
 #: Variables a knob may touch: removed from every measurement's environment first, so only
@@ -89,7 +89,7 @@ class BenchError(Exception):
 # measuring subprocesses (run with --worker SPEC)
 
 def _symbol(net):
-    from train._siblings import symbols
+    import symbols
     _, network, num_layers, options, _ = NETS[net]
     return symbols.get_symbol(network, num_classes=10, num_layers=num_layers, **options)
 
@@ -230,10 +230,10 @@ def batches_for(macs, batch_size, explicit=None):
 
 
 def forward_macs(net):
-    """Forward multiply-accumulates per 3x32x32 image (symbols.inspect)."""
+    """Forward multiply-accumulates per 3x32x32 image (graph.inspector)."""
     sys.path.insert(0, ROOT)
     import symbols
-    from symbols import inspect as sym_inspect
+    from graph import inspector as sym_inspect
     _, network, num_layers, options, _ = NETS[net]
     sym = symbols.get_symbol(network, num_classes=10, num_layers=num_layers, **options)
     return sym_inspect.summarize(sym, data=(1, 3, 32, 32)).total_macs
@@ -456,7 +456,7 @@ def _drive(args):
         print("failed: " + line)
     if args.json:
         sys.path.insert(0, ROOT)
-        from train.checkpoint import atomic_write_text
+        from common import atomic_write_text
         atomic_write_text(args.json, json.dumps(
             {"nets": nets, "macs": macs, "batches": batches, "peak_gflops": peak,
              "results": {"%s/%s" % k: v for k, v in results.items()}}, indent=1))

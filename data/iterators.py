@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 import mxnet as mx
 import numpy as np
 
+from . import common
+
 from .errors import DataError
 from .recfile import count_records, decode_image, read_records, unpack_record
 
@@ -418,7 +420,7 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
                                 "another conversion" % (path, count_records(path),
                                                         stats["_source"], key, stats[key]))
     classes = int(num_classes) if num_classes is not None else stats_classes
-    threads = int(preprocess_threads) if preprocess_threads else _usable_cores()
+    threads = int(preprocess_threads) if preprocess_threads else common.usable_cores()
 
     if backend == "auto":
         stored = _stored_shape(stats, train_path or val_path)
@@ -429,7 +431,7 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
         backend = "memory" if needed <= IN_MEMORY_MAX_BYTES and image_shape[0] == 3 else "native"
         _log.info("data backend %s (%.0f MB of decoded pixels, in-memory limit %.0f MB)",
                   backend, needed / 2 ** 20, IN_MEMORY_MAX_BYTES / 2 ** 20)
-    common = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
+    shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
     if backend == "memory":
         if image_shape[0] != 3:
             raise DataError("backend='memory' decodes colour images (3 channels); image_shape "
@@ -440,16 +442,16 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
                                           classes)
             train = InMemoryIter(images, labels, augment=augment, pad=pad,
                                  rand_mirror=rand_mirror, shuffle=shuffle, seed=seed,
-                                 part_index=int(part_index), **common)
+                                 part_index=int(part_index), **shared)
         if val_path is not None:
             images, labels = _load_memory(val_path, 1, 0, threads, classes)
-            val = InMemoryIter(images, labels, **common)
+            val = InMemoryIter(images, labels, **shared)
     else:
         train = NativeRecIter(train_path, augment=augment, pad=pad, rand_mirror=rand_mirror,
                               shuffle=shuffle, seed=seed, num_parts=int(num_parts),
                               part_index=int(part_index), preprocess_threads=preprocess_threads,
-                              **common) if train_path is not None else None
-        val = NativeRecIter(val_path, preprocess_threads=preprocess_threads, **common) \
+                              **shared) if train_path is not None else None
+        val = NativeRecIter(val_path, preprocess_threads=preprocess_threads, **shared) \
             if val_path is not None else None
     for it in (train, val):
         if it is not None:
@@ -467,10 +469,3 @@ def _as_shape(image_shape):
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError("image_shape must be (channels, height, width), got %r" % (image_shape,))
     return shape
-
-
-def _usable_cores():
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)

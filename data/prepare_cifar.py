@@ -30,7 +30,8 @@ import urllib.request
 import numpy as np
 
 from .errors import DataError
-from .recfile import SplitWriter, atomic_write_text, split_paths
+from . import common
+from .recfile import SplitWriter, split_paths
 from .sources import load_source
 
 __all__ = ["main", "prepare", "DOWNLOADS", "channel_stats"]
@@ -237,7 +238,7 @@ def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_form
         for writer in writers:
             writer.abort()
         raise
-    atomic_write_text(stats_path, json.dumps(stats, indent=1) + "\n")
+    common.atomic_write_text(stats_path, json.dumps(stats, indent=1) + "\n")
     log("wrote %s_{train,val}.{rec,idx,lst} and %s_stats.json in %s: %d train + %d val images, "
         "%d classes, %s (%.1f s)" % (name, name, output_dir, stats["num_train"], stats["num_val"],
                                      n_classes, img_format, time.time() - start))

@@ -7,7 +7,6 @@ truncated or corrupt file raises :class:`DataError` naming it instead of abortin
 """
 import os
 import struct
-import tempfile
 import uuid
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["RECORD_MAGIC", "read_records", "decode_image", "count_records", "SplitWriter",
-           "atomic_write_text", "split_paths"]
+           "split_paths"]
 
 RECORD_MAGIC = 0xCED7230A  # dmlc RecordIO
 _HEADER = struct.Struct("<II")
@@ -94,22 +93,6 @@ def decode_image(path, offset, encoded):
         raise DataError("%s: the image in the record at byte %d cannot be decoded; the file "
                         "is corrupt, convert the data again" % (path, offset))
     return img[:, :, ::-1]
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder + os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def _remove(path):

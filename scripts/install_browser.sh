@@ -1,6 +1,6 @@
 #!/bin/sh
 # Test set-up for tests/symbols/test_inspect_browser.py and the SVG/PDF output of
-# symbols/inspect.py: Debian's chromium + chromedriver (/usr/bin/chromedriver) and Graphviz.
+# graph/inspector: Debian's chromium + chromedriver (/usr/bin/chromedriver) and Graphviz.
 # Run as root (CI and the developer machines are root); idempotent.
 set -eu
 missing=""

@@ -11,6 +11,11 @@ its examples and ``mx.model.load_checkpoint`` expect.  Each family lives in its 
 module exposing ``get_symbol(num_classes, num_layers, image_shape, ...)`` and a
 ``VARIANTS`` dict (network name -> the depths/variants it accepts).
 """
+try:
+    from .. import common  # installed: mxcnn.symbols -> mxcnn.common
+except ImportError:
+    import common  # noqa: F401  (a checkout: the repository root is on sys.path)
+
 import importlib
 import inspect as _inspect
 

@@ -24,40 +24,16 @@ import glob
 import json
 import os
 import re
-import tempfile
 
-__all__ = ["CheckpointError", "atomic_write", "atomic_write_text", "checkpoint_paths",
+from . import common
+
+__all__ = ["CheckpointError", "checkpoint_paths",
            "save_checkpoint", "load_params", "load_state", "list_epochs", "latest_epoch",
            "require_epoch"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(common.UserError):
     """A checkpoint asked for does not exist or cannot be read (message says which and why)."""
-
-
-def atomic_write(path, write):
-    """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` (same folder, os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` atomically."""
-    def write(tmp):
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    atomic_write(path, write)
 
 
 def checkpoint_paths(prefix, epoch):
@@ -76,15 +52,15 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, save_states=N
     """
     import mxnet as mx
     paths = checkpoint_paths(prefix, epoch)
-    atomic_write_text(paths["symbol"], symbol.tojson())
+    common.atomic_write_text(paths["symbol"], symbol.tojson())
     arrays = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
     arrays.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    atomic_write(paths["params"], lambda tmp: mx.nd.save(tmp, arrays))
+    common.atomic_write(paths["params"], lambda tmp: mx.nd.save(tmp, arrays))
     if save_states is not None:
-        atomic_write(paths["states"], save_states)
+        common.atomic_write(paths["states"], save_states)
     elif os.path.exists(paths["states"]):
         os.remove(paths["states"])  # stale states of another run must not be paired with these params
-    atomic_write_text(paths["state"], json.dumps(dict(state or {}, epoch=epoch), indent=1, sort_keys=True))
+    common.atomic_write_text(paths["state"], json.dumps(dict(state or {}, epoch=epoch), indent=1, sort_keys=True))
     return paths
 
 

@@ -22,13 +22,12 @@ if __package__ in (None, ""):  # run as a script from a checkout
     import train  # noqa: F401
     __package__ = "train"
 
-from . import runtime
+from . import common, runtime
 
 runtime.configure()  # before mxnet is imported
 
 import argparse  # noqa: E402
 import re  # noqa: E402
-import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -63,7 +62,7 @@ EPILOG = "Families and options (mxnet 1.9.1 exporter, ONNX Runtime 1.18.1):\n" +
     "  %-30s %s" % row for row in SUPPORT)
 
 
-class ExportError(ValueError):
+class ExportError(common.UserError):
     """The exporter or the verification failed (message says where)."""
 
 
@@ -145,9 +144,9 @@ def export_checkpoint(prefix, epoch, output, image_shape=(3, 32, 32), batch_size
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise PredictError("cannot write %s: folder %s does not exist" % (output, folder))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(output) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    result = {}
+
+    def write(tmp):
         try:
             mx.onnx.export_model(
                 export_sym, params, in_shapes=[data_shape], in_types=[np.float32], onnx_file_path=tmp,
@@ -156,29 +155,29 @@ def export_checkpoint(prefix, epoch, output, image_shape=(3, 32, 32), batch_size
         except Exception as err:  # the exporter raises AttributeError/KeyError/... per operator
             raise ExportError("MXNet's ONNX exporter cannot convert this network: %s: %s"
                               % (type(err).__name__, str(err).splitlines()[0] if str(err) else ""))
-        import onnx
-        model = onnx.load(tmp)
-        # mxnet's exporter lists every weight as a graph input too; keep only the data input
-        # so that runtimes treat weights as constants (ONNX Runtime warns once per weight)
-        weights = {t.name for t in model.graph.initializer}
-        data_inputs = [i for i in model.graph.input if i.name not in weights]
-        del model.graph.input[:]
-        model.graph.input.extend(data_inputs)
-        onnx.save(model, tmp)
-        opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-        result = {"path": output, "input": name, "input_shape": data_shape, "opset": opset,
-                  "rewrites": notes}
+        opset = _keep_data_input(tmp)
+        result.update(path=output, input=name, input_shape=data_shape, opset=opset, rewrites=notes)
         if verify:
             result.update(verify_onnx(tmp, sym, arg_params, aux_params, name, data_shape,
                                       tolerance, seed))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    common.atomic_write(output, write, make_dirs=False)
     return result
+
+
+def _keep_data_input(path):
+    """Drop the weights from the graph inputs of the ONNX file at ``path``; return its opset.
+
+    MXNet's exporter lists every weight as a graph input too; with only the data input left,
+    runtimes treat weights as constants (ONNX Runtime warns once per weight otherwise).
+    """
+    import onnx
+    model = onnx.load(path)
+    weights = {t.name for t in model.graph.initializer}
+    data_inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(data_inputs)
+    onnx.save(model, path)
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def verify_onnx(path, sym, arg_params, aux_params, name, data_shape, tolerance=DEFAULT_TOLERANCE,
@@ -226,7 +225,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from ._siblings import symbols
+    symbols = common.sibling("symbols")
     try:
         image_shape = symbols.layers.as_image_shape(args.image_shape)
         if args.batch_size < 1:

@@ -28,7 +28,7 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from . import _siblings
+from . import common
 from . import checkpoint as ckpt
 from . import runtime
 from .progress import BatchMetrics, EpochLog, Speedometer
@@ -330,12 +330,12 @@ class GluonEngine:
 def training_graph(sym, contexts, data_shape, fuse=True):
     """The graph the engines bind: ``sym`` with BatchNorm+ReLU fused on oneDNN CPUs.
 
-    ``symbols.fusion.fuse_bn_relu`` keeps every name, so parameters, optimizer states and
+    ``graph.fusion.fuse_bn_relu`` keeps every name, so parameters, optimizer states and
     checkpoints are those of ``sym``; ``fit`` writes the unfused ``sym`` to ``-symbol.json``.
     GPU contexts, a build without oneDNN, ``fuse=False`` (``--no-fusion``) and memonger-planned
     graphs train ``sym`` as it is.
     """
-    fusion = _siblings.submodule("symbols", "fusion")
+    fusion = common.sibling("graph.fusion")
     if not fuse or any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))

@@ -19,21 +19,21 @@ import os
 
 import numpy as np
 
-from . import runtime
+from . import common, runtime
 from .checkpoint import CheckpointError, load_params
 
 __all__ = ["PredictError", "data_module", "inference_symbol", "input_name", "check_params", "load_model",
            "make_contexts", "read_checkpoint", "bind_inference", "preprocess_image", "Predictor"]
 
 
-class PredictError(ValueError):
+class PredictError(common.UserError):
     """A checkpoint, image or option that cannot be used for inference (message says why)."""
 
 
 def data_module(name):
     """A module of the sibling data package (``iterators``, ``recfile``), checkout or installed."""
     import importlib
-    from ._siblings import data
+    data = common.sibling("data")
     return importlib.import_module(data.__name__ + "." + name)
 
 

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from .checkpoint import atomic_write, atomic_write_text
+from . import common
 
 __all__ = ["LOG_FORMAT", "setup_logging", "BatchMetrics", "Speedometer", "EpochLog",
            "read_log", "plot_error_curves"]
@@ -140,7 +140,7 @@ class EpochLog:
         self._write()
 
     def _write(self):
-        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        common.atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
         if self.plot and self.records:
             plot_error_curves([(self.title, self.records)], self.png, title=self.title)
 
@@ -179,6 +179,6 @@ def plot_error_curves(runs, path, title=None):
         ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        common.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     finally:
         plt.close(fig)

@@ -6,6 +6,8 @@ run first.  A value the user already exported always wins.
 import contextlib
 import os
 
+from . import common
+
 #: Defaults from ``bench/throughput.py --knobs`` on a quiet 2-core AVX-512 machine (ResNet-20,
 #: batch 128, 3 interleaved rounds; table in the README).  OMP_NUM_THREADS is filled in with
 #: the number of usable cores at run time: MXNet's own default ran at 0.54x.  oneDNN stays on
@@ -14,22 +16,14 @@ import os
 #: instead of Module) moved speed beyond noise (0.97-1.02x) or it slowed training (2 worker
 #: threads 0.89x, passive OpenMP waiting 0.90x), so MXNet's own values stay.  The one
 #: default beyond these lives in the graph, not the environment: train.fit.training_graph
-#: fuses BatchNorm+ReLU on oneDNN CPUs (symbols/fusion.py; bench knob ``no_fusion``).
+#: fuses BatchNorm+ReLU on oneDNN CPUs (graph/fusion.py; bench knob ``no_fusion``).
 DEFAULTS = {}
-
-
-def usable_cores():
-    """Cores this process may run on (respects taskset/cgroup affinity)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def configure(environ=None):
     """Fill in the thread and engine defaults the user has not set; return what was set."""
     environ = os.environ if environ is None else environ
-    wanted = dict(DEFAULTS, OMP_NUM_THREADS=str(usable_cores()))
+    wanted = dict(DEFAULTS, OMP_NUM_THREADS=str(common.usable_cores()))
     applied = {}
     for key, value in wanted.items():
         if key not in environ:

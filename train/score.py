@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
     import train  # noqa: F401
     __package__ = "train"
 
-from . import runtime
+from . import common, runtime
 
 runtime.configure()  # before mxnet is imported
 
@@ -109,7 +109,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from ._siblings import symbols
+    symbols = common.sibling("symbols")
     try:
         if args.batch_size < 1:
             raise PredictError("--batch-size must be at least 1, got %d" % args.batch_size)

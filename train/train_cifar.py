@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
     import train  # noqa: F401
     __package__ = "train"
 
-from . import runtime
+from . import common, runtime
 
 runtime.configure()  # before mxnet is imported
 
@@ -48,7 +48,7 @@ NET_OPTION_FLAGS = (("--widen-factor", int, "WRN widening factor k"),
                     ("--style", str, "stem layout cifar|imagenet (default: by image size)"))
 
 
-class UsageError(ValueError):
+class UsageError(common.UserError):
     """Bad command-line input; printed as one line, exit status 2."""
 
 
@@ -78,7 +78,7 @@ def build_parser(suppress_defaults=False):
     g.add_argument("--deep-supervision", default=default(None), metavar="NAME:WEIGHT,...",
                    help="auxiliary heads at internal outputs (symbols.deep_supervision)")
     g.add_argument("--memonger", type=int, default=default(0),
-                   help="1: plan memory mirroring (symbols.memonger); uses the module engine")
+                   help="1: plan memory mirroring (graph.memonger); uses the module engine")
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", choices=sorted(DATASETS), default=default("cifar10"))
     g.add_argument("--data-dir", default=default(None),
@@ -102,7 +102,7 @@ def build_parser(suppress_defaults=False):
                         % "module")
     g.add_argument("--no-fusion", action="store_true", default=default(False),
                    help="bind the graph as built: no BatchNorm+ReLU fusion on oneDNN CPUs "
-                        "(symbols.fusion; checkpoints are the same either way)")
+                        "(graph.fusion; checkpoints are the same either way)")
     g = parser.add_argument_group("optimization")
     g.add_argument("--preset", choices=sorted(PRESETS), default=default(None))
     g.add_argument("--batch-size", type=int, default=default(128), help="per worker, split over devices")
@@ -232,9 +232,8 @@ def default_prefix(args):
 
 
 def _submodule(package, name):
-    """_siblings.submodule, imported late: MXNet must load after runtime.configure()."""
-    from ._siblings import submodule
-    return submodule(package, name)
+    """``package.name`` of a sibling, imported late: MXNet must load after runtime.configure()."""
+    return common.sibling(package + "." + name)
 
 
 def _fail(message, code=2):
@@ -281,7 +280,7 @@ def prepare(args):
     except ValueError:
         raise UsageError("--lr-step-epochs %r is not a comma-separated list of epochs, e.g. 82,123"
                          % args.lr_step_epochs)
-    from ._siblings import symbols
+    symbols = common.sibling("symbols")
     symbols.family_module(args.network)  # unknown network: fail before anything else
     job.image_shape = symbols.layers.as_image_shape(args.image_shape)
     options = network_options(args)
@@ -387,7 +386,7 @@ def run(job):
     per_device = args.batch_size // len(job.contexts)
     sym = job.symbol
     if args.memonger:
-        sym = _submodule("symbols", "memonger").plan(sym, data=(per_device,) + job.image_shape)
+        sym = _submodule("graph", "memonger").plan(sym, data=(per_device,) + job.image_shape)
         logger.info("memonger: planned mirroring for per-device batch %d; training with the module "
                     "engine (the graph executor honours __force_mirroring__, gluon's CachedOp does not)",
                     per_device)

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import common
 from train import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,7 +18,7 @@ def test_defaults_are_environment_strings():
 def test_configure_sets_every_default_and_the_threads():
     environ = {}
     applied = runtime.configure(environ)
-    expected = dict(runtime.DEFAULTS, OMP_NUM_THREADS=str(runtime.usable_cores()))
+    expected = dict(runtime.DEFAULTS, OMP_NUM_THREADS=str(common.usable_cores()))
     assert environ == expected and applied == expected
     assert runtime.configure(environ) == {}  # a second call changes nothing
 
@@ -31,7 +32,7 @@ def test_user_values_win():
 
 
 def test_usable_cores_follows_affinity():
-    cores = runtime.usable_cores()
+    cores = common.usable_cores()
     assert cores >= 1
     if hasattr(os, "sched_getaffinity"):
         assert cores == len(os.sched_getaffinity(0))

@@ -90,7 +90,7 @@ def test_bad_input_fails_fast_with_one_line(records, tmp_path):
     garbage.write_bytes(b"this is not a record file")
     # a checkpoint of a 2-class resnet-8: same names, other fc shape
     from train import checkpoint, fit
-    from train._siblings import symbols
+    import symbols
     other_sym = symbols.get_symbol("resnet", 2, 8, (3, SIDE, SIDE))
     arg, aux = fit.initial_params(other_sym, (2, 3, SIDE, SIDE))
     other = str(tmp_path / "other" / "m")

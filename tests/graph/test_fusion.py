@@ -1,4 +1,4 @@
-"""symbols.fusion: BatchNorm+ReLU fusion keeps the interface, the values and the gradients."""
+"""graph.fusion: BatchNorm+ReLU fusion keeps the interface, the values and the gradients."""
 import json
 
 import mxnet as mx
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import symbols
-from symbols import fusion, memonger
+from graph import fusion, memonger
 from train import fit
 
 BATCH = 4

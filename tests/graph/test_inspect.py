@@ -1,4 +1,4 @@
-"""symbols.inspect: counting rules, known totals, text/DOT/HTML output and CLI errors."""
+"""graph.inspector: counting rules, known totals, text/DOT/HTML output and CLI errors."""
 import json
 import os
 import re
@@ -10,7 +10,7 @@ import mxnet as mx
 import pytest
 
 import symbols
-from symbols import inspect as insp
+from graph import inspector as insp
 
 
 def _summarize(sym, **shapes):

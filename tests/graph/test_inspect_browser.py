@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from symbols import inspect as insp
+from graph import inspector as insp
 
 pytestmark = pytest.mark.browser
 

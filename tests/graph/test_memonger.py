@@ -1,4 +1,4 @@
-"""symbols.memonger: the mirroring plan keeps training exact while cutting executor memory."""
+"""graph.memonger: the mirroring plan keeps training exact while cutting executor memory."""
 import json
 import logging
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import symbols
-from symbols import memonger
+from graph import memonger
 
 BATCH = 8
 SHAPE = (BATCH, 3, 32, 32)
@@ -76,7 +76,7 @@ def test_plan_gives_identical_gradients_and_updates(net):
 
 
 def test_plan_reduces_executor_memory_and_logs_it(net, caplog):
-    with caplog.at_level(logging.INFO, logger="symbols.memonger"):
+    with caplog.at_level(logging.INFO, logger="graph.memonger"):
         planned = memonger.plan(net, data=SHAPE)
     before = memonger.allocated_mb(net, data=SHAPE)
     after = memonger.allocated_mb(planned, data=SHAPE)

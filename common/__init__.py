@@ -1,0 +1,27 @@
+"""Helpers every package shares: atomic files, usable cores, the user-error type, siblings.
+
+Import-light on purpose (no MXNet): ``train.runtime.configure()`` must run before MXNet
+loads, and ``data``/``symbols``/``graph`` import this at package import time.
+
+* :func:`atomic_write` / :func:`atomic_write_text` -- a file appears whole or not at all,
+  with the permissions the user's umask gives (``files``).
+* :func:`usable_cores` -- the cores this process may run on (``system``).
+* :class:`UserError` -- bad input or an environment problem: every CLI prints it as one
+  line and exits 2; any other exception is a bug and keeps its traceback (``errors``).
+* :func:`sibling` -- ``symbols``/``data``/``graph``/``train`` from a checkout or from the
+  installed ``mxcnn`` package alike.
+"""
+import importlib
+
+from .errors import UserError, cli_error
+from .files import TMP_SUFFIX, atomic_write, atomic_write_text, stale_temp_files, umask
+from .system import usable_cores
+
+__all__ = ["UserError", "cli_error", "TMP_SUFFIX", "atomic_write", "atomic_write_text",
+           "stale_temp_files", "umask", "usable_cores", "sibling"]
+
+
+def sibling(name):
+    """The sibling package ``name``: ``mxcnn.<name>`` when installed, ``<name>`` from a checkout."""
+    parent = __name__.rpartition(".")[0]
+    return importlib.import_module(parent + "." + name if parent else name)
