@@ -1,0 +1,200 @@
+"""What a training run is, checked before anything is read or bound: ``prepare(args) -> Job``.
+
+Every problem the user can fix (flags, data files, devices, a checkpoint that does not fit)
+raises ``options.UsageError`` (a ``common.UserError``) here, as one line, so that
+``train_cifar.main`` can print it and exit 2 before MXNet binds anything.
+"""
+import json
+import os
+
+from . import checkpoint as ckpt
+from . import common
+from .options import DATASETS, KVSTORES, UsageError, network_options
+
+__all__ = ["Job", "prepare", "resolve_data", "default_prefix", "count_examples"]
+
+RECORDIO_MAGIC = b"\x0a\x23\xd7\xce"  # 0xced7230a, little endian
+
+
+class Job:
+    """The checked run: args, contexts, engine, symbol, data files and the resume point."""
+
+    def __init__(self, args):
+        self.args = args
+        self.stats = None
+        self.train_rec = self.val_rec = None
+        self.begin_epoch, self.state = 0, {}
+        self.arg_params = self.aux_params = self.states_file = None
+
+
+def prepare(args):
+    """Validate everything that can be checked before training; return the ``Job`` to run."""
+    job = Job(args)
+    _check_numbers(args)
+    symbols = common.sibling("symbols")
+    symbols.family_module(args.network)  # unknown network: fail before anything else
+    job.image_shape = symbols.layers.as_image_shape(args.image_shape)
+    options = network_options(args)
+    _check_devices(job)
+    if not args.benchmark:
+        job.train_rec, job.val_rec, job.stats = resolve_data(args)
+    _check_classes(job)
+    job.symbol = symbols.get_symbol(args.network, num_classes=args.num_classes,
+                                    num_layers=args.num_layers, image_shape=job.image_shape, **options)
+    job.prefix = args.model_prefix or default_prefix(args)
+    _load_resume_point(job)
+    return job
+
+
+def _check_numbers(args):
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be positive, got %d" % args.batch_size)
+    if args.num_epochs < 1:
+        raise UsageError("--num-epochs must be positive, got %d" % args.num_epochs)
+    if args.load_epoch is not None and args.resume:
+        raise UsageError("give --load-epoch N or --resume, not both")
+    if args.load_epoch is not None and args.load_epoch < 0:
+        raise UsageError("--load-epoch must be >= 0 (the number of completed epochs)")
+    try:
+        args.step_epochs = [float(e) for e in str(args.lr_step_epochs or "").split(",") if e.strip()]
+    except ValueError:
+        raise UsageError("--lr-step-epochs %r is not a comma-separated list of epochs, e.g. 82,123"
+                         % args.lr_step_epochs)
+
+
+def _check_devices(job):
+    """Contexts, kvstore and engine: ``job.contexts`` and ``job.engine``."""
+    from . import engines, fit
+    args = job.args
+    if args.kv_store not in KVSTORES:
+        raise UsageError("--kv-store %r is not one of: %s" % (args.kv_store, ", ".join(KVSTORES)))
+    if args.kv_store.startswith("dist") and "DMLC_PS_ROOT_URI" not in os.environ:
+        raise UsageError("--kv-store %s needs the DMLC_* environment of a launcher: run python "
+                         "train/launch.py -n WORKERS -s SERVERS -- python train/train_cifar.py ..."
+                         % args.kv_store)
+    job.contexts = fit.parse_devices(args.gpus, args.cpus)
+    if args.batch_size % len(job.contexts):
+        raise UsageError("--batch-size %d is not divisible by the %d devices; use a multiple of %d"
+                         % (args.batch_size, len(job.contexts), len(job.contexts)))
+    job.engine = args.engine or engines.DEFAULT_ENGINE
+    if args.memonger and job.engine != "module":
+        raise UsageError("--memonger needs --engine module: MXNet 1.9.1's CachedOp (gluon) builds its "
+                         "backward graph without a mirror function, so __force_mirroring__ is ignored")
+
+
+def _check_classes(job):
+    """``args.num_classes`` from the flag, the data's stats or the dataset, and the channels."""
+    args = job.args
+    data_classes = job.stats.get("num_classes") if job.stats else None
+    if args.num_classes is None:
+        args.num_classes = int(data_classes or DATASETS[args.dataset])
+    elif data_classes is not None and int(data_classes) != args.num_classes:
+        raise UsageError("--num-classes %d disagrees with the data: %s lists %d classes; drop "
+                         "--num-classes or use the matching data" % (args.num_classes, job.stats["path"], data_classes))
+    if job.stats and job.stats.get("image_shape") and \
+            tuple(job.stats["image_shape"])[0] != job.image_shape[0]:
+        raise UsageError("--image-shape %s has %d channels but the data has %d"
+                         % (args.image_shape, job.image_shape[0], job.stats["image_shape"][0]))
+
+
+def _load_resume_point(job):
+    """``--load-epoch N`` / ``--resume``: the checkpoint's params, state and optimizer file."""
+    args = job.args
+    load_epoch = args.load_epoch
+    if args.resume:
+        load_epoch = ckpt.latest_epoch(job.prefix)
+        if load_epoch is None:
+            raise UsageError("--resume: no complete checkpoint under --model-prefix %s (expected %s)"
+                             % (job.prefix, ckpt.checkpoint_paths(job.prefix, 1)["params"]))
+    if load_epoch is None:
+        return
+    if load_epoch >= args.num_epochs:
+        raise UsageError("checkpoint %d already has --num-epochs %d epochs; raise --num-epochs"
+                         % (load_epoch, args.num_epochs))
+    if load_epoch == 0:
+        return
+    _, job.arg_params, job.aux_params = ckpt.load_params(job.prefix, load_epoch)
+    _check_fits(job, load_epoch)
+    job.state = ckpt.load_state(job.prefix, load_epoch)
+    states = ckpt.checkpoint_paths(job.prefix, load_epoch)["states"]
+    same_layout = job.state.get("engine", job.engine) == job.engine and \
+        job.state.get("num_devices", len(job.contexts)) == len(job.contexts)
+    job.states_file = states if os.path.exists(states) and same_layout else None
+    job.begin_epoch = load_epoch
+
+
+def _check_fits(job, epoch):
+    """The checkpoint's parameters are the names and shapes this network needs."""
+    from . import engines
+    source = ckpt.checkpoint_paths(job.prefix, epoch)["params"]
+    wanted = set(job.symbol.list_arguments()) - {"data"} - set(engines.label_names(job.symbol))
+    missing = sorted(wanted - set(job.arg_params))
+    if missing:
+        raise UsageError("checkpoint %s does not fit this network (no %s); check --network/"
+                         "--num-layers/--model-prefix" % (source, ", ".join(missing[:3])))
+    shapes = engines.input_shapes(job.symbol, (1,) + job.image_shape, (1,))
+    arg_shapes, _, aux_shapes = job.symbol.infer_shape(**shapes)
+    expected = dict(zip(job.symbol.list_arguments(), arg_shapes))
+    expected.update(zip(job.symbol.list_auxiliary_states(), aux_shapes))
+    for name, value in list(job.arg_params.items()) + list(job.aux_params.items()):
+        if name in expected and tuple(value.shape) != tuple(expected[name]):
+            raise UsageError("checkpoint %s does not fit this network: %s is %s, the network needs "
+                             "%s; check --network/--num-layers and the network options"
+                             % (source, name, tuple(value.shape), tuple(expected[name])))
+
+
+def _check_rec(path, flag):
+    if not os.path.isfile(path):
+        raise UsageError("%s %s does not exist; make it with `python data/prepare_cifar.py "
+                         "--dataset cifar10` or pass --data-dir/%s" % (flag, path, flag))
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as err:
+        raise UsageError("cannot read %s %s (%s); check its permissions" % (flag, path, err.strerror))
+    if head != RECORDIO_MAGIC:
+        raise UsageError("%s %s is not a RecordIO file (bad magic); convert the data again with "
+                         "data/prepare_cifar.py" % (flag, path))
+
+
+def _stats_path(rec_path):
+    folder, base = os.path.split(rec_path)
+    for suffix in ("_train.rec", "_val.rec", ".rec"):
+        if base.endswith(suffix):
+            return os.path.join(folder, base[: -len(suffix)] + "_stats.json")
+    return None
+
+
+def resolve_data(args):
+    """Check the data files; return (train_rec, val_rec, stats dict or None)."""
+    data_dir = os.path.expanduser(args.data_dir or os.path.join("~", ".mxnet", "datasets", args.dataset))
+    train_rec = args.data_train or os.path.join(data_dir, "%s_train.rec" % args.dataset)
+    val_rec = args.data_val or os.path.join(data_dir, "%s_val.rec" % args.dataset)
+    _check_rec(train_rec, "--data-train")
+    if val_rec:
+        _check_rec(val_rec, "--data-val")
+    stats = None
+    stats_file = _stats_path(train_rec)
+    if stats_file and os.path.exists(stats_file):
+        try:
+            with open(stats_file) as handle:
+                stats = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise UsageError("cannot read %s (%s); convert the data again" % (stats_file, err))
+        stats["path"] = stats_file
+    return train_rec, val_rec, stats
+
+
+def default_prefix(args):
+    depth = "" if args.num_layers is None else str(args.num_layers)
+    return os.path.join("runs", "%s-%s%s" % (args.dataset, args.network, depth), "model")
+
+
+def count_examples(job):
+    """Training images: --num-examples, the stats of --data-dir, or counted in the .rec."""
+    args = job.args
+    if args.num_examples:
+        return args.num_examples
+    if job.stats and job.stats.get("num_train") and not args.data_train:
+        return int(job.stats["num_train"])
+    return common.sibling("data.recfile").count_records(job.train_rec)

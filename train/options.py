@@ -1,0 +1,182 @@
+"""The command line of ``train_cifar.py``: flags as MXNet's ``example/image-classification``
+(``common/fit.py``, ``train_cifar10.py``), presets, and the network options they give.
+
+A new flag goes into the group function it belongs to (``_network_flags`` ...
+``_checkpoint_flags``); a family option with a flag of its own into ``NET_OPTION_FLAGS``.
+"""
+import argparse
+import ast
+
+from . import common
+from .presets import PRESETS, describe as describe_presets
+
+__all__ = ["PROG", "DATASETS", "KVSTORES", "NET_OPTION_FLAGS", "UsageError", "build_parser",
+           "explicit_flags", "apply_preset", "network_options"]
+
+PROG = "train_cifar.py"
+DATASETS = {"cifar10": 10, "cifar100": 100}
+KVSTORES = ("local", "device", "nccl", "dist_sync", "dist_device_sync", "dist_async")
+
+#: Family options with their own flag (anything else: --net-option key=value).
+NET_OPTION_FLAGS = (("--widen-factor", int, "WRN widening factor k"),
+                    ("--shortcut-type", str, "ResNet shortcut A|B|C (He et al. 2016, Sec. 3.3)"),
+                    ("--growth-rate", int, "DenseNet growth rate k"),
+                    ("--cardinality", int, "ResNeXt cardinality C"),
+                    ("--bottleneck-width", int, "ResNeXt bottleneck width d"),
+                    ("--reduction", float, "DenseNet-BC transition compression"),
+                    ("--multiplier", float, "MobileNet width multiplier"),
+                    ("--style", str, "stem layout cifar|imagenet (default: by image size)"))
+
+
+class UsageError(common.UserError):
+    """Bad command-line input; printed as one line, exit status 2."""
+
+
+def build_parser(suppress_defaults=False):
+    """The argument parser; with ``suppress_defaults`` only flags given end up in the namespace."""
+    default = (lambda value: argparse.SUPPRESS) if suppress_defaults else (lambda value: value)
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train an image-classification CNN on CIFAR-10/100 (.rec files from "
+                    "data/prepare_cifar.py) with MXNet.",
+        epilog="presets (explicit flags override them):\n" + describe_presets() +
+               "\n\ncheckpoints: PREFIX-symbol.json, and after N completed epochs PREFIX-NNNN.params,"
+               "\n.states (optimizer) and .json (training state). --load-epoch N / --resume continue"
+               "\nwith epoch N+1; the log numbers epochs from 0 (Epoch[N] is the (N+1)-th epoch).")
+    for title, add_flags in (("network", _network_flags), ("data", _data_flags),
+                             ("devices", _device_flags), ("optimization", _optimization_flags),
+                             ("checkpoints and logs", _checkpoint_flags)):
+        add_flags(parser.add_argument_group(title), default)
+    return parser
+
+
+def _network_flags(g, default):
+    """The network flags."""
+    g.add_argument("--network", default=default("resnet"), help="registered network (default resnet)")
+    g.add_argument("--num-layers", type=int, default=default(None), help="depth, e.g. 20/56/110/164")
+    g.add_argument("--num-classes", type=int, default=default(None),
+                   help="classes (default: from the data's _stats.json, else 10/100 by --dataset)")
+    g.add_argument("--image-shape", default=default("3,32,32"), help="C,H,W (default 3,32,32)")
+    g.add_argument("--dropout", type=float, default=default(None), help="dropout rate (if the family has one)")
+    for flag, kind, text in NET_OPTION_FLAGS:
+        g.add_argument(flag, type=kind, default=default(None), help=text)
+    g.add_argument("--net-option", action="append", default=default([]), metavar="KEY=VALUE",
+                   help="any other option of the family's get_symbol (repeatable)")
+    g.add_argument("--deep-supervision", default=default(None), metavar="NAME:WEIGHT,...",
+                   help="auxiliary heads at internal outputs (symbols.deep_supervision)")
+    g.add_argument("--memonger", type=int, default=default(0),
+                   help="1: plan memory mirroring (graph.memonger); uses the module engine")
+
+
+def _data_flags(g, default):
+    """The data flags."""
+    g.add_argument("--dataset", choices=sorted(DATASETS), default=default("cifar10"))
+    g.add_argument("--data-dir", default=default(None),
+                   help="folder with <dataset>_train.rec/_val.rec/_stats.json "
+                        "(default ~/.mxnet/datasets/<dataset>)")
+    g.add_argument("--data-train", default=default(None), help="training .rec (default from --data-dir)")
+    g.add_argument("--data-val", default=default(None), help="validation .rec (default from --data-dir)")
+    g.add_argument("--num-examples", type=int, default=default(None),
+                   help="training images (default: counted from the data)")
+    g.add_argument("--benchmark", type=int, default=default(0),
+                   help="1: synthetic data, report speed only (no data files, no checkpoints)")
+    g.add_argument("--num-batches", type=int, default=default(50), help="batches per --benchmark epoch")
+
+
+def _device_flags(g, default):
+    """The devices flags."""
+    g.add_argument("--gpus", default=default(None), help="GPU ids, e.g. 0,1 (default: CPU)")
+    g.add_argument("--cpus", type=int, default=default(None),
+                   help="data-parallel over N CPU contexts (the multi-device path without GPUs)")
+    g.add_argument("--kv-store", default=default("device"),
+                   help="local, device, dist_sync, dist_device_sync or dist_async")
+    g.add_argument("--engine", choices=("module", "gluon"), default=default(None),
+                   help="module (mx.mod.Module) or gluon (hybridized SymbolBlock); default %s"
+                        % "module")
+    g.add_argument("--no-fusion", action="store_true", default=default(False),
+                   help="bind the graph as built: no BatchNorm+ReLU fusion on oneDNN CPUs "
+                        "(graph.fusion; checkpoints are the same either way)")
+
+
+def _optimization_flags(g, default):
+    """The optimization flags."""
+    g.add_argument("--preset", choices=sorted(PRESETS), default=default(None))
+    g.add_argument("--batch-size", type=int, default=default(128), help="per worker, split over devices")
+    g.add_argument("--num-epochs", type=int, default=default(164))
+    g.add_argument("--optimizer", default=default("sgd"), help="sgd, nag, adam, ... (mx.optimizer)")
+    g.add_argument("--lr", type=float, default=default(0.1))
+    g.add_argument("--lr-scheduler", choices=("step", "cosine"), default=default("step"))
+    g.add_argument("--lr-factor", type=float, default=default(0.1))
+    g.add_argument("--lr-step-epochs", default=default("82,123"), help="epochs after which lr *= factor")
+    g.add_argument("--warmup-epochs", type=float, default=default(0.0))
+    g.add_argument("--warmup-iters", type=int, default=default(0), help="warm-up updates (if no --warmup-epochs)")
+    g.add_argument("--warmup-lr", type=float, default=default(0.0))
+    g.add_argument("--warmup-mode", choices=("linear", "constant"), default=default("linear"))
+    g.add_argument("--mom", type=float, default=default(0.9))
+    g.add_argument("--wd", type=float, default=default(1e-4))
+    g.add_argument("--label-smoothing", type=float, default=default(0.0))
+    g.add_argument("--mixup-alpha", type=float, default=default(0.0))
+    g.add_argument("--seed", type=int, default=default(0))
+    g.add_argument("--deterministic", type=int, default=default(0),
+                   help="1: MXNET_ENFORCE_DETERMINISM=1 (exact resume; seeds are always fixed)")
+
+
+def _checkpoint_flags(g, default):
+    """The checkpoints and logs flags."""
+    g.add_argument("--model-prefix", default=default(None),
+                   help="checkpoint/log prefix (default runs/<dataset>-<network><layers>/model)")
+    g.add_argument("--save-period", type=int, default=default(1), help="checkpoint every N epochs")
+    g.add_argument("--load-epoch", type=int, default=default(None),
+                   help="load PREFIX-NNNN.params (N completed epochs) and continue with epoch N+1")
+    g.add_argument("--resume", action="store_true", default=default(False),
+                   help="continue from the newest complete checkpoint of --model-prefix")
+    g.add_argument("--disp-batches", type=int, default=default(20), help="speed line every N batches")
+    g.add_argument("--log-file", default=default(None), help="also write the log here")
+    g.add_argument("--no-plot", action="store_true", default=default(False), help="skip the curves PNG")
+
+
+def explicit_flags(argv):
+    """Destinations the user actually passed on the command line."""
+    parser = build_parser(suppress_defaults=True)
+    parser.error = lambda message: None  # the real parser reports errors
+    try:
+        namespace, _ = parser.parse_known_args(argv)
+    except SystemExit:
+        return set()
+    return set(vars(namespace))
+
+
+def apply_preset(args, explicit):
+    """Fill in ``args.preset``'s values for every flag not given explicitly."""
+    if not args.preset:
+        return args
+    for key, value in PRESETS[args.preset]["values"].items():
+        if key not in explicit:
+            setattr(args, key, value)
+    return args
+
+
+def _parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def network_options(args):
+    """The keyword options for ``symbols.get_symbol`` given on the command line."""
+    options = {}
+    for flag, _, _ in NET_OPTION_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            options[flag[2:].replace("-", "_")] = value
+    if args.dropout is not None:
+        options["dropout"] = args.dropout
+    for item in args.net_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError("--net-option %r is not KEY=VALUE (e.g. --net-option bottleneck=True)" % item)
+        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    if args.deep_supervision:
+        options["deep_supervision"] = args.deep_supervision
+    return options
