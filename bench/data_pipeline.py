@@ -95,7 +95,7 @@ def train_speed(mod, stream, batches, warmup=3):
     return images / (time.perf_counter() - tic), images / (time.process_time() - cpu)
 
 
-def main(argv=None):
+def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=find_subset(),
                         help="class-per-folder CIFAR archive to convert (default: the shared "
@@ -104,7 +104,70 @@ def main(argv=None):
     parser.add_argument("--train-batches", type=int, default=25,
                         help="timed training batches per run (default 25)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _measure_iterators(iters, num_train, args):
+    """Iterator-alone speed per backend: ``(median wall img/s, median img per CPU-second)``."""
+    pipeline = {b: [] for b in iters}
+    per_cpu = {b: [] for b in iters}
+    epoch_batches = -(-num_train // args.batch_size)
+    for _ in range(args.repeats):
+        for backend, it in iters.items():
+            wall, cpu = iterator_speed(it, epoch_batches)
+            pipeline[backend].append(wall)
+            per_cpu[backend].append(cpu)
+    pipe = {b: statistics.median(v) for b, v in pipeline.items()}
+    for backend, values in pipeline.items():
+        print("iterator alone, augmented, %-6s: %8.0f img/s, %8.0f img per CPU-second  "
+              "(runs: %s)" % (backend, pipe[backend], statistics.median(per_cpu[backend]),
+                              ", ".join("%.0f" % v for v in values)), flush=True)
+    return pipe, {b: statistics.median(v) for b, v in per_cpu.items()}
+
+
+def _measure_training(iters, args):
+    """ResNet-20 training speed from synthetic and real data, interleaved rounds."""
+    mod = make_module(args.batch_size)
+    streams = {"synthetic": endless(SyntheticIter(args.batch_size, (3, 32, 32), 10, 50)),
+               "rec/memory": endless(iters["memory"]),
+               "rec/native": endless(iters["native"])}
+    speeds = {name: [] for name in streams}
+    train_cpu = {name: [] for name in streams}
+    for round_ in range(args.repeats):
+        for name, stream in streams.items():
+            wall, cpu = train_speed(mod, stream, args.train_batches)
+            speeds[name].append(wall)
+            train_cpu[name].append(cpu)
+        print("  round %d: %s" % (round_ + 1, ", ".join(
+            "%s %.0f" % (name, v[-1]) for name, v in speeds.items())), flush=True)
+    train = {name: statistics.median(v) for name, v in speeds.items()}
+    for name, values in speeds.items():
+        print("ResNet-20 training, %-10s: %6.0f img/s, %6.0f img per CPU-second  (runs: %s)"
+              % (name, train[name], statistics.median(train_cpu[name]),
+                 ", ".join("%.0f" % v for v in values)))
+    return train, {name: statistics.median(v) for name, v in train_cpu.items()}
+
+
+def _print_ratios(pipe, cpu, train, train_cpu):
+    print()
+    print("%-58s %8s %8s" % ("ratio", "memory", "native"))
+    print("%-58s %7.1fx %7.1fx" % ("pipeline alone / ResNet-20 consumption (target >= 20x)",
+                                   pipe["memory"] / train["synthetic"],
+                                   pipe["native"] / train["synthetic"]))
+    train_per_cpu = train_cpu["synthetic"]
+    print("%-58s %7.1f%% %7.1f%%" % ("input CPU time / ResNet-20 training CPU time per image",
+                                     100 * train_per_cpu / cpu["memory"],
+                                     100 * train_per_cpu / cpu["native"]))
+    print("%-58s %7.2fx %7.2fx" % ("training from real .rec / synthetic (target >= 0.9x)",
+                                   train["rec/memory"] / train["synthetic"],
+                                   train["rec/native"] / train["synthetic"]))
+    print("%-58s %7.2fx %7.2fx" % ("  same, images per CPU-second (less load-sensitive)",
+                                   train_cpu["rec/memory"] / train_per_cpu,
+                                   train_cpu["rec/native"] / train_per_cpu))
+
+
+def main(argv=None):
+    args = _parse(argv)
     if not args.source:
         print("data_pipeline: error: %s not found beside the repository (../shared/data) or in "
               "/work/shared/data; pass --source" % SUBSET, file=sys.stderr)
@@ -120,7 +183,6 @@ def main(argv=None):
               % (os.path.basename(args.source), stats["num_train"], stats["num_val"], convert_s,
                  (stats["num_train"] + stats["num_val"]) / convert_s))
         train_rec = os.path.join(tmp, "cifar10_train.rec")
-
         iters = {}
         for backend in ("memory", "native"):
             tic = time.perf_counter()
@@ -129,55 +191,9 @@ def main(argv=None):
                 backend, time.perf_counter() - tic,
                 " (decodes all %d train images once)" % stats["num_train"]
                 if backend == "memory" else ""))
-        pipeline = {b: [] for b in iters}
-        per_cpu = {b: [] for b in iters}
-        epoch_batches = -(-stats["num_train"] // args.batch_size)
-        for _ in range(args.repeats):
-            for backend, it in iters.items():
-                wall, cpu = iterator_speed(it, epoch_batches)
-                pipeline[backend].append(wall)
-                per_cpu[backend].append(cpu)
-        pipe = {b: statistics.median(v) for b, v in pipeline.items()}
-        for backend, values in pipeline.items():
-            print("iterator alone, augmented, %-6s: %8.0f img/s, %8.0f img per CPU-second  "
-                  "(runs: %s)" % (backend, pipe[backend], statistics.median(per_cpu[backend]),
-                                  ", ".join("%.0f" % v for v in values)), flush=True)
-
-        mod = make_module(args.batch_size)
-        streams = {"synthetic": endless(SyntheticIter(args.batch_size, (3, 32, 32), 10, 50)),
-                   "rec/memory": endless(iters["memory"]),
-                   "rec/native": endless(iters["native"])}
-        speeds = {name: [] for name in streams}
-        train_cpu = {name: [] for name in streams}
-        for round_ in range(args.repeats):
-            for name, stream in streams.items():
-                wall, cpu = train_speed(mod, stream, args.train_batches)
-                speeds[name].append(wall)
-                train_cpu[name].append(cpu)
-            print("  round %d: %s" % (round_ + 1, ", ".join(
-                "%s %.0f" % (name, v[-1]) for name, v in speeds.items())), flush=True)
-        train = {name: statistics.median(v) for name, v in speeds.items()}
-        for name, values in speeds.items():
-            print("ResNet-20 training, %-10s: %6.0f img/s, %6.0f img per CPU-second  (runs: %s)"
-                  % (name, train[name], statistics.median(train_cpu[name]),
-                     ", ".join("%.0f" % v for v in values)))
-
-        print()
-        print("%-58s %8s %8s" % ("ratio", "memory", "native"))
-        print("%-58s %7.1fx %7.1fx" % ("pipeline alone / ResNet-20 consumption (target >= 20x)",
-                                       pipe["memory"] / train["synthetic"],
-                                       pipe["native"] / train["synthetic"]))
-        cpu = {b: statistics.median(v) for b, v in per_cpu.items()}
-        train_per_cpu = statistics.median(train_cpu["synthetic"])
-        print("%-58s %7.1f%% %7.1f%%" % ("input CPU time / ResNet-20 training CPU time per image",
-                                         100 * train_per_cpu / cpu["memory"],
-                                         100 * train_per_cpu / cpu["native"]))
-        print("%-58s %7.2fx %7.2fx" % ("training from real .rec / synthetic (target >= 0.9x)",
-                                       train["rec/memory"] / train["synthetic"],
-                                       train["rec/native"] / train["synthetic"]))
-        print("%-58s %7.2fx %7.2fx" % ("  same, images per CPU-second (less load-sensitive)",
-                                       statistics.median(train_cpu["rec/memory"]) / train_per_cpu,
-                                       statistics.median(train_cpu["rec/native"]) / train_per_cpu))
+        pipe, cpu = _measure_iterators(iters, stats["num_train"], args)
+        train, train_cpu = _measure_training(iters, args)
+        _print_ratios(pipe, cpu, train, train_cpu)
     return 0
 
 
