@@ -4,12 +4,26 @@ A file is written under a hidden temporary name in its own folder
 (``.<name>.<random>.tmp``), flushed to disk, given mode ``0o666 & ~umask`` (``mkstemp``
 alone would leave it 0600), and moved onto its real name with ``os.replace``.  A crash
 leaves at most such a temporary file, which :func:`stale_temp_files` finds.
+
+:class:`FileSet` replaces a group of files (a data set's records + stats, an epoch's
+checkpoint files) as a unit: one ``rename(2)`` switches every member at once.
 """
+import contextlib
 import glob
 import os
+import shutil
 import tempfile
+import uuid
 
-__all__ = ["TMP_SUFFIX", "umask", "atomic_write", "atomic_write_text", "stale_temp_files"]
+from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: FileSet writers are not serialised
+    fcntl = None
+
+__all__ = ["TMP_SUFFIX", "umask", "atomic_write", "atomic_write_text", "stale_temp_files",
+           "FileSet"]
 
 TMP_SUFFIX = ".tmp"
 
@@ -76,3 +90,248 @@ def stale_temp_files(path):
     """Temporary files :func:`atomic_write` left beside ``path`` (a killed writer's)."""
     folder, base = os.path.split(os.path.abspath(path))
     return sorted(glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(base) + ".*" + TMP_SUFFIX)))
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every system opens folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _size(path):
+    if os.path.islink(path) or not os.path.isdir(path):
+        return os.lstat(path).st_size
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
+
+
+class FileSet:
+    """Files of one folder that are replaced together: a reader, or a kill at any instant,
+    sees the old complete set or the new complete set, never a mix.
+
+    For key ``K`` and member names ``N`` the folder holds::
+
+        N                   -> .K.set/current/N   relative symbolic links, made once
+        .K.set/current      -> v-<random>         the one link a switch renames over
+        .K.set/v-<random>/N                       the real files of each version
+        .K.set/lock                               the writers' lock (``flock``)
+
+    Programs that open ``folder/N`` (MXNet, ``cp``, ``ls``) follow the links, so the names
+    users know stay where they were.  :meth:`replace` writes a new version into a fresh
+    folder, flushes it to disk and makes it current with one ``os.replace`` of ``current``.
+    Plain files found at the member names (an older layout) are first hard-linked into a
+    version of their own and swapped for links that show the same bytes, so even that
+    migration keeps the old set whole at every instant.
+
+    Usage (a writer)::
+
+        fs = FileSet(folder, "cifar10", ["cifar10_train.rec", ..., "cifar10_stats.json"])
+        with fs.lock():                 # UserError if another process writes this set
+            fs.remove_stale()           # what killed writers left (versions, temp links)
+            with fs.replace() as new:   # a folder: write every member there, by its name
+                write(os.path.join(new, "cifar10_train.rec")) ...
+
+    A reader asks :meth:`complete`.  Deleting a set: ``rm -r folder/N... folder/.K.set``.
+    """
+
+    CURRENT, LOCK, VERSION_PREFIX = "current", "lock", "v-"
+
+    def __init__(self, folder, key, names):
+        names = tuple(names)
+        if not names or len(set(names)) != len(names) or any(
+                not n or os.sep in n or n.startswith(".") for n in names):
+            raise ValueError("FileSet needs distinct plain file names, got %r" % (names,))
+        if not key or os.sep in key:
+            raise ValueError("FileSet key %r must be a plain name" % (key,))
+        self.folder = os.path.abspath(folder)
+        self.key, self.names = key, names
+        self.store = os.path.join(self.folder, "." + key + ".set")
+        self._lock_fd = None
+
+    def path(self, name):
+        """The visible path of member ``name``."""
+        return os.path.join(self.folder, name)
+
+    def current(self):
+        """The folder of the current version, or None when there is none."""
+        try:
+            return os.path.join(self.store, os.readlink(os.path.join(self.store, self.CURRENT)))
+        except OSError:
+            return None
+
+    def present(self):
+        """Members that exist (a regular file, reached through the link or not)."""
+        return [n for n in self.names if os.path.isfile(self.path(n))]
+
+    def complete(self):
+        """True when every member exists."""
+        return len(self.present()) == len(self.names)
+
+    def _target(self, name):
+        return os.path.join(os.path.basename(self.store), self.CURRENT, name)
+
+    def _is_link(self, name):
+        path = self.path(name)
+        return os.path.islink(path) and os.readlink(path) == self._target(name)
+
+    # ------------------------------------------------------------------ lock
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the writers' lock of this set (an exclusive ``flock`` on ``.K.set/lock``).
+
+        Raises UserError at once when another process holds it, OSError when the folder
+        cannot be written.  ``.K.set`` is removed again if it holds nothing but the lock."""
+        if self._lock_fd is not None:
+            raise RuntimeError("FileSet.lock() is not re-entrant")
+        os.makedirs(self.store, exist_ok=True)
+        path = os.path.join(self.store, self.LOCK)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise UserError("%s is being written by another process (it holds %s); wait "
+                                "for it to finish" % (self.path(self.names[0]), path)) from None
+            try:  # the file may have been removed by the previous holder: lock the new one
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self._lock_fd = fd
+        try:
+            yield self
+        finally:
+            try:
+                if os.listdir(self.store) == [self.LOCK]:
+                    os.remove(path)
+                    os.rmdir(self.store)
+            except OSError:
+                pass
+            self._lock_fd = None
+            os.close(fd)
+
+    def _need_lock(self, what):
+        if self._lock_fd is None:
+            raise RuntimeError("FileSet.%s() must run under FileSet.lock()" % what)
+
+    # ------------------------------------------------------------------ leftovers
+
+    def stale(self):
+        """What interrupted writers left: versions that are not current (a killed writer's
+        new version, an old one not yet removed), temporary links, and the
+        :func:`atomic_write` temporary files beside the member names.  Only meaningful
+        while no writer runs, i.e. under :meth:`lock`."""
+        current = self.current()
+        found = []
+        if os.path.isdir(self.store):
+            found = [os.path.join(self.store, e) for e in sorted(os.listdir(self.store))
+                     if e not in (self.CURRENT, self.LOCK)
+                     and os.path.join(self.store, e) != current]
+        for name in self.names:
+            found += stale_temp_files(self.path(name))
+        return found
+
+    def remove_stale(self):
+        """Remove :meth:`stale` leftovers; ``(paths removed, bytes freed)``."""
+        self._need_lock("remove_stale")
+        removed, freed = [], 0
+        for path in self.stale():
+            try:
+                freed += _size(path)
+                _remove_tree(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed, freed
+
+    # ------------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def replace(self):
+        """Yield the folder of a new version; write every member into it by its name.
+
+        On a normal exit the version is flushed to disk and made current (one rename);
+        the previous version is then removed.  On an exception the new version is removed
+        and the current set is left as it was.  Must run under :meth:`lock`."""
+        self._need_lock("replace")
+        version = self._new_version()
+        try:
+            yield version
+            self._commit(version)
+        except BaseException:
+            if self.current() != version:
+                shutil.rmtree(version, ignore_errors=True)
+            raise
+        for path in self.stale():  # the previous version (files a reader holds open stay readable)
+            if os.path.dirname(path) == self.store:
+                _remove_tree(path)
+
+    def _new_version(self):
+        while True:
+            path = os.path.join(self.store, self.VERSION_PREFIX + uuid.uuid4().hex[:12])
+            try:
+                os.mkdir(path)  # mode 0777 & ~umask
+                return path
+            except FileExistsError:
+                continue
+
+    def _commit(self, version):
+        missing = [n for n in self.names if not os.path.isfile(os.path.join(version, n))]
+        if missing:
+            raise ValueError("FileSet.replace(): %s was not written" % ", ".join(missing))
+        for name in self.names:
+            _fsync(os.path.join(version, name))
+        _fsync_dir(version)
+        if not all(self._is_link(n) for n in self.names):
+            self._switch(self._snapshot_visible())  # plain files keep showing the same bytes
+            self._make_links()
+        self._switch(version)
+
+    def _snapshot_visible(self):
+        """A version holding what the member names show now (hard links, else copies)."""
+        version = self._new_version()
+        for name in self.present():
+            try:
+                os.link(self.path(name), os.path.join(version, name))  # follows links
+            except OSError:
+                shutil.copy2(self.path(name), os.path.join(version, name))
+                _fsync(os.path.join(version, name))
+        _fsync_dir(version)
+        return version
+
+    def _make_links(self):
+        for name in self.names:
+            if not self._is_link(name):
+                tmp = _temp_name(self.path(name))
+                os.symlink(self._target(name), tmp)
+                os.replace(tmp, self.path(name))
+        _fsync_dir(self.folder)
+
+    def _switch(self, version):
+        tmp = _temp_name(os.path.join(self.store, self.CURRENT))
+        os.symlink(os.path.basename(version), tmp)
+        os.replace(tmp, os.path.join(self.store, self.CURRENT))  # the one atomic step
+        _fsync_dir(self.store)
+
+
+def _remove_tree(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
+def _temp_name(path):
+    """An unused ``.<name>.<random>.tmp`` beside ``path`` (what :func:`stale_temp_files` finds)."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, ".%s.%s%s" % (base, uuid.uuid4().hex[:12], TMP_SUFFIX))

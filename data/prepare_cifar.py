@@ -9,8 +9,13 @@ Writes, in ``--output-dir`` (default ``~/.mxnet/datasets/<dataset>``, like Gluon
 ``mx.recordio.MXIndexedRecordIO`` and im2rec read; images BGR via ``mx.recordio.pack_img``)
 and ``NAME_stats.json`` (classes, counts, image shape, per-channel RGB mean/std of the
 train split on the 0-255 scale).  PNG keeps every pixel exactly; JPEG is smaller but lossy.
-Every file is written under a temporary name and renamed at the end, so a failed run
-leaves earlier outputs intact; re-running with unchanged inputs does nothing.
+
+The seven files are one unit (``common.FileSet``): each name is a link into
+``.NAME.set/current/``, a new conversion is written beside the old one and switched in by
+one rename, so a failed or killed run leaves the previous complete set, and readers check
+the files against the sizes and digests in the stats.  An existing set is replaced only
+with ``--force``; re-running with unchanged inputs does nothing; a source needs images of
+at least 2 classes.  What a killed run left is removed by the next one.
 """
 import os
 import sys
@@ -21,6 +26,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
     __package__ = "data"
 
 import argparse
+import contextlib
 import hashlib
 import json
 import time
@@ -31,7 +37,7 @@ import numpy as np
 
 from .errors import DataError
 from . import common
-from .recfile import SplitWriter, split_paths
+from .recfile import SplitWriter, dataset_names, file_digest, set_problem
 from .sources import load_source
 
 __all__ = ["main", "prepare", "DOWNLOADS", "channel_stats"]
@@ -56,23 +62,34 @@ STATS_VERSION = 1
 
 def _md5(path):
     digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    with _reading(path):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """OSError while reading the source ``path`` -> DataError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError("cannot read %s (%s); check that it exists and that you may read it"
+                        % (exc.filename or path, exc.strerror or exc)) from None
 
 
 def download(dataset, folder, quiet=False):
     """The official archive of ``dataset`` in ``folder``, downloaded (temp name + rename) and
     MD5-checked unless a good copy is already there."""
     url, md5 = DOWNLOADS[dataset]
-    path = os.path.join(folder, url.rsplit("/", 1)[1])
+    path = _download_path(dataset, folder)
     if os.path.exists(path) and _md5(path) == md5:
         return path
     hint = ("download %s elsewhere and pass it with --source PATH (an extracted folder or an "
             "image tree works too)" % url)
-    tmp = "%s.%d.part" % (path, os.getpid())
-    try:
+
+    def fetch(tmp):
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, \
                 open(tmp, "wb") as out:
             from tqdm import tqdm
@@ -86,32 +103,31 @@ def download(dataset, folder, quiet=False):
         if got != md5:
             raise DataError("downloaded %s has MD5 %s, expected %s (damaged download); retry, or %s"
                             % (url, got, md5, hint))
-        os.replace(tmp, path)
-        return path
+    try:
+        common.atomic_write(path, fetch, make_dirs=False)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DataError("cannot download %s (%s); %s" % (url, reason, hint)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return path
 
 
 def fingerprint(source):
     """A digest that changes when ``source`` changes: file contents for an archive; names,
     sizes and modification times for a folder."""
     digest = hashlib.sha256()
-    if os.path.isfile(source):
-        with open(source, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return "sha256:" + digest.hexdigest()
-    for dirpath, dirnames, filenames in os.walk(source):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            st = os.stat(path)
-            digest.update(("%s\0%d\0%d\n" % (os.path.relpath(path, source), st.st_size,
-                                             st.st_mtime_ns)).encode("utf-8", "surrogateescape"))
+    with _reading(source):
+        if os.path.isfile(source):
+            with open(source, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            return "sha256:" + digest.hexdigest()
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                st = os.stat(path)
+                digest.update(("%s\0%d\0%d\n" % (os.path.relpath(path, source), st.st_size,
+                                                 st.st_mtime_ns)).encode("utf-8", "surrogateescape"))
     return "tree-sha256:" + digest.hexdigest()
 
 
@@ -129,31 +145,88 @@ def channel_stats(images, chunk=4096):
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
-def _outputs(directory, name):
-    paths = [p for split in ("train", "val") for p in split_paths(directory, name, split).values()]
-    return paths + [os.path.join(directory, "%s_stats.json" % name)]
-
-
-def _up_to_date(stats_path, settings, directory, name):
+def _read_json(path):
     try:
-        with open(stats_path) as f:
-            old = json.load(f)
+        with open(path) as f:
+            value = json.load(f)
     except (OSError, ValueError):
-        return False
-    if old.get("conversion") != settings:
-        return False
-    sizes = old.get("file_sizes", {})
-    for path in _outputs(directory, name)[:-1]:
-        base = os.path.basename(path)
-        if not os.path.isfile(path) or os.path.getsize(path) != sizes.get(base):
-            return False
-    return True
+        return None
+    return value if isinstance(value, dict) else None
 
 
-def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_format="png",
-            quality=None, label_mode="fine", force=False, quiet=False, log=print):
-    """Convert ``source`` (downloaded when None) and return the stats dict written beside the
-    records, or None when the outputs were already up to date.  Raises :class:`DataError`."""
+def _existing(fileset, stats_path):
+    """None when no file of the data set exists; else ``(stats or None, problem or None)``:
+    the stats of the set there and why its files are not the ones they describe."""
+    if not fileset.present():
+        return None
+    stats = _read_json(stats_path)
+    if stats is None:
+        return None, "%s is missing or unreadable" % os.path.basename(stats_path)
+    return stats, set_problem(stats, fileset.folder, fileset.names[:-1])
+
+
+def _refuse_replacing(existing, stats_path, source):
+    """DataError: an existing data set is never replaced without --force."""
+    stats, problem = existing
+    if problem:
+        raise DataError("%s holds an incomplete data set (%s); pass --force to rebuild it"
+                        % (os.path.dirname(stats_path), problem))
+    old = stats.get("conversion") or {}
+    changed = " (changed since)" if old.get("source") == source else ""
+    raise DataError("%s already holds a data set of %s classes converted from %s%s; pass --force "
+                    "to replace it, or choose another --name or --output-dir"
+                    % (stats_path, stats.get("num_classes", "?"), old.get("source", "?"), changed))
+
+
+def _check_classes(data, source):
+    """DataError unless the training split has images of at least 2 classes."""
+    used = [data.classes[i] for i in np.unique(data.train.labels)]
+    if len(used) < 2:
+        raise DataError("%s has training images of %d class (%s); a classifier needs at least "
+                        "2 classes: add class folders or use another source"
+                        % (source, len(used), ", ".join(used) or "none"))
+
+
+@contextlib.contextmanager
+def _writing(output_dir):
+    """OSError while writing the outputs -> DataError naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError("cannot write in %s (%s); choose a writable --output-dir with free space"
+                        % (output_dir, exc.strerror or exc)) from None
+
+
+def _lock_and_clean(stack, fileset, dataset, log):
+    """Take the data set's writer lock (held until ``stack`` closes) and remove what
+    interrupted runs left.  Returns the OSError when the folder cannot be written (then only
+    a no-op can succeed), else None."""
+    try:
+        stack.enter_context(fileset.lock())
+    except OSError as exc:
+        return exc
+    with _writing(fileset.folder):
+        removed, freed = fileset.remove_stale()
+    if removed:
+        log("removed %d file(s) (%.1f MB) that an interrupted run left in %s"
+            % (len(removed), freed / 1e6, fileset.folder))
+    for path in common.stale_temp_files(_download_path(dataset, fileset.folder)):
+        log("note: %s is a partial download (of a killed run?); delete it unless a download "
+            "is running" % path)  # another data set's run may be downloading: not ours to remove
+    return None
+
+
+def _download_path(dataset, folder):
+    return os.path.join(folder, DOWNLOADS[dataset][0].rsplit("/", 1)[1])
+
+
+def _up_to_date(existing, settings):
+    return existing is not None and existing[1] is None \
+        and existing[0].get("conversion") == settings
+
+
+def _check_options(dataset, img_format, quality, name):
+    """``(quality, name)`` after checking the options; DataError for a bad one."""
     if dataset not in DOWNLOADS:
         raise DataError("unknown dataset %r; choose cifar10 or cifar100" % (dataset,))
     if img_format not in ("png", "jpeg"):
@@ -166,12 +239,11 @@ def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_form
     name = name or dataset
     if not name or os.sep in name or name.startswith("."):
         raise DataError("--name %r must be a plain file-name prefix" % (name,))
-    output_dir = os.path.abspath(os.path.expanduser(
-        output_dir or os.path.join("~", ".mxnet", "datasets", dataset)))
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as exc:
-        raise DataError("cannot create output folder %s (%s)" % (output_dir, exc.strerror)) from None
+    return quality, name
+
+
+def _source_path(dataset, source, output_dir, quiet):
+    """The absolute source path, downloading the official archive when ``source`` is None."""
     if source is None:
         source = download(dataset, output_dir, quiet=quiet)
     source = os.path.abspath(os.path.expanduser(source))
@@ -182,66 +254,97 @@ def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_form
     if expected_md5 and os.path.isfile(source) and _md5(source) != expected_md5:
         raise DataError("%s has the name of an official archive but not its MD5 (%s); it is "
                         "damaged or incomplete, download it again" % (source, expected_md5))
+    return source
 
-    stats_path = os.path.join(output_dir, "%s_stats.json" % name)
-    settings = {"dataset": dataset, "label_mode": label_mode, "format": img_format,
-                "quality": quality if img_format == "jpeg" else PNG_COMPRESSION,
-                "source": source, "source_fingerprint": fingerprint(source),
-                "version": STATS_VERSION}
-    if not force and _up_to_date(stats_path, settings, output_dir, name):
-        log("%s is up to date with %s; nothing to do (pass --force to rebuild)"
-            % (stats_path, source))
-        return None
 
-    start = time.time()
-    data = load_source(source, dataset, label_mode, progress=not quiet)
-    n_classes = len(data.classes)
-    for split in (data.train, data.val):
-        if split.images.shape[0] == 0:
-            raise DataError("%s has no images in one of its splits" % source)
+def _write_set(folder, name, data, settings, img_format, level, quiet):
+    """Write all members of data set ``name`` into ``folder``; return the stats dict.
+    ``level``: the PNG compression or JPEG quality."""
     ext = ".png" if img_format == "png" else ".jpg"
-    level = PNG_COMPRESSION if img_format == "png" else quality
-    writers = []
-    try:
-        from tqdm import tqdm
-        total = data.train.images.shape[0] + data.val.images.shape[0]
-        with tqdm(total=total, desc="packing %s" % name, unit="img",
-                  disable=True if quiet else None) as bar:
-            for split_name, split in (("train", data.train), ("val", data.val)):
-                writer = SplitWriter(output_dir, name, split_name, ext, level)
-                writers.append(writer)
+    from tqdm import tqdm
+    total = data.train.images.shape[0] + data.val.images.shape[0]
+    with tqdm(total=total, desc="packing %s" % name, unit="img",
+              disable=True if quiet else None) as bar:
+        for split_name, split in (("train", data.train), ("val", data.val)):
+            writer = SplitWriter(folder, name, split_name, ext, level)
+            try:
                 for img, label, path in zip(split.images, split.labels, split.names):
                     writer.add(img, label, path)
                     bar.update(1)
-        mean, std = channel_stats(data.train.images)
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
-    try:
-        sizes = {os.path.basename(w.paths[ext_]): os.path.getsize(w.tmp[ext_])
-                 for w in writers for ext_ in ("rec", "idx", "lst")}
-        height, width = data.train.images.shape[1:3]
-        stats = {"dataset": dataset, "name": name, "source_kind": data.kind,
-                 "classes": list(data.classes), "num_classes": n_classes,
-                 "label_mode": label_mode if dataset == "cifar100" else None,
-                 "num_train": int(data.train.images.shape[0]),
-                 "num_val": int(data.val.images.shape[0]),
-                 "image_shape": [3, int(height), int(width)], "mean": mean, "std": std,
-                 "format": img_format, "color_order_in_records": "BGR",
-                 "conversion": settings, "file_sizes": sizes}
-        for writer in writers:
-            writer.commit()
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
-    common.atomic_write_text(stats_path, json.dumps(stats, indent=1) + "\n")
+            finally:
+                writer.close()
+    mean, std = channel_stats(data.train.images)
+    members = dataset_names(name)[:-1]
+    height, width = data.train.images.shape[1:3]
+    stats = {"dataset": settings["dataset"], "name": name, "source_kind": data.kind,
+             "classes": list(data.classes), "num_classes": len(data.classes),
+             "label_mode": settings["label_mode"] if settings["dataset"] == "cifar100" else None,
+             "num_train": int(data.train.images.shape[0]),
+             "num_val": int(data.val.images.shape[0]),
+             "image_shape": [3, int(height), int(width)], "mean": mean, "std": std,
+             "format": img_format, "color_order_in_records": "BGR", "conversion": settings,
+             "file_sizes": {n: os.path.getsize(os.path.join(folder, n)) for n in members},
+             "file_digests": {n: file_digest(os.path.join(folder, n)) for n in members}}
+    with open(os.path.join(folder, dataset_names(name)[-1]), "w") as f:
+        f.write(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
+def _convert(fileset, source, settings, quiet):
+    """Read ``source``, check it and write it as a new version of ``fileset``; the stats."""
+    data = load_source(source, settings["dataset"], settings["label_mode"], progress=not quiet)
+    _check_classes(data, source)
+    for split in (data.train, data.val):
+        if split.images.shape[0] == 0:
+            raise DataError("%s has no images in one of its splits" % source)
+    with _writing(fileset.folder), fileset.replace() as folder:
+        return _write_set(folder, fileset.key, data, settings, settings["format"],
+                          settings["quality"], quiet)
+
+
+def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_format="png",
+            quality=None, label_mode="fine", force=False, quiet=False, log=print):
+    """Convert ``source`` (downloaded when None) and return the stats dict written beside the
+    records, or None when the outputs were already up to date.  Raises :class:`DataError`.
+
+    The data set's files are replaced as a unit (``common.FileSet``): a kill at any instant
+    leaves the previous complete set or the new one.  An existing set is replaced only with
+    ``force``; a re-run with the same inputs does nothing."""
+    quality, name = _check_options(dataset, img_format, quality, name)
+    output_dir = os.path.abspath(os.path.expanduser(
+        output_dir or os.path.join("~", ".mxnet", "datasets", dataset)))
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise DataError("--output-dir %s is a file, not a folder; choose a folder" % output_dir)
+    with _writing(output_dir):
+        os.makedirs(output_dir, exist_ok=True)
+    fileset = common.FileSet(output_dir, name, dataset_names(name))
+    stats_path = fileset.path(fileset.names[-1])
+    with contextlib.ExitStack() as stack:
+        cannot_write = _lock_and_clean(stack, fileset, dataset, log)
+        existing = _existing(fileset, stats_path)
+        if existing and not force and source is None:  # refuse before a long download
+            planned = _download_path(dataset, output_dir)
+            if (existing[0] or {}).get("conversion", {}).get("source") != planned:
+                _refuse_replacing(existing, stats_path, planned)
+        source = _source_path(dataset, source, output_dir, quiet)
+        settings = {"dataset": dataset, "label_mode": label_mode, "format": img_format,
+                    "quality": quality if img_format == "jpeg" else PNG_COMPRESSION,
+                    "source": source, "source_fingerprint": fingerprint(source),
+                    "version": STATS_VERSION}
+        if not force and _up_to_date(existing, settings):
+            log("%s is up to date with %s; nothing to do (pass --force to rebuild)"
+                % (stats_path, source))
+            return None
+        if cannot_write is not None:
+            with _writing(output_dir):
+                raise cannot_write
+        if existing and not force:
+            _refuse_replacing(existing, stats_path, source)
+        start = time.time()
+        stats = _convert(fileset, source, settings, quiet)
     log("wrote %s_{train,val}.{rec,idx,lst} and %s_stats.json in %s: %d train + %d val images, "
         "%d classes, %s (%.1f s)" % (name, name, output_dir, stats["num_train"], stats["num_val"],
-                                     n_classes, img_format, time.time() - start))
+                                     stats["num_classes"], img_format, time.time() - start))
     return stats
 
 
@@ -265,7 +368,9 @@ def _parser():
     p.add_argument("--quality", type=int, help="JPEG quality 1-100 (default 95)")
     p.add_argument("--label-mode", choices=["fine", "coarse"], default="fine",
                    help="CIFAR-100 labels: fine (100 classes, default) or coarse (20)")
-    p.add_argument("--force", action="store_true", help="rebuild even if outputs are up to date")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even if up to date, and replace an existing data set of this "
+                   "--name in --output-dir (without it an existing set is never replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -276,7 +381,7 @@ def main(argv=None):
         prepare(dataset=args.dataset, source=args.source, output_dir=args.output_dir,
                 name=args.name, img_format=args.format, quality=args.quality,
                 label_mode=args.label_mode, force=args.force, quiet=args.quiet)
-    except DataError as exc:
+    except common.UserError as exc:  # DataError, or another run holding the data set's lock
         print("prepare_cifar: error: %s" % exc, file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permissions: earlier outputs are untouched

@@ -1,20 +1,23 @@
 """Reading and writing image RecordIO files (.rec + .idx + .lst) the way stock MXNet does.
 
-Files are written under temporary names in the destination folder and renamed into place
-only when everything succeeded (:class:`SplitWriter`), so a failed run never damages the
-files of a previous one.  :func:`read_records` parses the RecordIO framing in Python so a
-truncated or corrupt file raises :class:`DataError` naming it instead of aborting MXNet.
+A data set is ``NAME_{train,val}.{rec,idx,lst}`` + ``NAME_stats.json``
+(:func:`dataset_names`), written by :class:`SplitWriter` into a new version of a
+``common.FileSet`` and switched into place as a unit.  The stats file records each member's
+size and :func:`file_digest`; :func:`check_against_stats` lets readers tell a complete set
+from a partial or mixed one.  :func:`read_records` parses the RecordIO framing in Python so
+a truncated or corrupt file raises :class:`DataError` naming it instead of aborting MXNet.
 """
+import contextlib
+import hashlib
 import os
 import struct
-import uuid
 
 import numpy as np
 
 from .errors import DataError
 
 __all__ = ["RECORD_MAGIC", "read_records", "decode_image", "count_records", "SplitWriter",
-           "split_paths"]
+           "split_paths", "dataset_names", "file_digest", "set_problem", "check_against_stats"]
 
 RECORD_MAGIC = 0xCED7230A  # dmlc RecordIO
 _HEADER = struct.Struct("<II")
@@ -25,6 +28,77 @@ def split_paths(directory, name, split):
     """``{'rec', 'idx', 'lst'}`` paths of ``<directory>/<name>_<split>.*``."""
     stem = os.path.join(directory, "%s_%s" % (name, split))
     return {ext: stem + "." + ext for ext in ("rec", "idx", "lst")}
+
+
+def dataset_names(name):
+    """Member file names of data set ``name``; the stats file (the manifest) comes last."""
+    return ["%s_%s.%s" % (name, split, ext) for split in ("train", "val")
+            for ext in ("rec", "idx", "lst")] + ["%s_stats.json" % name]
+
+
+DIGEST_SPAN = 1 << 16
+
+
+def file_digest(path):
+    """``"sha256-ends:<hex>"`` of a file's size, first and last 64 KiB.
+
+    Cheap on a data set of any size (a full hash of many GB would cost each training start
+    seconds), and enough to tell the files of two conversions apart: their sizes, last
+    records and indexes differ.  It is a consistency check, not an integrity check."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        digest.update(b"%d\0" % size)
+        digest.update(f.read(DIGEST_SPAN))
+        if size > DIGEST_SPAN:
+            f.seek(max(DIGEST_SPAN, size - DIGEST_SPAN))
+            digest.update(f.read(DIGEST_SPAN))
+    return "sha256-ends:" + digest.hexdigest()
+
+
+def set_problem(stats, folder, names):
+    """Why the files ``names`` in ``folder`` are not the ones ``stats`` describes
+    (``file_sizes`` and, when present, ``file_digests``), or None when they are."""
+    sizes = stats.get("file_sizes") if isinstance(stats, dict) else None
+    if not isinstance(sizes, dict):
+        return "the stats file lists no file sizes"
+    digests = stats.get("file_digests") if isinstance(stats.get("file_digests"), dict) else {}
+    for name in names:
+        path = os.path.join(folder, name)
+        if name not in sizes:
+            return "%s is not listed in the stats file" % name
+        if not os.path.isfile(path):
+            return "%s is missing" % name
+        size = os.path.getsize(path)
+        if size != sizes[name]:
+            return "%s has %d bytes, the stats file says %s" % (name, size, sizes[name])
+        if name in digests and file_digest(path) != digests[name]:
+            return "%s has other contents than the stats file records" % name
+    return None
+
+
+def check_against_stats(stats, paths):
+    """DataError when a file of ``paths`` (.rec files; their .idx is checked too) belongs to
+    the data set of ``stats`` (same folder as ``stats['_source']``, a name it lists) but is
+    not the file that conversion wrote: a partial or mixed set.  Files the stats do not list
+    (another test set scored with these stats) are left to the caller's checks."""
+    source = stats.get("_source") if isinstance(stats, dict) else None
+    sizes = stats.get("file_sizes")
+    if not source or not os.path.isfile(source) or not isinstance(sizes, dict):
+        return
+    folder = os.path.dirname(os.path.abspath(source))
+    for path in paths:
+        if path is None or os.path.dirname(os.path.abspath(path)) != folder:
+            continue
+        base = os.path.basename(path)
+        names = [n for n in (base, os.path.splitext(base)[0] + ".idx") if n in sizes]
+        if base not in sizes:
+            continue
+        problem = set_problem(stats, folder, names)
+        if problem:
+            raise DataError("%s does not belong with %s (%s): the data set in %s is partial or "
+                            "mixed (an interrupted or older conversion); re-run "
+                            "data/prepare_cifar.py with --force" % (path, source, problem, folder))
 
 
 def _chunks(path, blob):
@@ -95,56 +169,61 @@ def decode_image(path, offset, encoded):
     return img[:, :, ::-1]
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 class SplitWriter:
-    """Writes one split (``NAME_train`` or ``NAME_val``) as .rec/.idx/.lst under temporary
-    names; :meth:`commit` renames them into place, :meth:`abort` deletes them.
+    """Writes one split (``NAME_train`` or ``NAME_val``) as .rec/.idx/.lst in ``directory``
+    (a new :class:`common.FileSet` version, so the names are final); :meth:`close` finishes.
 
     Records are ``mx.recordio.pack_img`` images (BGR, as OpenCV and ``ImageRecordIter``
     expect) with an ``IRHeader(0, label, index, 0)``; the .lst uses im2rec's
-    ``index<TAB>label<TAB>path`` lines.
+    ``index<TAB>label<TAB>path`` lines.  MXNet's write errors (disk full, no permission)
+    become DataError naming the file.
     """
 
     def __init__(self, directory, name, split, img_fmt=".png", quality=3):
         import mxnet as mx
         self._mx = mx
         self.paths = split_paths(directory, name, split)
-        token = uuid.uuid4().hex[:12]
-        self.tmp = {ext: os.path.join(directory, ".%s.%s.tmp" % (os.path.basename(p), token))
-                    for ext, p in self.paths.items()}
         self.img_fmt, self.quality = img_fmt, quality
-        self._record = mx.recordio.MXIndexedRecordIO(self.tmp["idx"], self.tmp["rec"], "w")
-        self._lst = open(self.tmp["lst"], "w")
+        self._record = self._lst = None
+        with self._writing(self.paths["rec"]):
+            self._record = mx.recordio.MXIndexedRecordIO(self.paths["idx"], self.paths["rec"], "w")
+            self._lst = open(self.paths["lst"], "w")
         self.count = 0
+
+    def _writing(self, path):
+        return _write_errors(self._mx, path)
 
     def add(self, rgb, label, path):
         """Append one RGB uint8 (H, W, 3) image with integer ``label``; ``path`` goes in the .lst."""
         mx = self._mx
         header = mx.recordio.IRHeader(0, float(label), self.count, 0)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        self._record.write_idx(self.count, mx.recordio.pack_img(header, bgr, self.quality, self.img_fmt))
-        self._lst.write("%d\t%f\t%s\n" % (self.count, float(label), path))
+        with self._writing(self.paths["rec"]):
+            self._record.write_idx(self.count, mx.recordio.pack_img(header, bgr, self.quality,
+                                                                    self.img_fmt))
+            self._lst.write("%d\t%f\t%s\n" % (self.count, float(label), path))
         self.count += 1
 
     def close(self):
-        """Finish writing (the files keep their temporary names until commit)."""
-        self._record.close()
-        self._lst.close()
+        """Finish writing (flushes and closes the three files)."""
+        with self._writing(self.paths["rec"]):
+            if self._record is not None:
+                self._record.close()
+            if self._lst is not None:
+                self._lst.close()
 
-    def commit(self):
-        self.close()
-        for ext in ("rec", "idx", "lst"):
-            os.replace(self.tmp[ext], self.paths[ext])
 
-    def abort(self):
-        try:
-            self.close()
-        finally:
-            for tmp in self.tmp.values():
-                _remove(tmp)
+@contextlib.contextmanager
+def _write_errors(mx, path):
+    """MXNetError / OSError while writing ``path`` -> DataError naming it."""
+    try:
+        yield
+    except (mx.base.MXNetError, OSError) as exc:
+        raise DataError("cannot write %s (%s); free space or write to another folder"
+                        % (path, getattr(exc, "strerror", None) or _mx_reason(exc))) from None
+
+
+def _mx_reason(exc):
+    """The cause in an MXNetError's text: its last line, after dmlc's ``Check failed: ...:``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
+    return lines[-1].rsplit(": ", 1)[-1] if "Check failed" in lines[-1] else lines[-1]

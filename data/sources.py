@@ -51,6 +51,10 @@ _LAYOUTS = {
 }
 
 
+def _raise(exc):  # os.walk's onerror: an unreadable folder is an error, not an empty one
+    raise exc
+
+
 class _Files:
     """Read-only access to the files of a folder, or of a tar/zip archive without extracting
     it (every member checked by :mod:`.safety` first).  ``names``: sorted relative posix file
@@ -63,7 +67,7 @@ class _Files:
         try:
             if os.path.isdir(source):
                 names = []
-                for dirpath, dirnames, filenames in os.walk(source):
+                for dirpath, dirnames, filenames in os.walk(source, onerror=_raise):
                     dirnames.sort()
                     rel = os.path.relpath(dirpath, source).replace(os.sep, "/")
                     rel = "" if rel == "." else rel + "/"
@@ -78,7 +82,14 @@ class _Files:
                 self._tar = tarfile.open(source)
                 self._members, folders = tar_members(source, self._tar)
                 names = list(self._members)
-        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        except OSError as exc:  # a folder or file we may not read: not a damaged archive
+            self.close()
+            if not isinstance(exc, PermissionError) and not os.path.isdir(source):
+                raise DataError("%s: cannot read the archive (%s); it is truncated or corrupt, "
+                                "download it again" % (source, exc)) from None
+            raise DataError("cannot read %s (%s); check that you may read it"
+                            % (exc.filename or source, exc.strerror or exc)) from None
+        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
             self.close()
             raise DataError("%s: cannot read the archive (%s); it is truncated or corrupt, "
                             "download it again" % (source, exc)) from None
@@ -115,6 +126,9 @@ class _Files:
                 for name in names:
                     with open(os.path.join(self.source, name), "rb") as f:
                         out[name] = f.read()
+        except PermissionError as exc:
+            raise DataError("cannot read %s (%s); check that you may read it"
+                            % (self.where(name), exc.strerror)) from None
         except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
                 KeyError) as exc:
             raise DataError("%s: cannot read (%s); the archive or file is truncated or corrupt"

@@ -1,7 +1,26 @@
 """Inspect any MXNet symbol: per-layer shapes, parameters, MACs and activation memory.
 
-``python -m graph.inspector NAME|prefix-symbol.json`` (``mxcnn-inspect`` when installed);
-the counting rules are stated in :mod:`graph.inspector.core`.
+What netscope, its "CNN Analyzer" fork, torchinfo and Netron show, for MXNet::
+
+    >>> from graph.inspector import summarize
+    >>> s = summarize(sym, data=(1, 3, 32, 32))
+    >>> s.total_macs, s.total_params
+    >>> print(s.render(group_by="stage"))
+
+``python -m graph.inspector NAME|prefix-symbol.json`` (``mxcnn-inspect`` when installed).
+
+* :mod:`.counting` -- the counting rules (MACs, other ops, params, activation memory);
+* :mod:`.summary` -- :class:`LayerRow`, :class:`Summary` and its text table;
+* :mod:`.analysis` -- :func:`summarize` (MXNet shape inference) and :func:`load_symbol`;
+* :mod:`.layout` -- the folded netscope-style graph and its layered layout;
+* :mod:`.render` -- DOT/SVG/PDF through Graphviz and the offline HTML page (``assets/``);
+* :mod:`.cli` -- the command line.
 """
-from .core import *  # noqa: F401,F403
-from .core import __all__, main  # noqa: F401
+from .analysis import load_symbol, summarize
+from .cli import main
+from .layout import fold_graph, layout_graph
+from .render import to_dot, write_graphviz, write_html
+from .summary import InspectError, LayerRow, Summary
+
+__all__ = ["InspectError", "LayerRow", "Summary", "summarize", "load_symbol", "fold_graph",
+           "layout_graph", "to_dot", "write_html", "write_graphviz", "main"]

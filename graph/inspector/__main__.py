@@ -1,6 +1,6 @@
 """``python -m graph.inspector``: the inspector's command line."""
 import sys
 
-from .core import main
+from .cli import main
 
 sys.exit(main())

@@ -159,6 +159,127 @@ def read_rec(path):
     return np.stack(images), np.array(labels), ids
 
 
+def snapshot(folder):
+    """{relative path: bytes, or '-> target' for a link} of everything under ``folder``
+    (hidden files included): equal snapshots mean nothing was changed, added or left."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, folder)
+            if os.path.islink(path):
+                out[rel] = "-> " + os.readlink(path)
+            elif os.path.isfile(path):
+                with open(path, "rb") as f:
+                    out[rel] = f.read()
+    return out
+
+
+def visible(folder, name="cifar10"):
+    """{member: bytes or None} of data set ``name`` as a reader of its file names sees it."""
+    from data.recfile import dataset_names
+    out = {}
+    for member in dataset_names(name):
+        try:
+            with open(os.path.join(folder, member), "rb") as f:
+                out[member] = f.read()
+        except FileNotFoundError:
+            out[member] = None
+    return out
+
+
+def flatten(folder):
+    """Turn a data set's links into plain files and drop its hidden folder: the layout the
+    converter wrote before its files became one unit (and what users may still have)."""
+    import shutil
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if os.path.islink(path):
+            with open(path, "rb") as f:
+                blob = f.read()
+            os.remove(path)
+            with open(path, "wb") as f:
+                f.write(blob)
+    for entry in os.listdir(folder):
+        if entry.endswith(".set"):
+            shutil.rmtree(os.path.join(folder, entry))
+
+
+_MUTATORS = [(os, "replace"), (os, "rename"), (os, "symlink"), (os, "link"), (os, "remove"),
+             (os, "unlink"), (os, "rmdir"), (os, "mkdir")]
+
+
+def killed_at(k, work):
+    """Run ``work()`` in a forked child that SIGKILLs itself just before its k-th file-system
+    change (rename, link, remove, mkdir); True when killed there, False when it finished."""
+    import signal
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            calls = [0]
+
+            def wrap(func):
+                def counted(*args, **kwargs):
+                    calls[0] += 1
+                    if calls[0] == k:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return func(*args, **kwargs)
+                return counted
+            for module, attr in _MUTATORS:
+                setattr(module, attr, wrap(getattr(module, attr)))
+            work()
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, "the work failed in the child"
+    return False
+
+
+@pytest.fixture
+def shared_tmp():
+    """A temporary folder that another user may enter (tmp_path may not be): for runs under
+    :func:`as_nobody`."""
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix="mxcnn-perm-")
+    os.chmod(path, 0o777)
+    yield path
+    for dirpath, dirnames, _ in os.walk(path):  # a test may have made folders unreadable
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def as_nobody():
+    """A context manager running its block with the permissions of an ordinary user: root
+    ignores file modes, so root switches its effective ids to nobody (65534) for the block."""
+    import contextlib
+    import mxnet, cv2, tqdm  # noqa: F401  (imported before the ids change)
+
+    @contextlib.contextmanager
+    def block():
+        if os.geteuid() != 0:
+            yield
+            return
+        try:
+            os.setegid(65534)
+            os.seteuid(65534)
+        except OSError as exc:
+            os.setegid(0)
+            pytest.skip("cannot drop root's permissions here (%s)" % exc)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+    return block
+
+
 @pytest.fixture
 def out_dir(tmp_path):
     path = tmp_path / "out"

@@ -207,3 +207,93 @@ def test_validation_only_for_scoring(converted, backend):
     np.testing.assert_allclose(data, normalised(converted.val_images, converted.stats), atol=1e-5)
     with pytest.raises(ValueError, match="data_train, data_val or both"):
         get_rec_iters(None, None, BATCH)
+
+
+# ------------------------------------------------------------------ prefetch (GPU input path)
+
+def _batches(it, epoch_index, stop_after=None):
+    """Every batch of one epoch as (data, label, pad) numpy triples."""
+    it.set_epoch(epoch_index)
+    it.reset()
+    out = []
+    for batch in it:
+        out.append((batch.data[0].asnumpy(), batch.label[0].asnumpy(), batch.pad))
+        if stop_after is not None and len(out) == stop_after:
+            break
+    return out
+
+
+def _prefetch_threads():
+    import threading
+    return [t for t in threading.enumerate() if t.name == "mxcnn-prefetch" and t.is_alive()]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for (da, la, pa), (db, lb, pb) in zip(a, b):
+        np.testing.assert_array_equal(da, db)
+        np.testing.assert_array_equal(la, lb)
+        assert pa == pb
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetch_gives_identical_batches(converted, depth):
+    kwargs = dict(backend="memory", seed=7)
+    plain, _ = get_rec_iters(converted.train_rec, None, BATCH, **kwargs)
+    ahead, _ = get_rec_iters(converted.train_rec, None, BATCH, prefetch=depth, **kwargs)
+    for e in (0, 1, 5):
+        reference = _batches(plain, e)
+        assert reference[-1][2] == 32 - 28  # the padded last batch is part of the check
+        _same(_batches(ahead, e), reference)
+    # a reset in the middle of an epoch replays it from its first batch, thread restarted
+    _batches(ahead, 1, stop_after=2)
+    _same(_batches(ahead, 1), _batches(plain, 1))
+    _, val_plain = get_rec_iters(None, converted.val_rec, BATCH, backend="memory")
+    _, val_ahead = get_rec_iters(None, converted.val_rec, BATCH, backend="memory", prefetch=2)
+    _same(_batches(val_ahead, 0), _batches(val_plain, 0))
+    ahead.close()
+    assert not _prefetch_threads()
+
+
+def test_prefetch_thread_errors_reach_the_consumer_and_threads_end(converted, monkeypatch):
+    it, _ = get_rec_iters(converted.train_rec, None, BATCH, backend="memory", prefetch=2)
+    calls = []
+    original = type(it).assemble
+
+    def failing(self, index):
+        calls.append(len(index))
+        if len(calls) == 2:
+            raise OSError("disk went away")
+        return original(self, index)
+
+    monkeypatch.setattr(type(it), "assemble", failing)
+    it.reset()
+    next(it)
+    with pytest.raises(OSError, match="disk went away"):
+        next(it)
+    monkeypatch.undo()
+    del it  # an abandoned iterator leaves no thread behind
+    import gc
+    gc.collect()
+    import time
+    deadline = time.monotonic() + 5
+    while _prefetch_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _prefetch_threads()
+
+
+def test_pinned_memory_batches_are_equal(converted):
+    import mxnet as mx
+    plain, _ = get_rec_iters(converted.train_rec, None, BATCH, backend="memory", seed=2)
+    pinned, _ = get_rec_iters(converted.train_rec, None, BATCH, backend="memory", seed=2,
+                              prefetch=2, pin_memory=True)
+    pinned.reset()
+    batch = next(iter(pinned))
+    assert batch.data[0].context == mx.cpu_pinned(0) and batch.label[0].context == mx.cpu_pinned(0)
+    _same(_batches(pinned, 3), _batches(plain, 3))
+    pinned.close()
+
+
+def test_prefetch_must_not_be_negative(converted):
+    with pytest.raises(ValueError, match="prefetch"):
+        get_rec_iters(converted.train_rec, None, BATCH, backend="memory", prefetch=-1)

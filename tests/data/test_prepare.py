@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from data.errors import DataError
 from data.prepare_cifar import main, prepare
+from data.recfile import dataset_names
 
 
 def check_outputs(fx, out_dir, name, fixture, dataset):
@@ -83,7 +85,26 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(fx, tmp_path, out_dir):
     assert "up to date" in messages[-1] and os.stat(rec).st_mtime_ns == before
     assert prepare("cifar10", force=True, **args) is not None
     assert os.stat(rec).st_mtime_ns != before
-    assert prepare("cifar10", img_format="jpeg", **args)["format"] == "jpeg"  # settings changed
+    with pytest.raises(DataError, match="already holds .* pass --force"):  # another conversion
+        prepare("cifar10", img_format="jpeg", **args)
+    assert prepare("cifar10", img_format="jpeg", force=True, **args)["format"] == "jpeg"
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode",
+                         [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_honour_the_umask(fx, tmp_path, out_dir, mask, file_mode, dir_mode):
+    import stat
+    fixture = fx.make_cifar10_binary(str(tmp_path))
+    old = os.umask(mask)
+    try:
+        prepare("cifar10", source=fixture.path, output_dir=out_dir, quiet=True, log=lambda m: None)
+    finally:
+        os.umask(old)
+    store = os.path.join(out_dir, ".cifar10.set")
+    for member in dataset_names("cifar10"):  # .rec/.idx by MXNet, .lst and stats by Python
+        assert stat.S_IMODE(os.stat(os.path.join(out_dir, member)).st_mode) == file_mode, member
+    for folder in (store, os.path.realpath(os.path.join(store, "current"))):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == dir_mode
 
 
 def test_jpeg_format_is_smaller_and_close(fx, tmp_path, out_dir):

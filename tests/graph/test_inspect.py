@@ -202,3 +202,78 @@ def _two_inputs(tmp_path):
         mx.sym.FullyConnected(mx.sym.var("y"), num_hidden=3, name="fb")
     sym.save(str(path))
     return path
+
+
+# ------------------------------------------------------------------ hostile input (exit 2, one line)
+
+_AS_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                              reason="root ignores file modes")
+_R20 = ["resnet", "--num-layers", "20", "--quiet"]
+_LENET = ["lenet", "--image-shape", "1,28,28", "--quiet"]
+
+# (case, argv with {tmp} for a scratch folder, fragment the one stderr line must hold).
+# Each one raised a traceback, hung, or named the wrong file before mxcnn-inspect checked it.
+HOSTILE = [
+    ("batch beyond int32", _R20 + ["--batch-size", "3000000000"],
+     "--batch-size must be between 1 and 2147483647"),
+    ("input size beyond int32", _R20 + ["--input-shape", "data=1,3,99999999999999999999999,32"],
+     "input shape for 'data' has a size of 99999999999999999999999"),
+    ("classes beyond int32", _R20 + ["--num-classes", "3000000000"],
+     "--num-classes must be between 1 and 2147483647"),
+    ("image side beyond int32", ["resnet", "--num-layers", "18", "--image-shape", "3,3000000000,32"],
+     "--image-shape size must be between 1 and 2147483647"),
+    pytest.param("absurd depth (built for hours before)", ["resnet", "--num-layers", "200000000000"],
+                 "--num-layers must be between 1 and 10000", marks=pytest.mark.timeout(120)),
+    ("option MXNet refuses", ["wrn", "--num-layers", "16", "--option", "widen_factor=100000000000"],
+     "cannot build wrn with these options"),
+    ("symbol path is a folder", ["{tmp}/dir-symbol.json"], "is a folder"),
+    ("output under a regular file", _LENET + ["--html", "/etc/passwd/x.html"],
+     "cannot write /etc/passwd/x.html: /etc/passwd is a file, not a folder"),
+    ("output is a folder", _LENET + ["--dot", "{tmp}"], "it is a folder; give a file name"),
+    pytest.param("output folder refuses new files", _LENET + ["--json", "/sys/x.json"],
+                 "cannot write /sys/x.json: ",
+                 marks=pytest.mark.skipif(not os.path.isdir("/sys"), reason="no /sys")),
+    pytest.param("read-only output folder", _LENET + ["--json", "{tmp}/ro/x.json"],
+                 "cannot write {tmp}/ro/x.json: Permission denied", marks=_AS_ROOT),
+    pytest.param("unreadable symbol file", ["{tmp}/secret-symbol.json"],
+                 "cannot read {tmp}/secret-symbol.json", marks=_AS_ROOT),
+]
+
+
+def _hostile_scratch(tmp_path):
+    (tmp_path / "dir-symbol.json").mkdir()
+    (tmp_path / "ro").mkdir()
+    os.chmod(str(tmp_path / "ro"), 0o555)
+    secret = tmp_path / "secret-symbol.json"
+    mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=3, name="fc").save(str(secret))
+    os.chmod(str(secret), 0)
+
+
+@pytest.mark.parametrize("case,argv,fragment", HOSTILE, ids=[
+    c.values[0] if hasattr(c, "values") else c[0] for c in HOSTILE])
+def test_cli_hostile_input(tmp_path, capsys, case, argv, fragment):
+    _hostile_scratch(tmp_path)
+    fill = lambda text: text.replace("{tmp}", str(tmp_path))  # noqa: E731
+    err = _cli_error(capsys, [fill(a) for a in argv])
+    assert err.startswith("mxcnn-inspect: error: ") and fill(fragment) in err, err
+    assert not [p for p in os.listdir(str(tmp_path)) if p.endswith(".tmp")]
+
+
+def test_svg_without_the_graphviz_package_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "graphviz", None)  # import graphviz -> ImportError
+    err = _cli_error(capsys, _LENET + ["--svg", str(tmp_path / "g.svg")])
+    assert "needs the graphviz Python package" in err
+    assert not (tmp_path / "g.svg").exists()
+
+
+@pytest.mark.parametrize("module", ["graph.inspector", "symbols.inspect"])
+def test_module_entry_points_refuse_a_huge_batch(module):
+    """The issue's command, run as users run it (both the new and the old module path)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-m", module, "resnet", "--batch-size", "3000000000"],
+                          capture_output=True, text=True, cwd=root, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root))
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("[")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and "--batch-size must be between 1 and" in lines[0], proc.stderr
