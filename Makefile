@@ -2,7 +2,11 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
-STAMP      := $(VENV)/.installed
+# The MXNet build: auto = a CUDA build where nvidia-smi answers (the newest the driver
+# supports), the CPU build elsewhere; or name one: make setup MXNET=cu117 (or MXNET=cpu).
+MXNET      ?= auto
+MXNET_PKG  := $(shell $(PYTHON) scripts/mxnet_build.py choose --mxnet '$(MXNET)' 2>/dev/null)
+STAMP      := $(VENV)/.installed-$(MXNET_PKG)
 DATASET    ?= cifar10
 # A local copy of the data (official archive, extracted folder or class-per-folder tree);
 # empty = download the official archive.
@@ -16,10 +20,13 @@ TRAIN_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
+# One MXNet build only: scripts/mxnet_build.py uninstalls any other build from the venv first.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py common/mxnet_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -r requirements-dev.txt
+	$(PYTHON) scripts/mxnet_build.py install --mxnet '$(MXNET)' --python $(PY) --constraints constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $@
 
 # Graphviz's dot and headless Chromium for the inspector's tests (apt; skipped without root).

@@ -5,10 +5,14 @@ From a checkout they are used as they are (``python train/train_cifar.py``); ins
 they are ``mxcnn.<package>`` plus the console scripts below.
 """
 import os
+import sys
 
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import mxnet_build  # noqa: E402  (standard library only)
+
 PACKAGES = {"mxcnn.common": "common", "mxcnn.symbols": "symbols", "mxcnn.graph": "graph",
             "mxcnn.graph.inspector": "graph/inspector", "mxcnn.data": "data", "mxcnn.train": "train"}
 
@@ -30,6 +34,9 @@ setup(
     include_package_data=True,
     package_data={"mxcnn.graph.inspector": ["assets/*"]},
     install_requires=requirements(),
+    # MXNet is an extra, one per build (they share the mxnet/ folder): pip install .[cpu],
+    # .[cu117], ...  `make setup` picks it for the machine and removes any other build.
+    extras_require=mxnet_build.extras(),
     entry_points={
         "console_scripts": [
             "mxcnn-train=mxcnn.train.train_cifar:main",

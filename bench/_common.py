@@ -2,10 +2,10 @@
 
 * ``time_steps``: the one timing loop every framework's measurement goes through.
 * ``RESULT_TAG``: a measuring subprocess prints its result as ``RESULT_TAG + json``.
-* ``cpu_peak``: the FP32 peak of the cores this process may use: cores x clock x FP32 lanes
-  x 2 (FMA) x FMA units, with the clock measured while every core is busy
-  (``measure_cpu``, bench/cpu_peak.c) or, without a C compiler, the nominal clock of
-  /proc/cpuinfo.
+* ``cpu_peak``: the FP32 (or BF16) peak of the cores this process may use: the FMA (or
+  ``vdpbf16ps``) throughput measured with every core busy (``measure_cpu``,
+  bench/cpu_peak.c) or, without a C compiler, cores x nominal clock x FP32 lanes x 2 x FMA
+  units.
 """
 import hashlib
 import json
@@ -74,82 +74,112 @@ def _cache_dir():
     return os.path.join(root, "bench")
 
 
-def measure_cpu(cores=None, avx512=False, iterations=400000000):
-    """Clock and FMA throughput with one thread per core, all at once (bench/cpu_peak.c).
+def _nominal_cycle_flops(info, flags):
+    """``(lanes, fma_units, isa label)``: FP32 lanes x FMA units of the nominal formula.
 
-    Returns ``{"ghz": mean GHz, "gflops": measured FP32 FMA GFLOP/s, "threads": n}`` or
-    ``None`` when no C compiler is there or the program fails.  The binary is built once
-    into ``$MXCNN_CACHE_DIR/bench`` (default ~/.cache/mxcnn/bench).
+    Lanes: AVX-512 16, AVX2 8, else SSE 4, capped by the datapath: AMD before Zen 5 (family
+    < 0x1A) executes 512-bit vectors as two 256-bit halves.  FMA units: 2 per core (Zen 2-5,
+    Intel server cores since Skylake), 1 without FMA.
     """
-    cores = cores or usable_cores()
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    source = os.path.join(HERE, "cpu_peak.c")
-    if not compiler or not os.path.exists(source):
-        return None
-    flags = ["-O2", "-pthread", "-mavx2", "-mfma"] + (["-mavx512f", "-DUSE_AVX512"] if avx512 else [])
-    with open(source, "rb") as handle:
-        digest = hashlib.sha1(handle.read() + " ".join(flags).encode()).hexdigest()[:12]
-    binary = os.path.join(_cache_dir(), "cpu_peak-" + digest)
-    try:
-        if not os.path.exists(binary):
-            def build(tmp):  # atomic: a concurrent run sees no binary or the whole one
-                subprocess.run([compiler] + flags + [source, "-o", tmp], capture_output=True,
-                               timeout=120, check=True)
-                os.chmod(tmp, 0o755)
-            atomic_write(binary, build)
-        run = subprocess.run([binary, str(cores), str(int(iterations))], capture_output=True,
-                             text=True, timeout=120)
-        result = json.loads(run.stdout)
-    except (OSError, ValueError, subprocess.SubprocessError):  # CalledProcessError: no build
-        return None
-    return {"ghz": sum(result["ghz"]) / len(result["ghz"]), "gflops": result["gflops"],
-            "threads": result["threads"]}
-
-
-def cpu_peak(cores=None, measure=True):
-    """``(gflops, explanation)``: FP32 peak = cores x GHz x FP32 lanes x 2 (FMA) x FMA units.
-
-    Lanes: AVX-512 16, AVX2 8, else SSE 4, capped by the datapath width: AMD before Zen 5
-    (family < 0x1A) executes 512-bit vectors as two 256-bit halves.  FMA units: 2 per core
-    (Zen 2-5 and Intel server cores since Skylake).  Clock: measured with every core busy
-    (``measure_cpu``: boost included, which is what the training runs at); without a C
-    compiler, or with ``measure=False``, the "cpu MHz" of /proc/cpuinfo (under a hypervisor
-    the nominal clock, an underestimate when the cores boost).
-    """
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
-    cores = cores or usable_cores()
-    try:
-        ghz = float(info.get("cpu MHz", "0")) / 1000.0
-    except ValueError:
-        ghz = 0.0
     isa_bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
-    datapath = isa_bits
-    amd = info.get("vendor_id") == "AuthenticAMD"
     try:
         family = int(info.get("cpu family", "0"))
     except ValueError:
         family = 0
-    if amd and family < 0x1A:
-        datapath = min(datapath, 256)
-    lanes = datapath // 32
-    fma_units = 2 if "fma" in flags or "avx512f" in flags else 1
-    flops_per_cycle = lanes * 2 * fma_units
-    measured = measure_cpu(cores, avx512=isa_bits == 512) if measure and "fma" in flags else None
+    datapath = min(isa_bits, 256) if info.get("vendor_id") == "AuthenticAMD" and family < 0x1A else isa_bits
+    label = ("AVX-512" if isa_bits == 512 else "AVX2" if isa_bits == 256 else "SSE") + (
+        ", 256-bit datapath" if datapath < isa_bits else "")
+    return datapath // 32, 2 if "fma" in flags or "avx512f" in flags else 1, label
+
+
+def _build(source, flags, compiler):
+    """Path of ``source`` compiled with ``flags`` (cached by content), or ``None`` if it fails."""
+    with open(source, "rb") as handle:
+        digest = hashlib.sha1(handle.read() + " ".join(flags).encode()).hexdigest()[:12]
+    binary = os.path.join(_cache_dir(), "cpu_peak-" + digest)
+    if os.path.exists(binary):
+        return binary
+
+    def build(tmp):  # atomic: a concurrent run sees no binary or the whole one
+        subprocess.run([compiler] + flags + [source, "-o", tmp], capture_output=True,
+                       timeout=120, check=True)
+        os.chmod(tmp, 0o755)
+    try:
+        atomic_write(binary, build)
+    except (OSError, subprocess.SubprocessError):  # CalledProcessError: flags not supported
+        return None
+    return binary
+
+
+def measure_cpu(cores=None, avx512=None, bf16=None, iterations=100000000):
+    """Measured FP32 FMA and BF16 dot-product throughput, one thread per core, all at once.
+
+    bench/cpu_peak.c: 12 independent chains of ``vfmadd`` (8 or 16 lanes), and of
+    ``vdpbf16ps`` where the CPU has ``avx512_bf16`` and the compiler ``-mavx512bf16``.
+    Returns ``{"gflops", "bf16_gflops" (None when not measured), "lanes", "threads"}`` or
+    ``None`` without a C compiler, an FMA CPU or a working build.  ``avx512``/``bf16``:
+    default from /proc/cpuinfo.  Binaries are cached in ``$MXCNN_CACHE_DIR/bench`` (default
+    ~/.cache/mxcnn/bench).
+    """
+    cores = cores or usable_cores()
+    flags = set(_cpuinfo().get("flags", "").split())
+    avx512 = "avx512f" in flags if avx512 is None else avx512
+    bf16 = avx512 and ("avx512_bf16" in flags if bf16 is None else bool(bf16))
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    source = os.path.join(HERE, "cpu_peak.c")
+    if not compiler or not os.path.exists(source) or "fma" not in flags:
+        return None
+    base = ["-O2", "-pthread", "-mavx2", "-mfma"] + (["-mavx512f", "-DUSE_AVX512"] if avx512 else [])
+    binary = _build(source, base + ["-mavx512bf16", "-DUSE_BF16"], compiler) if bf16 else None
+    bf16 = binary is not None
+    binary = binary or _build(source, base, compiler)
+    if binary is None:
+        return None
+    try:
+        run = subprocess.run([binary, str(cores), str(int(iterations))] + (["bf16"] if bf16 else []),
+                             capture_output=True, text=True, timeout=300)
+        result = json.loads(run.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return {"gflops": result["gflops"], "bf16_gflops": result.get("bf16_gflops"),
+            "lanes": result["lanes"], "threads": result["threads"]}
+
+
+def cpu_peak(cores=None, measure=True, dtype="float32"):
+    """``(gflops, explanation)``: the arithmetic peak of the cores this process may use.
+
+    float32: the measured FMA throughput (``measure_cpu``, every core busy, so the all-core
+    vector clock is in it); without a C compiler, or with ``measure=False``, the nominal
+    cores x /proc/cpuinfo clock x FP32 lanes x 2 (FMA) x FMA units (under a hypervisor the
+    nominal clock, an underestimate when the cores boost).  bfloat16: the measured
+    ``vdpbf16ps`` throughput, ``(None, why)`` where it cannot be measured.
+    """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError("dtype must be float32 or bfloat16, got %r" % (dtype,))
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    cores = cores or usable_cores()
+    cpu = "%s, %d cores as the OS shows them" % (info.get("model name", "unknown CPU"), cores)
+    measured = measure_cpu(cores) if measure else None
+    if dtype == "bfloat16":
+        if measured and measured["bf16_gflops"]:
+            return measured["bf16_gflops"], ("BF16 peak %.0f GFLOP/s = measured vdpbf16ps "
+                                             "throughput (bench/cpu_peak.c, %d busy cores); %s"
+                                             % (measured["bf16_gflops"], measured["threads"], cpu))
+        return None, "no BF16 peak: %s" % ("not measured" if not measure else
+                                           "needs avx512_bf16 and a compiler with -mavx512bf16")
     if measured:
-        clock_note = ("clock %.2f GHz measured with %d busy cores (bench/cpu_peak.c; /proc/cpuinfo "
-                      "says %.2f); measured FMA throughput %.0f GFLOP/s"
-                      % (measured["ghz"], measured["threads"], ghz, measured["gflops"]))
-        ghz = measured["ghz"]
-    else:
-        clock_note = ("clock from /proc/cpuinfo (nominal: boost not counted; %s)"
-                      % ("not measured" if measure else "no C compiler or FMA to measure it"))
-    gflops = cores * ghz * flops_per_cycle
-    explanation = ("FP32 peak %.0f GFLOP/s = %d cores x %.2f GHz x %d lanes (%s%s) x 2 (FMA) x %d "
-                   "FMA units; %s family 0x%X; %s; cores as the OS shows them (SMT siblings would "
-                   "halve it)"
-                   % (gflops, cores, ghz, lanes, "AVX-512" if isa_bits == 512 else
-                      "AVX2" if isa_bits == 256 else "SSE",
-                      ", 256-bit datapath" if datapath < isa_bits else "", fma_units,
-                      info.get("model name", "unknown CPU"), family, clock_note))
-    return gflops, explanation
+        return measured["gflops"], ("FP32 peak %.0f GFLOP/s = measured FMA throughput "
+                                    "(bench/cpu_peak.c, %d busy cores, %d lanes); %s"
+                                    % (measured["gflops"], measured["threads"], measured["lanes"], cpu))
+    try:
+        ghz = float(info.get("cpu MHz", "0")) / 1000.0
+    except ValueError:
+        ghz = 0.0
+    lanes, fma_units, label = _nominal_cycle_flops(info, flags)
+    gflops = cores * ghz * lanes * 2 * fma_units
+    return gflops, ("FP32 peak %.0f GFLOP/s = %d cores x %.2f GHz x %d lanes (%s) x 2 (FMA) x %d "
+                    "FMA units, nominal clock from /proc/cpuinfo (%s: boost not counted); %s"
+                    % (gflops, cores, ghz, lanes, label, fma_units,
+                       "not measured" if not measure else "no C compiler or FMA to measure",
+                       info.get("model name", "unknown CPU")))

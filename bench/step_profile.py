@@ -11,9 +11,7 @@ kind's achieved GFLOP/s, against the whole step's wall time.  With 80-90% of a s
 oneDNN's convolutions, the step can be no faster than those kernels.
 """
 import argparse
-import collections
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,38 +19,22 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import _common  # noqa: E402
+import _common  # noqa: E402  (also puts the checkout root on sys.path)
 import throughput  # noqa: E402  (NETS, base_env)
+from graph import kernel_audit  # noqa: E402  (the one DNNL_VERBOSE parser)
 
 WARMUP = 2
-_PROBLEM = re.compile(r"([a-z]+)(\d+)")
-
-
-def conv_flops(problem):
-    """FLOPs of one convolution execution from oneDNN's problem string (mb..ic..oc..)."""
-    dims = {}
-    for key, value in _PROBLEM.findall(problem):
-        dims.setdefault(key, int(value))
-    get = lambda key: dims.get(key, 1)  # noqa: E731
-    groups = get("g")
-    return 2.0 * get("mb") * get("ic") // groups * get("oc") * get("oh") * get("ow") * get("kh") * get("kw")
 
 
 def parse(lines, steps):
-    """``({kind: ms per step}, {kind: FLOP per step})`` from DNNL_VERBOSE exec lines."""
-    times, flops = collections.Counter(), collections.Counter()
-    executions = [line.strip().split(",") for line in lines if line.startswith("dnnl_verbose,exec,")]
+    """``({kind: ms per step}, {kind: FLOP per step}, summary)`` from DNNL_VERBOSE lines
+    (``summary``: graph.kernel_audit.summarise, with the ``ref`` and reorder shares)."""
+    executions = kernel_audit.parse(lines)
     # every step runs the same primitives: keep the timed steps' share, dropping the warm-up
     # steps (first executions include one-time costs)
     per_step = len(executions) // (steps + WARMUP)
-    executions = executions[len(executions) - per_step * steps:]
-    for fields in executions:
-        primitive, prop = fields[3], fields[5]
-        kind = primitive if prop in ("undef", "") else "%s %s" % (primitive, prop)
-        times[kind] += float(fields[-1])
-        if primitive == "convolution":
-            flops[kind] += conv_flops(fields[-2])
-    return ({k: v / steps for k, v in times.items()}, {k: v / steps for k, v in flops.items()})
+    timed = executions[len(executions) - per_step * steps:]
+    return kernel_audit.by_kind(timed, steps) + (kernel_audit.summarise(timed, steps),)
 
 
 def profile(net, steps, fuse, batch_size):
@@ -75,11 +57,10 @@ def profile(net, steps, fuse, batch_size):
                                                                    or ["?"])[-1]))
     lines = proc.stdout.splitlines()
     step_s = next(float(l.split()[1]) for l in lines if l.startswith("STEP-SECONDS"))
-    times, flops = parse(lines, steps)
-    return step_s, times, flops
+    return (step_s,) + parse(lines, steps)
 
 
-def report(net, step_s, times, flops, out=sys.stdout):
+def report(net, step_s, times, flops, summary, out=sys.stdout):
     label = throughput.NETS[net][0]
     inside = sum(times.values())
     out.write("%s: step %.0f ms wall (timed with verbose output on), %.0f ms inside oneDNN\n"
@@ -88,8 +69,10 @@ def report(net, step_s, times, flops, out=sys.stdout):
         rate = ("  %6.1f GFLOP/s" % (flops[kind] / ms / 1e6)) if kind in flops and ms else ""
         out.write("  %-36s %8.1f ms  %5.1f%%%s\n" % (kind, ms, 100.0 * ms / inside, rate))
     conv = sum(ms for kind, ms in times.items() if kind.startswith("convolution"))
-    out.write("  convolutions: %.1f%% of the oneDNN time, %.1f GFLOP/s on average\n\n"
-              % (100.0 * conv / inside, sum(flops.values()) / conv / 1e6 if conv else 0.0))
+    out.write("  convolutions: %.1f%% of the oneDNN time, %.1f GFLOP/s on average; oneDNN ref "
+              "kernels %.1f%%, reorders %.1f%%\n\n"
+              % (100.0 * conv / inside, sum(flops.values()) / conv / 1e6 if conv else 0.0,
+                 100.0 * summary["ref_share"], 100.0 * summary["reorder_share"]))
 
 
 def main(argv=None):

@@ -19,14 +19,19 @@ Configurations (all with OMP_NUM_THREADS = usable cores unless a knob says other
 * ``gluoncv``   -- GluonCV's model, hybridized (static_alloc/static_shape), autograd +
   ``gluon.Trainer``, MXNet defaults.  None exists for PreAct-164 (GluonCV's v2 CIFAR
   ResNets are basic-unit only) and DenseNet-BC.
+* ``ours_bf16`` -- ``ours`` in bfloat16 (``train_cifar.py --dtype bfloat16``: graph.precision,
+  float32 master weights).  Only on CPUs with avx512_bf16 (graph.precision.check_supported).
 * ``torch`` / ``torch_cl`` -- the same architecture in PyTorch (bench/torch_models.py), eager,
-  NCHW and channels_last.  GluonCV refuses to import when torch >= 2 is installed beside it,
+  NCHW and channels_last.
+* ``torch_bf16`` -- PyTorch with ``torch.autocast("cpu", dtype=torch.bfloat16)`` and
+  channels_last, float32 master weights; only where ``ours_bf16`` runs.  The table's bf16 ratio
+  is ours_bf16/torch_bf16, and ``bf16/fp32`` is ours_bf16/ours.  GluonCV refuses to import when torch >= 2 is installed beside it,
   so PyTorch runs from its own interpreter: ``--torch-python`` or $MXCNN_TORCH_PYTHON
   (default: .venv-torch/bin/python in the checkout, if present).
 
 GFLOP/s counts training as 3 x forward FLOPs = 3 x 2 x MACs (graph.inspector) per image; the
-peak is cores x clock x FP32 lanes x 2 x FMA units, the clock measured with every core busy
-(bench/cpu_peak.c; bench/_common.cpu_peak states its assumptions).
+peak is the FP32 FMA throughput bench/cpu_peak.c measures with every core busy
+(bench/_common.cpu_peak; without a C compiler, the nominal cores x clock x lanes x 2 x FMA units).
 """
 import argparse
 import json
@@ -49,7 +54,9 @@ NETS = {
                 ("get_cifar_wide_resnet", {"num_layers": 16, "width_factor": 4})),
     "densenet100": ("DenseNet-BC-100-12", "densenet", 100, {"growth_rate": 12}, None),
 }
-CONFIGS = ("ours", "module", "gluoncv", "torch", "torch_cl")
+CONFIGS = ("ours", "module", "gluoncv", "torch", "torch_cl", "ours_bf16", "torch_bf16")
+#: Configurations that train in bfloat16 (skipped on CPUs without avx512_bf16).
+BF16_CONFIGS = ("ours_bf16", "torch_bf16")
 #: Training GFLOPs one measurement aims at (sets the batch count per network).
 WORK_GFLOP = 500.0
 MEASURE_TIMEOUT = 900
@@ -75,7 +82,17 @@ KNOBS = {
     "gluon": ("hybridized Gluon engine instead of Module", {}, {"engine": "gluon"}),
     "no_fusion": ("no BatchNorm+ReLU fusion (graph.fusion; train_cifar.py --no-fusion)", {},
                   {"fuse": False}),
+    "bf16": ("--dtype bfloat16 (graph.precision; CPUs with avx512_bf16)", {},
+             {"dtype": "bfloat16"}),
+    "bf16_no_fusion": ("--dtype bfloat16 --no-fusion", {}, {"dtype": "bfloat16", "fuse": False}),
+    # oneDNN 2.4 keeps AMX off; allowing it needs the kernel's permission first (the worker
+    # asks, graph.precision.request_amx_permission), and the fused BatchNorm+ReLU backward
+    # cannot take the channels-last layouts of its convolutions, so it runs unfused.
+    "bf16_amx": ("--dtype bfloat16 --no-fusion, DNNL_MAX_CPU_ISA=AVX512_CORE_AMX (AMX tiles)",
+                 {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, {"dtype": "bfloat16", "fuse": False}),
 }
+#: Knobs that train in bfloat16 (skipped on CPUs without avx512_bf16).
+BF16_KNOBS = ("bf16", "bf16_no_fusion", "bf16_amx")
 #: Variables a knob may touch: removed from every measurement's environment first, so only
 #: the configuration decides them.
 MANAGED = sorted({key for _, changes, _ in KNOBS.values() for key in changes} | {"KMP_AFFINITY"})
@@ -142,15 +159,22 @@ def _gluoncv_step(net, batch_size):
 
 def run_worker(spec):
     """Measure one configuration in this process; print ``RESULT_TAG`` + JSON."""
-    if spec["config"] == "ours":
+    if os.environ.get("DNNL_MAX_CPU_ISA", "").upper() == "AVX512_CORE_AMX":
+        from graph import precision  # before oneDNN runs anything: without it, SIGILL
+        if not precision.request_amx_permission():
+            raise BenchError("Linux did not grant the AMX tile state (arch_prctl "
+                             "ARCH_REQ_XCOMP_PERM; needs amx_tile and Linux 5.16+)")
+    if spec["config"] in ("ours", "ours_bf16"):
         from train import runtime
         runtime.configure()
     import mxnet as mx
     net, batch_size, batches = spec["net"], spec["batch_size"], spec["batches"]
-    if spec["config"] in ("ours", "knob"):
+    if spec["config"] in ("ours", "ours_bf16", "knob"):
         from train import fit
         sym = _symbol(net)
         options = dict(spec.get("options") or {})
+        if spec["config"] == "ours_bf16":
+            options["dtype"] = "bfloat16"
         engine = options.pop("engine", fit.DEFAULT_ENGINE)
         start = time.perf_counter()
         img_s = fit.benchmark(sym, batch_size, num_batches=batches, engine=engine, warmup=2, **options)
@@ -239,6 +263,23 @@ def forward_macs(net):
     return sym_inspect.summarize(sym, data=(1, 3, 32, 32)).total_macs
 
 
+def bf16_unsupported():
+    """Why this CPU cannot run the bfloat16 configurations, or None when it can."""
+    sys.path.insert(0, ROOT)
+    from graph import precision
+    try:
+        precision.check_supported("bfloat16", ["cpu"], onednn=True)
+    except ValueError as exc:  # common.UserError
+        return str(exc)
+    return None
+
+
+def _cpu_flags():
+    sys.path.insert(0, ROOT)
+    from graph import precision
+    return precision.cpu_flags()
+
+
 def plan(nets, configs, batch_size, batches, threads, torch_py):
     """[(net, config, argv, env)] for one round."""
     jobs = []
@@ -253,6 +294,8 @@ def plan(nets, configs, batch_size, batches, threads, torch_py):
                         "--batch-size", str(batch_size), "--batches", str(batches[net])]
                 if config == "torch_cl":
                     argv.append("--channels-last")
+                elif config == "torch_bf16":
+                    argv += ["--channels-last", "--bf16"]
                 env = base_env(threads)
             else:
                 spec = {"config": config, "net": net, "batch_size": batch_size,
@@ -319,8 +362,9 @@ def _fmt_ratio(value):
 
 
 def format_table(results, nets, macs, peak, batch_size, configs):
-    header = ["network", "MMAC", "ours", "module", "gluoncv", "torch", "torch_cl",
-              "ours/module", "ours/gluoncv", "ours/best-torch", "GFLOP/s", "%peak"]
+    header = ["network", "MMAC", "ours", "module", "gluoncv", "torch", "torch_cl", "ours_bf16",
+              "torch_bf16", "ours/module", "ours/gluoncv", "ours/best-torch", "bf16 ours/torch",
+              "bf16/fp32", "GFLOP/s", "%peak"]
     rows = [header]
     for net in nets:
         speeds = {c: _speeds(results, (net, c)) for c in configs}
@@ -332,6 +376,8 @@ def format_table(results, nets, macs, peak, batch_size, configs):
                        _fmt_ratio(paired_ratio(results, (net, "ours"), [(net, "gluoncv")])),
                        _fmt_ratio(paired_ratio(results, (net, "ours"),
                                                [(net, "torch"), (net, "torch_cl")])),
+                       _fmt_ratio(paired_ratio(results, (net, "ours_bf16"), [(net, "torch_bf16")])),
+                       _fmt_ratio(paired_ratio(results, (net, "ours_bf16"), [(net, "ours")])),
                        "-" if gflops is None else "%.1f" % gflops,
                        "-" if gflops is None or not peak else "%.0f%%" % (100.0 * gflops / peak)])
     return _columns(rows)
@@ -431,12 +477,23 @@ def _drive(args):
     started, load_start = time.time(), _load()
     if args.knobs:
         knobs = _choices(args.knobs, list(KNOBS), "knob")
+        no_bf16 = bf16_unsupported() if any(k in BF16_KNOBS for k in knobs) else None
+        if no_bf16:
+            log("note: bfloat16 knobs skipped: " + no_bf16)
+            knobs = [k for k in knobs if k not in BF16_KNOBS]
+        if "bf16_amx" in knobs and "amx_tile" not in _cpu_flags():
+            log("note: knob bf16_amx skipped: this CPU has no amx_tile")
+            knobs.remove("bf16_amx")
         jobs = plan_knobs(nets, knobs, args.batch_size, batches, threads)
     else:
         configs = _choices(args.configs, list(CONFIGS), "configuration")
         torch_py = torch_python(args.torch_python) if any(c.startswith("torch") for c in configs) else None
         if torch_py is None and any(c.startswith("torch") for c in configs):
             log("note: no interpreter with torch (pass --torch-python); PyTorch columns skipped")
+        no_bf16 = bf16_unsupported() if any(c in BF16_CONFIGS for c in configs) else None
+        if no_bf16:
+            log("note: bfloat16 columns skipped: " + no_bf16)
+            configs = [c for c in configs if c not in BF16_CONFIGS]
         jobs = plan(nets, configs, args.batch_size, batches, threads, torch_py)
     results = run_rounds(jobs, args.repeats, log)
     minutes = (time.time() - started) / 60.0

@@ -11,7 +11,11 @@ Each model has the same layers, widths and parameter count as the project's symb
 Input (N, 3, 32, 32) -> logits (N, num_classes).  Run as a script (by bench/throughput.py,
 with an interpreter that has torch) it times training steps and prints one JSON line::
 
-    python bench/torch_models.py --net resnet20 --batch-size 128 [--channels-last]
+    python bench/torch_models.py --net resnet20 --batch-size 128 [--channels-last] [--bf16]
+
+``--bf16``: PyTorch's CPU automatic mixed precision, ``torch.autocast("cpu",
+dtype=torch.bfloat16)`` around forward and loss: convolutions and linear layers in bfloat16,
+float32 weights (the optimizer's) and loss, as the project's ``--dtype bfloat16`` trains.
 """
 import argparse
 import json
@@ -175,7 +179,8 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def measure(net, batch_size, channels_last, batches=None, seconds=_common.TARGET_SECONDS):
+def measure(net, batch_size, channels_last, batches=None, seconds=_common.TARGET_SECONDS,
+            bf16=False):
     """Time SGD training steps on synthetic data; ``_common.Timing`` as a dict."""
     torch.manual_seed(0)
     model = build(net)
@@ -191,7 +196,8 @@ def measure(net, batch_size, channels_last, batches=None, seconds=_common.TARGET
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(data), label)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(data), label)
         loss.backward()
         opt.step()
         return loss
@@ -200,6 +206,7 @@ def measure(net, batch_size, channels_last, batches=None, seconds=_common.TARGET
     timing["params"] = params
     timing["threads"] = torch.get_num_threads()
     timing["version"] = torch.__version__
+    timing["dtype"] = "bfloat16 autocast" if bf16 else "float32"
     return timing
 
 
@@ -208,11 +215,12 @@ def main(argv=None):
     parser.add_argument("--net", required=True, choices=sorted(MODELS))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU AMP)")
     parser.add_argument("--batches", type=int)
     parser.add_argument("--seconds", type=float, default=_common.TARGET_SECONDS)
     args = parser.parse_args(argv)
     print(_common.RESULT_TAG + json.dumps(measure(args.net, args.batch_size, args.channels_last,
-                                                  args.batches, args.seconds)))
+                                                  args.batches, args.seconds, args.bf16)))
     return 0
 
 

@@ -23,6 +23,7 @@ except ImportError:  # not POSIX: FileSet writers are not serialised
     fcntl = None
 
 __all__ = ["TMP_SUFFIX", "umask", "atomic_write", "atomic_write_text", "stale_temp_files",
+           "file_digest", "digest_mismatch",
            "FileSet"]
 
 TMP_SUFFIX = ".tmp"
@@ -90,6 +91,34 @@ def stale_temp_files(path):
     """Temporary files :func:`atomic_write` left beside ``path`` (a killed writer's)."""
     folder, base = os.path.split(os.path.abspath(path))
     return sorted(glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(base) + ".*" + TMP_SUFFIX)))
+
+
+def file_digest(path):
+    """``{"bytes": size, "sha256": hex}`` of ``path``: what a manifest records of a file
+    written earlier so that a reader can tell it from a truncated or altered one."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def digest_mismatch(path, recorded, checksum=True):
+    """None when ``path`` matches ``recorded`` (a :func:`file_digest`), else what is wrong, as
+    words that follow the file name: "is missing", "is truncated (10 of 20 bytes)", ...
+    ``checksum=False`` compares sizes only (no read)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "is missing"
+    want = int(recorded.get("bytes", -1))
+    if size != want:
+        return ("is truncated (%d of %d bytes)" % (size, want) if size < want
+                else "has %d bytes, %d were written" % (size, want))
+    if checksum and recorded.get("sha256") and file_digest(path)["sha256"] != recorded["sha256"]:
+        return "is corrupt (its SHA-256 differs from the one recorded when it was written)"
+    return None
 
 
 def _fsync_dir(folder):

@@ -6,6 +6,7 @@ Modules (kept import-light: nothing here loads MXNet until an iterator is built)
   their folders or class-per-folder trees -> ``NAME_{train,val}.{rec,idx,lst}`` + stats.
 * ``iterators`` -- ``get_rec_iters`` (in-memory or ``ImageRecordIter`` backend, CIFAR
   augmentation, exact per-epoch determinism, sharding) and ``SyntheticIter``.
+* ``prefetch`` -- the background batch producer of the in-memory iterator (GPU runs).
 * ``sources`` / ``recfile`` / ``safety`` -- reading sources, RecordIO files, and the
   restricted unpickler + archive member checks; ``errors.DataError`` for bad input.
 """

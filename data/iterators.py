@@ -36,7 +36,9 @@ import numpy as np
 from . import common
 
 from .errors import DataError
-from .recfile import count_records, decode_image, read_records, unpack_record
+from .prefetch import Prefetcher
+from .recfile import (check_against_stats, count_records, decode_image, read_records,
+                      unpack_record)
 
 __all__ = ["get_rec_iters", "InMemoryIter", "NativeRecIter", "SyntheticIter", "load_stats",
            "IN_MEMORY_MAX_BYTES", "part_range"]
@@ -106,12 +108,23 @@ class InMemoryIter(_EpochIter):
     larger than the stored images (+ 2 * pad when augmenting).  With ``augment`` each sample
     is zero-padded by ``pad``, randomly cropped to H x W and (``rand_mirror``) flipped with
     probability 0.5; otherwise it is centre-cropped.
+
+    ``prefetch=K`` assembles up to K batches ahead on a background thread (numpy releases
+    the GIL in its bulk copies), so a fast GPU does not wait for augmentation; the batches
+    are the same, bit for bit, since each epoch's order, crops and flips are drawn in
+    ``reset()`` before the thread starts.  ``pin_memory`` copies each batch into page-locked
+    memory (``mx.cpu_pinned()``) on that thread, from which the copy to a GPU is a DMA.
     """
 
     def __init__(self, images, labels, batch_size, data_shape=(3, 32, 32), mean=(0, 0, 0),
                  std=(1, 1, 1), augment=False, pad=4, rand_mirror=True, shuffle=False, seed=0,
-                 part_index=0, data_name="data", label_name="softmax_label"):
+                 part_index=0, data_name="data", label_name="softmax_label", prefetch=0,
+                 pin_memory=False):
         super().__init__(batch_size, data_shape, data_name, label_name)
+        if int(prefetch) < 0:
+            raise ValueError("prefetch must be >= 0 batches, got %r" % (prefetch,))
+        self.prefetch, self.pin_memory = int(prefetch), bool(pin_memory)
+        self._prefetcher = None
         channels, height, width = self.data_shape
         if images.ndim != 4 or images.shape[3] != channels or images.dtype != np.uint8:
             raise DataError("in-memory images must be uint8 (N, H, W, %d), got %s %s"
@@ -137,6 +150,7 @@ class InMemoryIter(_EpochIter):
         self._begin(0)
 
     def _begin(self, epoch):
+        self.close()  # the thread reads this epoch's draws: stop it before replacing them
         super()._begin(epoch)
         n = self.num_samples
         rng = _epoch_rng(self.seed, epoch, self.part_index)
@@ -174,20 +188,41 @@ class InMemoryIter(_EpochIter):
         out *= self._inv_std
         return out
 
-    def next(self):
-        if self._cursor >= self.num_samples:
-            raise StopIteration
-        self._started = True
-        index = self._order[self._cursor:self._cursor + self.batch_size]
-        self._cursor += len(index)
+    def _produce(self, k):
+        """``(data, label, pad)`` NDArrays of batch ``k`` of the current epoch."""
+        index = self._order[k * self.batch_size:(k + 1) * self.batch_size]
         pad = self.batch_size - len(index)
         if pad:  # complete the batch with the epoch's first samples; reported in `pad`
             index = np.concatenate([index, np.resize(self._order, pad)])
+        data, label = self.assemble(index), self.labels[index]
+        if self.pin_memory:
+            return (mx.nd.array(data, ctx=mx.cpu_pinned(), dtype=np.float32),
+                    mx.nd.array(label, ctx=mx.cpu_pinned(), dtype=np.float32), pad)
         # zero-copy hand-over: mx.nd.array() of a fresh 1.5 MB batch took 10x the augmentation
-        return mx.io.DataBatch(data=[mx.nd.from_numpy(self.assemble(index), zero_copy=True)],
-                               label=[mx.nd.from_numpy(self.labels[index], zero_copy=True)],
-                               pad=pad, provide_data=self.provide_data,
-                               provide_label=self.provide_label)
+        return (mx.nd.from_numpy(data, zero_copy=True),
+                mx.nd.from_numpy(np.ascontiguousarray(label), zero_copy=True), pad)
+
+    def next(self):
+        if self._cursor >= self.num_samples:
+            raise StopIteration
+        k = self._cursor // self.batch_size
+        if self.prefetch and self._prefetcher is None:  # started on the epoch's first batch
+            batches = -(-self.num_samples // self.batch_size)
+            self._prefetcher = Prefetcher(self._produce, batches, self.prefetch)
+        self._started = True
+        data, label, pad = self._prefetcher.get() if self._prefetcher else self._produce(k)
+        self._cursor += self.batch_size - pad
+        return mx.io.DataBatch(data=[data], label=[label], pad=pad,
+                               provide_data=self.provide_data, provide_label=self.provide_label)
+
+    def close(self):
+        """Stop the prefetch thread, if one runs (``reset()`` restarts it as needed)."""
+        prefetcher, self._prefetcher = getattr(self, "_prefetcher", None), None
+        if prefetcher is not None:
+            prefetcher.close()
+
+    def __del__(self):
+        self.close()
 
 
 class NativeRecIter(_EpochIter):
@@ -374,7 +409,8 @@ def _stored_shape(stats, path):
 
 def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), stats=None,
                   augment=True, pad=4, rand_mirror=True, shuffle=True, seed=0, num_parts=1,
-                  part_index=0, preprocess_threads=None, backend="auto", num_classes=None):
+                  part_index=0, preprocess_threads=None, backend="auto", num_classes=None,
+                  prefetch=0, pin_memory=False, shard_val=False):
     """``(train_iter, val_iter)`` over ``<prefix>_train.rec`` and ``<prefix>_val.rec``
     (either may be None -> that iterator is None; scoring passes only ``data_val``).
     See the module docstring.
@@ -383,8 +419,15 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
     None looks for ``<prefix>_stats.json`` beside ``data_train`` (or ``data_val`` when there
     is no training file) and, failing that, warns and
     does not normalise.  ``num_classes`` (optional) is checked against the stats.  The
-    validation iterator is never shuffled, augmented or sharded.  Raises DataError naming
+    validation iterator is never shuffled or augmented, and sharded like the training data
+    only with ``shard_val`` (a dist job that sums its metrics over workers).  Raises DataError naming
     the file for missing/corrupt records or mismatched stats.
+
+    ``preprocess_threads``: decoding threads (the memory backend's one-off decode; the native
+    backend's ``ImageRecordIter``, default 4, which MXNet itself caps at
+    ``max(1, omp_get_num_procs() / 2 - 1)``).  ``prefetch`` / ``pin_memory``: the memory
+    backend's background batches and page-locked output (:class:`InMemoryIter`); the native
+    backend already decodes ahead in its own threads.
     """
     image_shape = _as_shape(image_shape)
     if int(batch_size) < 1:
@@ -400,6 +443,8 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
     train_path = _check_rec(data_train, "training data") if data_train is not None else None
     val_path = _check_rec(data_val, "validation data") if data_val is not None else None
     stats = load_stats(stats, train_path or val_path)
+    if stats is not None:  # a partial or mixed set (interrupted conversion): one clear line
+        check_against_stats(stats, (train_path, val_path))
     if stats is None:
         warnings.warn("no stats for %s (no %s); batches are NOT normalised: pass stats= the "
                       "NAME_stats.json written by data/prepare_cifar.py"
@@ -432,6 +477,7 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
         _log.info("data backend %s (%.0f MB of decoded pixels, in-memory limit %.0f MB)",
                   backend, needed / 2 ** 20, IN_MEMORY_MAX_BYTES / 2 ** 20)
     shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
+    val_part = (int(num_parts), int(part_index)) if shard_val else (1, 0)
     if backend == "memory":
         if image_shape[0] != 3:
             raise DataError("backend='memory' decodes colour images (3 channels); image_shape "
@@ -442,16 +488,19 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
                                           classes)
             train = InMemoryIter(images, labels, augment=augment, pad=pad,
                                  rand_mirror=rand_mirror, shuffle=shuffle, seed=seed,
-                                 part_index=int(part_index), **shared)
+                                 part_index=int(part_index), prefetch=prefetch,
+                                 pin_memory=pin_memory, **shared)
         if val_path is not None:
-            images, labels = _load_memory(val_path, 1, 0, threads, classes)
-            val = InMemoryIter(images, labels, **shared)
+            images, labels = _load_memory(val_path, *val_part, threads, classes)
+            val = InMemoryIter(images, labels, prefetch=prefetch, pin_memory=pin_memory,
+                               **shared)
     else:
         train = NativeRecIter(train_path, augment=augment, pad=pad, rand_mirror=rand_mirror,
                               shuffle=shuffle, seed=seed, num_parts=int(num_parts),
                               part_index=int(part_index), preprocess_threads=preprocess_threads,
                               **shared) if train_path is not None else None
-        val = NativeRecIter(val_path, preprocess_threads=preprocess_threads, **shared) \
+        val = NativeRecIter(val_path, preprocess_threads=preprocess_threads, num_parts=val_part[0],
+                            part_index=val_part[1], **shared) \
             if val_path is not None else None
     for it in (train, val):
         if it is not None:

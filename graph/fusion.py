@@ -88,8 +88,30 @@ def _fusable_pairs(graph, channels):
         widths = [channels.get(bn_id)] + [_num_filter(nodes[user]) for user in users]
         if any(w is None or w % CHANNEL_BLOCK for w in widths):
             continue
+        # ... and it fails ("could not create a primitive descriptor iterator"; found by
+        # bench/kernel_audit.py) next to a grouped convolution whose groups are narrower than
+        # that block, feeding it (ResNeXt-50 32x4d: 4 and 8 channels per group; 2x24d) or fed
+        # by it (8 per group).  16 and 32 per group work, and so do depthwise convolutions.
+        if not all(_groups_fit(nodes[user], channels[bn_id]) for user in users):
+            continue
+        if source["op"] == "Convolution" and not _groups_fit(source):
+            continue
         pairs[index] = bn_id
     return pairs
+
+
+def _groups_fit(conv, in_channels=None):
+    """True for a plain or depthwise convolution, or a grouped one whose groups span whole
+    ``CHANNEL_BLOCK``s of output (and of ``in_channels``, when given) channels."""
+    try:
+        groups = int(conv.get("attrs", {}).get("num_group", "1"))
+    except (TypeError, ValueError):
+        return False
+    out = _num_filter(conv)
+    if groups == 1 or groups == (in_channels or out):  # plain, or depthwise (one map per group)
+        return True
+    widths = [out] + ([in_channels] if in_channels else [])
+    return all(w is not None and (w // groups) % CHANNEL_BLOCK == 0 for w in widths)
 
 
 def _num_filter(node):

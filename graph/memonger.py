@@ -21,7 +21,14 @@ size) with the executor's own memory estimate (:func:`allocated_mb`).
 
 The result is the same network with attributes added (plain MXNet loads it),
 cached in-process and on disk under ``$MXCNN_CACHE_DIR/memonger`` (default
-``~/.cache/mxcnn/memonger``) keyed by the symbol JSON and the shapes.
+``~/.cache/mxcnn/memonger``) keyed by the symbol JSON, the shapes and the device type.
+
+The plan is made for the device it will train on (``ctx=``, default the CPU): the executor's
+estimate is taken from a bind on that device, since operators plan their memory per device
+(oneDNN layouts and in-place rules on the CPU, cuDNN's on the GPU).  A GPU plan is therefore
+measured on the GPU, where binding allocates for real (the CPU only reserves address space):
+plan with the GPU free, and an unplanned graph larger than the GPU counts as out of memory
+(any plan that fits beats it).
 
 Train the planned symbol with ``mx.mod.Module`` (or ``simple_bind``): Gluon's CachedOp
 (``SymbolBlock`` + ``hybridize``) builds its gradient graph without a mirror function
@@ -39,8 +46,8 @@ import numpy as np
 
 from . import common
 
-__all__ = ["plan", "allocated_mb", "activation_sizes", "mirror_nodes", "mirrored_names",
-           "default_cache_dir", "MIRROR_ATTR", "STAGE_ATTR"]
+__all__ = ["plan", "allocated_mb", "device", "activation_sizes", "mirror_nodes",
+           "mirrored_names", "default_cache_dir", "MIRROR_ATTR", "STAGE_ATTR"]
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +119,56 @@ def _check_shapes(sym, shapes):
     return clean
 
 
-def allocated_mb(sym, **shapes):
+def device(ctx=None):
+    """The one device a plan is for: ``ctx`` (a Context, or a list of contexts of one type:
+    the first, as every device of a data-parallel job binds the same per-device batch);
+    default the CPU.  ``ValueError`` for an empty or mixed list."""
+    if ctx is None:
+        return mx.cpu()
+    if isinstance(ctx, (list, tuple)):
+        kinds = sorted({getattr(c, "device_type", repr(c)) for c in ctx})
+        if len(kinds) != 1:
+            raise ValueError("memonger plans for one device type, got contexts %r" % (list(ctx),))
+        ctx = ctx[0]
+    if not isinstance(ctx, mx.Context):
+        raise ValueError("memonger needs an mx.Context such as mx.gpu(0), got %r" % (ctx,))
+    return ctx
+
+
+def _bind(sym, ctx, grad_req, shapes):
+    """``simple_bind`` on ``ctx``; None when the device is out of memory; UserError when
+    the device cannot be used at all (no GPU, a CPU-only build)."""
+    try:
+        return sym.simple_bind(ctx, grad_req=grad_req, **shapes)
+    except RuntimeError as err:  # MXNetError, or simple_bind's RuntimeError wrapping it
+        text = str(err)
+        if "out of memory" in text.lower():
+            return None
+        raise common.UserError("memonger cannot bind on %s to measure the plan: %s"
+                               % (ctx, _first_line(text)))
+
+
+def _first_line(text):
+    lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()]
+    useful = [l for l in lines if "Check failed" in l or "Error" in l[:40]]
+    return (useful or lines or ["unknown error"])[0][:300]
+
+
+def allocated_mb(sym, ctx=None, **shapes):
     """The executor's own estimate of training memory for ``sym`` at ``shapes``, in MB.
 
     Binds for training (``grad_req='write'`` on parameters, ``'null'`` on the given
-    inputs, as ``Module`` does) on the CPU and sums debug_str's "Total N MB allocated".
-    Binding reserves but does not touch the memory, so even a 20 GB graph costs ~1 s.
+    inputs, as ``Module`` does) on ``ctx`` (default the CPU; see :func:`device`) and sums
+    debug_str's "Total N MB allocated".  On the CPU binding reserves but does not touch the
+    memory, so even a 20 GB graph costs ~1 s; on a GPU it allocates, and a graph that does
+    not fit gives ``inf``.
     """
     shapes = _check_shapes(sym, shapes)
+    ctx = device(ctx)
     grad_req = {name: ("null" if name in shapes else "write") for name in sym.list_arguments()}
-    executor = sym.simple_bind(mx.cpu(), grad_req=grad_req, **shapes)
+    executor = _bind(sym, ctx, grad_req, shapes)
+    if executor is None:
+        return math.inf
     try:
         totals = [int(v) for v in _TOTAL_MB.findall(executor.debug_str())]
     finally:
@@ -218,9 +265,10 @@ def _without_plan(sym_json):
     return json.dumps(graph)
 
 
-def _cache_key(sym_json, shapes):
+def _cache_key(sym_json, shapes, device_type="cpu"):
     text = json.dumps({"symbol": sym_json, "shapes": sorted(shapes.items()),
-                       "mxnet": mx.__version__, "plan": PLAN_VERSION}, sort_keys=True)
+                       "mxnet": mx.__version__, "plan": PLAN_VERSION, "device": device_type},
+                      sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -236,23 +284,26 @@ def _read_cache(path):
         return None, None
 
 
-def plan(sym, /, cache_dir=None, **shapes):
+def plan(sym, /, cache_dir=None, ctx=None, **shapes):
     """Return ``sym`` annotated for sublinear-memory training at the given input shapes.
 
     ``shapes`` are the per-device input shapes, e.g. ``plan(sym, data=(64, 3, 32, 32))``
     (label shapes are inferred when omitted).  Nodes inside each segment get
     ``__force_mirroring__='True'``; outputs and values are unchanged, only training
-    memory drops.  ``cache_dir`` (default :func:`default_cache_dir`; ``False`` turns the
-    disk cache off) holds finished plans so a rerun does not search again.
+    memory drops.  ``ctx``: the training device(s) the plan is measured on (default the
+    CPU; a GPU plan binds on that GPU, see the module docstring).  ``cache_dir`` (default
+    :func:`default_cache_dir`; ``False`` turns the disk cache off) holds finished plans,
+    per device type, so a rerun does not search again.
     Raises ``ValueError`` when the shapes are missing, name unknown inputs or leave
-    shapes undetermined.
+    shapes undetermined, ``common.UserError`` when the device cannot bind.
     """
     if not isinstance(sym, mx.sym.Symbol):
         raise ValueError("memonger.plan needs an mx.sym.Symbol, got %s" % type(sym).__name__)
     shapes = _check_shapes(sym, shapes)
+    ctx = device(ctx)
     sym = mx.sym.load_json(_without_plan(sym.tojson()))  # planning a plan starts afresh
     sym_json = sym.tojson()
-    key = _cache_key(sym_json, shapes)
+    key = _cache_key(sym_json, shapes, ctx.device_type)
     if key in _memory_cache:
         return mx.sym.load_json(_memory_cache[key])
     path = None
@@ -260,26 +311,29 @@ def plan(sym, /, cache_dir=None, **shapes):
         path = os.path.join(cache_dir or default_cache_dir(), key + ".json")
         cached, entry = _read_cache(path)
         if cached is not None:
-            log.info("memonger: plan for %s loaded from %s (%.0f MB -> %.0f MB)",
-                     _describe(shapes), path, entry.get("mb_before", float("nan")),
+            log.info("memonger: %s plan for %s loaded from %s (%.0f MB -> %.0f MB)",
+                     ctx.device_type, _describe(shapes), path, entry.get("mb_before", float("nan")),
                      entry.get("mb_after", float("nan")))
             _memory_cache[key] = entry["symbol"]
             return cached
 
-    planned_json, budget, before, after = _search(sym, sym_json, shapes)
-    log.info("memonger: %s training memory %.0f MB -> %.0f MB (%.1f%%, segment budget %.1f MB)",
-             _describe(shapes), before, after, 100.0 * after / before, budget / 2.0 ** 20)
+    planned_json, budget, before, after = _search(sym, sym_json, shapes, ctx)
+    log.info("memonger: %s training memory on %s %.0f MB -> %.0f MB (%.1f%%, segment budget "
+             "%.1f MB)", _describe(shapes), ctx, before, after, 100.0 * after / before,
+             budget / 2.0 ** 20)
     _memory_cache[key] = planned_json
     if path is not None:
         entry = {"plan_version": PLAN_VERSION, "mxnet": mx.__version__, "shapes": shapes,
+                 "device": ctx.device_type,
                  "budget_bytes": budget, "mb_before": before, "mb_after": after,
                  "symbol": planned_json}
         common.atomic_write_text(path, json.dumps(entry))
     return mx.sym.load_json(planned_json)
 
 
-def _search(sym, sym_json, shapes):
-    """Pick the budget: cost model over a geometric grid, then the executor's estimate."""
+def _search(sym, sym_json, shapes, ctx):
+    """Pick the budget: cost model over a geometric grid, then the executor's estimate on
+    ``ctx``."""
     graph = json.loads(sym_json)
     nodes = graph["nodes"]
     sizes = activation_sizes(sym, **shapes)
@@ -292,7 +346,7 @@ def _search(sym, sym_json, shapes):
     grid = [smallest * (total / smallest) ** (k / (steps - 1.0)) for k in range(steps)]
     model_best = min(grid, key=lambda b: mirror_nodes(nodes, sizes, candidates, b)[1])
 
-    before = allocated_mb(sym, **shapes)
+    before = allocated_mb(sym, ctx, **shapes)
     measured = {}  # frozenset of mirrored nodes -> (MB, budget, planned JSON)
 
     def measure(budget):
@@ -300,7 +354,7 @@ def _search(sym, sym_json, shapes):
         signature = frozenset(mirrored)
         if signature not in measured:
             planned_json = json.dumps(_annotate(graph, mirrored))
-            mb = allocated_mb(mx.sym.load_json(planned_json), **shapes)
+            mb = allocated_mb(mx.sym.load_json(planned_json), ctx, **shapes)
             log.debug("memonger: budget %.2f MB -> %.0f MB", budget / 2.0 ** 20, mb)
             measured[signature] = (mb, budget, planned_json)
         return measured[signature]
@@ -308,10 +362,13 @@ def _search(sym, sym_json, shapes):
     best = min((measure(model_best * f) for f in _SEARCH_FACTORS), key=lambda m: m[0])
     for f in _REFINE_FACTORS:  # the estimate is not smooth in the budget: look between steps
         best = min(best, measure(best[1] * f), key=lambda m: m[0])
+    if best[0] == math.inf:
+        raise common.UserError("memonger: no plan fits %s for %s (every measured plan ran out "
+                               "of memory); use a smaller per-device batch" % (ctx, _describe(shapes)))
     if best[0] >= before:
-        raise ValueError("memonger found no plan that lowers training memory below %.0f MB for %s: "
-                         "the graph has too little between its stage nodes to recompute; train "
-                         "it without memonger" % (before, _describe(shapes)))
+        raise ValueError("memonger found no plan that lowers training memory on %s below %.0f MB "
+                         "for %s: the graph has too little between its stage nodes to recompute; "
+                         "train it without memonger" % (ctx, before, _describe(shapes)))
     return best[2], best[1], before, best[0]
 
 

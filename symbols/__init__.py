@@ -43,6 +43,7 @@ _NETWORKS = {
     "densenet": ("densenet", {}),
     "mobilenet": ("mobilenet", {}),
     "mobilenet_v2": ("mobilenet", {"version": 2}),
+    "airbench": ("airbench", {}),
 }
 
 # Implied options a caller may set to another non-zero value (e.g. the SE reduction ratio).
@@ -54,7 +55,7 @@ __all__ = ["get_symbol", "list_networks", "family_module", "count_params"]
 def family_module(network):
     """The module that builds ``network``; ``ValueError`` listing the choices if unknown."""
     if network not in _NETWORKS:
-        raise ValueError("unknown network %r; choose one of: %s"
+        raise common.UserError("unknown network %r; choose one of: %s"
                          % (network, ", ".join(sorted(_NETWORKS))))
     return importlib.import_module("." + _NETWORKS[network][0], __name__)
 
@@ -82,8 +83,11 @@ def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32)
     ``"name:weight,..."`` string) adds auxiliary heads to any network: see
     :mod:`symbols.deep_supervision` for the grouped-output convention.
     """
-    if int(num_classes) < 1:
-        raise ValueError("num_classes must be a positive integer, got %r" % (num_classes,))
+    num_classes = _whole_number("num_classes", num_classes)
+    if num_classes < 1:
+        raise common.UserError("num_classes must be a positive integer, got %r" % (num_classes,))
+    if num_layers is not None:
+        num_layers = _whole_number("num_layers", num_layers)  # 20.7 is refused, not built as 20
     module = family_module(network)
     options = dict(_NETWORKS[network][1])
     accepted = [name for name, p in _inspect.signature(module.get_symbol).parameters.items()
@@ -91,21 +95,32 @@ def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32)
                 and name not in ("num_classes", "num_layers", "image_shape")]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError("%s does not take option(s) %s; its options are: %s"
+        raise common.UserError("%s does not take option(s) %s; its options are: %s"
                          % (network, ", ".join(unknown), ", ".join(accepted) or "none"))
     for key, implied in options.items():
         changed = key in kwargs and kwargs[key] != implied
         if changed and (key not in _TUNABLE or not kwargs[key]):
-            raise ValueError("%s implies %s=%r; for the network without it use %s"
+            raise common.UserError("%s implies %s=%r; for the network without it use %s"
                              % (network, key, implied, _plain_network(network)))
     options.update(kwargs)
     image_shape = as_image_shape(image_shape)
-    sym = module.get_symbol(num_classes=int(num_classes),
-                            num_layers=None if num_layers is None else int(num_layers),
+    sym = module.get_symbol(num_classes=num_classes, num_layers=num_layers,
                             image_shape=image_shape, **options)
     if deep_supervision:
         sym = attach_heads(sym, deep_supervision, int(num_classes), image_shape=image_shape)
     return sym
+
+
+def _whole_number(what, value):
+    """``int(value)`` for a whole number (20, 20.0, "20"); UserError naming ``what`` otherwise."""
+    try:
+        number = int(value)
+        whole = not isinstance(value, bool) and float(value) == number
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise common.UserError("%s must be a whole number, got %r" % (what, value))
+    return number
 
 
 def count_params(sym, image_shape, input_names=("data",)):

@@ -19,6 +19,7 @@ classifier is ``fc1`` as in every family.
 import mxnet as mx
 
 from . import layers
+from . import common
 
 # Per style: the convolutions as (filters, kernel, stride, pad, max-pool after it), the
 # pooling (kernel, stride, pad), the map side the features are pooled to (None: no
@@ -51,11 +52,12 @@ def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), style=N
     ``style`` is 'cifar' or 'imagenet' (default: chosen by input size); ``dropout`` is the
     rate after each hidden FC layer (0 disables it).
     """
+    image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:
         layers.check_choice("alexnet num_layers", num_layers, (DEPTH,))
     style = layers.infer_style(image_shape, style)
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError("alexnet dropout must be in [0, 1), got %r" % (dropout,))
+        raise common.UserError("alexnet dropout must be in [0, 1), got %r" % (dropout,))
     spec = SPECS[style]
     layers.require_min_side(image_shape, spec["min_side"], "alexnet (style %r)" % style)
 

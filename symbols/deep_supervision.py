@@ -32,6 +32,7 @@ from collections import OrderedDict
 import mxnet as mx
 
 from .layers import conv, conv_bn_act, global_pool
+from . import common
 
 #: Loss weight of a head given without one (GoogLeNet's 0.3).
 DEFAULT_WEIGHT = 0.3
@@ -82,17 +83,17 @@ def parse_heads(heads, default_weight=DEFAULT_WEIGHT):
         pairs = [item if isinstance(item, (list, tuple)) else (item, default_weight)
                  for item in heads]
     else:
-        raise ValueError("deep-supervision heads must be a list of internal output names, a "
+        raise common.UserError("deep-supervision heads must be a list of internal output names, a "
                          "dict name -> loss weight or a 'name:weight,...' string, got %r"
                          % (heads,))
     parsed = OrderedDict()
     for pair in pairs:
         if len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
-            raise ValueError("bad deep-supervision head %r: expected an internal output name "
+            raise common.UserError("bad deep-supervision head %r: expected an internal output name "
                              "or a (name, weight) pair" % (pair,))
         name, weight = pair
         if name in parsed:
-            raise ValueError("deep-supervision head %r is given twice" % (name,))
+            raise common.UserError("deep-supervision head %r is given twice" % (name,))
         parsed[name] = check_weight("deep-supervision head %r" % (name,), weight)
     return parsed
 
@@ -102,9 +103,9 @@ def check_weight(what, weight):
     try:
         value = float(weight)
     except (TypeError, ValueError):
-        raise ValueError("loss weight of %s must be a number, got %r" % (what, weight))
+        raise common.UserError("loss weight of %s must be a number, got %r" % (what, weight))
     if not value > 0:
-        raise ValueError("loss weight of %s must be > 0, got %r" % (what, weight))
+        raise common.UserError("loss weight of %s must be > 0, got %r" % (what, weight))
     return value
 
 
@@ -115,7 +116,7 @@ def _outputs(sym):
 def _check_main_head(sym):
     outputs = sym.list_outputs()
     if outputs[0] != MAIN_HEAD + _OUTPUT_SUFFIX:
-        raise ValueError("deep supervision needs a network whose output 0 is "
+        raise common.UserError("deep supervision needs a network whose output 0 is "
                          "SoftmaxOutput(name='softmax') (output 'softmax_output'); this symbol's "
                          "outputs are %s" % (outputs,))
 
@@ -126,11 +127,11 @@ def _resolve(internals_names, variables, name):
         if candidate in internals_names and candidate not in variables:
             return candidate
     if name in variables:
-        raise ValueError("%r is a parameter or input, not a layer output; attach heads to a "
+        raise common.UserError("%r is a parameter or input, not a layer output; attach heads to a "
                          "feature map such as '<block>_output'" % (name,))
     close = difflib.get_close_matches(name, [n for n in internals_names if n not in variables],
                                       n=5, cutoff=0.6)
-    raise ValueError("the network has no internal output %r%s; list the candidates with "
+    raise common.UserError("the network has no internal output %r%s; list the candidates with "
                      "symbols.deep_supervision.attach_points(sym, image_shape)"
                      % (name, "; did you mean %s?" % ", ".join(close) if close else ""))
 
@@ -160,18 +161,18 @@ def attach_heads(sym, heads, num_classes, head_builder=conv_head, prefix="dsn_",
     if not spec:
         return sym
     if names is not None and len(names) != len(spec):
-        raise ValueError("got %d head names for %d heads" % (len(names), len(spec)))
+        raise common.UserError("got %d head names for %d heads" % (len(names), len(spec)))
     internals = sym.get_internals()
     internal_names = internals.list_outputs()
     if LABEL_NAME not in internal_names:
-        raise ValueError("the main head has no label Variable %r" % LABEL_NAME)
+        raise common.UserError("the main head has no label Variable %r" % LABEL_NAME)
     variables = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
     resolved = [_resolve(internal_names, variables, name) for name in spec]
     if image_shape is not None:
         shapes = attach_points(sym, image_shape)
         for output_name in resolved:
             if output_name not in shapes:
-                raise ValueError("cannot attach a head to %r: it is not a 4-D feature map (N, C, "
+                raise common.UserError("cannot attach a head to %r: it is not a 4-D feature map (N, C, "
                                  "H, W) for input %s" % (output_name, tuple(image_shape)))
     label = internals[LABEL_NAME]
     main_options = sym.attr_dict().get(MAIN_HEAD, {})
@@ -181,7 +182,7 @@ def attach_heads(sym, heads, num_classes, head_builder=conv_head, prefix="dsn_",
     for index, (output_name, weight) in enumerate(zip(resolved, spec.values())):
         head = names[index] if names is not None else _head_name(prefix, output_name)
         if head + "_softmax" + _OUTPUT_SUFFIX in existing:
-            raise ValueError("a head named %r already exists; pass another prefix or names"
+            raise common.UserError("a head named %r already exists; pass another prefix or names"
                              % (head,))
         existing.add(head + "_softmax" + _OUTPUT_SUFFIX)
         logits = head_builder(internals[output_name], num_classes, head)
@@ -193,7 +194,7 @@ def attach_heads(sym, heads, num_classes, head_builder=conv_head, prefix="dsn_",
     arguments = grouped.list_arguments() + grouped.list_auxiliary_states()
     clashes = sorted({name for name in arguments if arguments.count(name) > 1})
     if clashes:
-        raise ValueError("head parameters clash with existing ones (%s); pass another prefix "
+        raise common.UserError("head parameters clash with existing ones (%s); pass another prefix "
                          "or names" % ", ".join(clashes[:5]))
     return grouped
 
@@ -205,11 +206,11 @@ def _check_head_shape(logits, head, output_name, feature_shape, image_shape):
         _, out_shapes, _ = logits.infer_shape_partial(data=(1,) + tuple(image_shape))
     except mx.base.MXNetError as error:
         reason = str(error).strip().splitlines()[0]
-        raise ValueError("head %r cannot be built on %r of shape %s for input %s (%s); attach "
+        raise common.UserError("head %r cannot be built on %r of shape %s for input %s (%s); attach "
                          "it to a larger feature map or use a larger input"
                          % (head, output_name, feature_shape, tuple(image_shape), reason))
     if len(out_shapes[0]) != 2:
-        raise ValueError("head builder for %r must return (N, num_classes) logits, got shape %s"
+        raise common.UserError("head builder for %r must return (N, num_classes) logits, got shape %s"
                          % (head, out_shapes[0]))
 
 

@@ -23,6 +23,7 @@ bypasses oneDNN's Concat, whose backward corrupts DenseNet gradients in MXNet 1.
 import mxnet as mx
 
 from . import layers
+from . import common
 
 #: ImageNet depth -> (layers per dense block, growth rate), Table 1.
 IMAGENET_SPECS = {
@@ -58,7 +59,7 @@ def cifar_block_sizes(num_layers, bottleneck):
         hint = ("; DenseNet-%d is an ImageNet layout: pass style='imagenet' (chosen by default "
                 "for inputs larger than 64 pixels)" % num_layers
                 if num_layers in IMAGENET_SPECS else "")
-        raise ValueError("cifar DenseNet%s depth must be 4 + %d*n (n >= 1 layers per block), "
+        raise common.UserError("cifar DenseNet%s depth must be 4 + %d*n (n >= 1 layers per block), "
                          "got num_layers=%r; e.g. %s%s"
                          % ("-BC" if bottleneck else "", divisor, num_layers, examples, hint))
     return ((num_layers - 4) // divisor,) * CIFAR_BLOCKS
@@ -118,13 +119,14 @@ def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), growth_
     ``growth_rate`` defaults to 12 (cifar) or the Table 1 value (imagenet); ``reduction``
     to 0.5 with ``bottleneck`` (DenseNet-BC) and 1.0 without.
     """
+    image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple
     style = layers.infer_style(image_shape, style)
     bottleneck = bool(bottleneck)
     depth = DEFAULT_DEPTH[style] if num_layers is None else num_layers
     if style == "imagenet":
         layers.check_choice("imagenet densenet num_layers", depth, sorted(IMAGENET_SPECS))
         if not bottleneck:
-            raise ValueError("imagenet DenseNets (%s) are DenseNet-BC: leave bottleneck=True, "
+            raise common.UserError("imagenet DenseNets (%s) are DenseNet-BC: leave bottleneck=True, "
                              "or use style='cifar' for the plain form"
                              % ", ".join(str(d) for d in sorted(IMAGENET_SPECS)))
         block_sizes, default_growth = IMAGENET_SPECS[depth]
@@ -132,15 +134,15 @@ def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), growth_
         block_sizes, default_growth = cifar_block_sizes(depth, bottleneck), CIFAR_GROWTH_RATE
     growth_rate = default_growth if growth_rate is None else growth_rate
     if int(growth_rate) != growth_rate or growth_rate < 1:
-        raise ValueError("densenet growth_rate must be a positive integer, got %r" % (growth_rate,))
+        raise common.UserError("densenet growth_rate must be a positive integer, got %r" % (growth_rate,))
     growth_rate = int(growth_rate)
     if reduction is None:
         reduction = 0.5 if bottleneck else 1.0
     if not 0.0 < float(reduction) <= 1.0:
-        raise ValueError("densenet reduction (the fraction of channels a transition keeps) "
+        raise common.UserError("densenet reduction (the fraction of channels a transition keeps) "
                          "must be in (0, 1], got %r" % (reduction,))
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError("densenet dropout must be in [0, 1), got %r" % (dropout,))
+        raise common.UserError("densenet dropout must be in [0, 1), got %r" % (dropout,))
     layers.require_min_side(image_shape, MIN_SIDE[style], "densenet (style %r)" % style)
 
     x = mx.sym.Variable("data")

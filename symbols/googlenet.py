@@ -25,8 +25,11 @@ import functools
 
 import mxnet as mx
 
+from . import common
+
 from . import deep_supervision
-from .layers import (check_choice, check_dropout, classifier, concat_branches, conv_act,
+from .layers import (as_image_shape,
+                     check_choice, check_dropout, classifier, concat_branches, conv_act,
                      conv_bn_act, fc_act, infer_style, pool, softmax_output)
 
 VARIANTS = {"googlenet": "GoogLeNet / Inception-v1 (22 layers; num_layers must be None or 22); "
@@ -102,8 +105,9 @@ def _stem(data, style, unit, lrn):
 def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 224, 224), batch_norm=True,
                aux_heads=False, aux_weight=AUX_WEIGHT, dropout=DROPOUT, style=None):
     """GoogLeNet over Variable ``data``; see the module docstring for the options."""
+    image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers not in (None, DEPTH):
-        raise ValueError("googlenet has %d layers; pass num_layers=None or %d, got %r"
+        raise common.UserError("googlenet has %d layers; pass num_layers=None or %d, got %r"
                          % (DEPTH, DEPTH, num_layers))
     check_choice("batch_norm", batch_norm, (True, False))
     check_choice("aux_heads", aux_heads, (True, False))

@@ -14,7 +14,10 @@ MXNet's small variant for 28-32 px inputs: a 3x3 conv with 96 filters, then "sim
 """
 import mxnet as mx
 
-from .layers import (check_dropout, classifier, concat_branches, conv_bn_act, infer_style, pool,
+from . import common
+
+from .layers import (as_image_shape,
+                     check_dropout, classifier, concat_branches, conv_bn_act, infer_style, pool,
                      softmax_output)
 
 VARIANTS = {"inception_bn": "Inception-BN (Ioffe & Szegedy 2015); num_layers must be None; "
@@ -104,8 +107,9 @@ def _stem(data, style):
 def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 224, 224), dropout=0.0,
                style=None):
     """Inception-BN over Variable ``data``; see the module docstring for the layouts."""
+    image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:
-        raise ValueError("inception_bn has a single depth; pass num_layers=None, got %r"
+        raise common.UserError("inception_bn has a single depth; pass num_layers=None, got %r"
                          % (num_layers,))
     dropout = check_dropout("inception_bn", dropout)
     style = infer_style(image_shape, style)

@@ -16,8 +16,11 @@ H, W >= 75 (299 native) -> ``softmax``.
 """
 import mxnet as mx
 
+from . import common
+
 from . import deep_supervision
-from .layers import (check_choice, check_dropout, classifier, concat_branches, conv_bn_act, pool,
+from .layers import (as_image_shape,
+                     check_choice, check_dropout, classifier, concat_branches, conv_bn_act, pool,
                      require_min_side, softmax_output)
 
 VARIANTS = {"inception_v3": "Inception-v3 (Szegedy et al. 2016); num_layers must be None; "
@@ -143,8 +146,9 @@ def aux_head(data, num_classes, name):
 def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 299, 299), aux_heads=False,
                aux_weight=AUX_WEIGHT, dropout=DROPOUT):
     """Inception-v3 over Variable ``data``; see the module docstring."""
+    image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:
-        raise ValueError("inception_v3 has a single depth; pass num_layers=None, got %r"
+        raise common.UserError("inception_v3 has a single depth; pass num_layers=None, got %r"
                          % (num_layers,))
     check_choice("aux_heads", aux_heads, (True, False))
     aux_weight = deep_supervision.check_weight("the auxiliary heads (aux_weight)", aux_weight)

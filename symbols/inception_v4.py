@@ -20,8 +20,11 @@ Module/block ``<name>`` (``inception_a1``, ``block17_20``, ...) outputs ``<name>
 """
 import mxnet as mx
 
+from . import common
+
 from .inception_v3 import MIN_SIDE, stem_convs
-from .layers import (check_choice, check_dropout, classifier, concat_branches, conv, conv_bn_act,
+from .layers import (as_image_shape,
+                     check_choice, check_dropout, classifier, concat_branches, conv, conv_bn_act,
                      pool, require_min_side, softmax_output)
 
 VARIANTS = {
@@ -224,16 +227,17 @@ LAYOUTS = {
 def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 299, 299), residual=False,
                residual_scale=None, dropout=DROPOUT):
     """Inception-v4 (``residual=False``) or Inception-ResNet-v2 over Variable ``data``."""
+    image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     network = "inception_resnet_v2" if residual else "inception_v4"
     check_choice("residual", residual, (True, False))
     if num_layers is not None:
-        raise ValueError("%s has a single depth; pass num_layers=None, got %r"
+        raise common.UserError("%s has a single depth; pass num_layers=None, got %r"
                          % (network, num_layers))
     if residual_scale is not None:
         if not residual:
-            raise ValueError("residual_scale applies to inception_resnet_v2 only")
+            raise common.UserError("residual_scale applies to inception_resnet_v2 only")
         if not 0 < float(residual_scale) <= 1:
-            raise ValueError("residual_scale must be in (0, 1] (the paper uses 0.1-0.3), got %r"
+            raise common.UserError("residual_scale must be in (0, 1] (the paper uses 0.1-0.3), got %r"
                              % (residual_scale,))
     dropout = check_dropout(network, dropout)
     require_min_side(image_shape, MIN_SIDE, network)

@@ -7,6 +7,7 @@ its operators ``<name>_<part>`` so parameter names stay stable across versions
 their own copies.
 """
 import mxnet as mx
+from . import common
 
 #: BatchNorm defaults used across the project (MXNet's examples use the same).
 BN_MOMENTUM = 0.9
@@ -19,15 +20,17 @@ CIFAR_MAX_SIDE = 64  # inputs no larger than this use the CIFAR-style stem by de
 
 def as_image_shape(image_shape):
     """Normalise ``(3, 32, 32)``, ``[3, 32, 32]`` or ``"3,32,32"`` to a tuple of 3 ints."""
-    if isinstance(image_shape, str):
-        parts = [p for p in image_shape.replace("x", ",").split(",") if p.strip()]
-        try:
-            image_shape = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError("image_shape %r is not of the form C,H,W (e.g. 3,32,32)" % (image_shape,))
-    image_shape = tuple(int(v) for v in image_shape)
+    given = image_shape
+    parts = given.replace("x", ",").split(",") if isinstance(given, str) else given
+    try:  # every part a whole number: "3,x,32" and (3, 32.5, 32) are refused, not shortened
+        image_shape = tuple(int(v) for v in parts)
+        whole = all(float(v) == int(v) for v in parts)
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise common.UserError("image_shape %r is not of the form C,H,W (e.g. 3,32,32)" % (given,))
     if len(image_shape) != 3 or min(image_shape) <= 0:
-        raise ValueError("image_shape must be (channels, height, width) with positive sizes, got %r"
+        raise common.UserError("image_shape must be (channels, height, width) with positive sizes, got %r"
                          % (image_shape,))
     return image_shape
 
@@ -36,7 +39,7 @@ def infer_style(image_shape, style=None):
     """Return ``'cifar'`` or ``'imagenet'``: explicit ``style`` wins, else chosen by input side."""
     if style is not None:
         if style not in ("cifar", "imagenet"):
-            raise ValueError("style must be 'cifar' or 'imagenet', got %r" % (style,))
+            raise common.UserError("style must be 'cifar' or 'imagenet', got %r" % (style,))
         return style
     return "cifar" if max(image_shape[1:]) <= CIFAR_MAX_SIDE else "imagenet"
 
@@ -114,7 +117,7 @@ def shortcut(data, in_filter, num_filter, stride, shortcut_type, name, bn=True,
     Output: (N, num_filter, H/stride, W/stride).
     """
     if shortcut_type not in ("A", "B", "C"):
-        raise ValueError("shortcut_type must be 'A', 'B' or 'C', got %r" % (shortcut_type,))
+        raise common.UserError("shortcut_type must be 'A', 'B' or 'C', got %r" % (shortcut_type,))
     dim_match = in_filter == num_filter and stride == 1
     if shortcut_type == "C" or (shortcut_type == "B" and not dim_match):
         x = conv(data, num_filter, kernel=1, stride=stride, pad=0, name=name + "_sc_conv",
@@ -123,7 +126,7 @@ def shortcut(data, in_filter, num_filter, stride, shortcut_type, name, bn=True,
     if dim_match:
         return data
     if num_filter < in_filter:
-        raise ValueError("option-A shortcut cannot shrink channels (%d -> %d)" % (in_filter, num_filter))
+        raise common.UserError("option-A shortcut cannot shrink channels (%d -> %d)" % (in_filter, num_filter))
     x = data
     if stride != 1:
         x = mx.sym.Pooling(x, kernel=(1, 1), stride=_pair(stride), pool_type="max",
@@ -187,7 +190,7 @@ def tag_mirror_stage(sym):
 def check_choice(what, value, choices):
     """Raise ``ValueError`` naming ``what`` and listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
-        raise ValueError("%s must be one of %s, got %r"
+        raise common.UserError("%s must be one of %s, got %r"
                          % (what, ", ".join(str(c) for c in choices), value))
     return value
 
@@ -195,7 +198,7 @@ def check_choice(what, value, choices):
 def _pair(value):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError("expected an int or a pair, got %r" % (value,))
+            raise common.UserError("expected an int or a pair, got %r" % (value,))
         return (int(value[0]), int(value[1]))
     return (int(value), int(value))
 
@@ -235,7 +238,7 @@ def require_min_side(image_shape, min_side, network):
     For networks whose downsampling would otherwise shrink the feature map to nothing.
     """
     if min(image_shape[1:]) < min_side:
-        raise ValueError("%s needs inputs of at least %dx%d pixels, got image_shape %s; "
+        raise common.UserError("%s needs inputs of at least %dx%d pixels, got image_shape %s; "
                          "resize the images or pick a network for smaller inputs"
                          % (network, min_side, min_side, ",".join(str(v) for v in image_shape)))
 
@@ -247,5 +250,5 @@ def check_dropout(network, dropout):
     except (TypeError, ValueError):
         value = -1.0
     if not 0.0 <= value < 1.0:
-        raise ValueError("%s dropout must be in [0, 1), got %r" % (network, dropout))
+        raise common.UserError("%s dropout must be in [0, 1), got %r" % (network, dropout))
     return value

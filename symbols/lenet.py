@@ -37,6 +37,7 @@ VARIANTS = {
 def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), act_type="tanh",
                pool_type="avg"):
     """LeNet-5 over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over (N, num_classes)."""
+    image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:
         layers.check_choice("lenet num_layers", num_layers, (DEPTH,))
     layers.check_choice("lenet act_type", act_type, ACT_TYPES)

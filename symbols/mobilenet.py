@@ -21,6 +21,7 @@ Input (N, C, H, W); output ``SoftmaxOutput`` over (N, num_classes).
 import mxnet as mx
 
 from . import layers
+from . import common
 
 STEM_FILTERS = 32
 #: v1 depthwise-separable blocks: (pointwise filters, depthwise stride).
@@ -137,17 +138,18 @@ def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), version
                multiplier=1.0, style=None, dropout=0.0):
     """MobileNet v1 or v2 over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over
     (N, num_classes).  ``multiplier`` is the width multiplier alpha."""
+    image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple
     layers.check_choice("mobilenet version", version, (1, 2))
     network = "mobilenet" if version == 1 else "mobilenet_v2"
     if num_layers is not None:
         layers.check_choice(network + " num_layers", num_layers, (DEPTHS[version],))
     multiplier = float(multiplier)
     if not multiplier > 0:
-        raise ValueError("%s multiplier (width alpha) must be positive, e.g. %s; got %r"
+        raise common.UserError("%s multiplier (width alpha) must be positive, e.g. %s; got %r"
                          % (network, ", ".join(str(a) for a in PAPER_MULTIPLIERS[version]),
                             multiplier))
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError("%s dropout must be in [0, 1), got %r" % (network, dropout))
+        raise common.UserError("%s dropout must be in [0, 1), got %r" % (network, dropout))
     spec = STYLE_SPECS[layers.infer_style(image_shape, style)]
 
     data = mx.sym.Variable("data")

@@ -20,6 +20,8 @@ Wide ResNets (wrn.py) are built from this module with widened filters and dropou
 """
 import mxnet as mx
 
+from . import common
+
 from . import layers
 from .resnet import (CIFAR_DEPTHS, check_common, imagenet_depths, resnet_layout, stack_stages,
                      stem, unit_in_filter)
@@ -80,7 +82,7 @@ def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifa
     ``softmax`` symbol.
     """
     if len(units) != num_stages or len(filter_list) != num_stages + 1:
-        raise ValueError("need %d units and %d filters for %d stages, got %r and %r"
+        raise common.UserError("need %d units and %d filters for %d stages, got %r and %r"
                          % (num_stages, num_stages + 1, num_stages, units, filter_list))
     data = mx.sym.Variable("data")
     body = stem(data, filter_list[0], style, post_activation=False, bn_mom=bn_mom,

@@ -33,6 +33,7 @@ from collections import namedtuple
 import mxnet as mx
 
 from . import layers
+from . import common
 
 
 class DepthRule(namedtuple("DepthRule", "layers_per_unit extra_layers examples")):
@@ -99,7 +100,7 @@ def check_positive_int(what, value):
     """``int(value)`` if it is a whole number >= 1, else ``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) \
             or value < 1:
-        raise ValueError("%s must be a positive integer, got %r" % (what, value))
+        raise common.UserError("%s must be a positive integer, got %r" % (what, value))
     return int(value)
 
 
@@ -114,7 +115,7 @@ def check_se_ratio(se_ratio):
 def check_common(bn_mom, workspace, shortcut_type=None):
     """Validate the options every residual family shares."""
     if isinstance(bn_mom, bool) or not isinstance(bn_mom, numbers.Real) or not 0.0 <= bn_mom < 1.0:
-        raise ValueError("bn_mom must be a number in [0, 1), e.g. 0.9, got %r" % (bn_mom,))
+        raise common.UserError("bn_mom must be a number in [0, 1), e.g. 0.9, got %r" % (bn_mom,))
     check_positive_int("workspace (convolution workspace in MB)", workspace)
     if shortcut_type is not None:
         layers.check_choice("shortcut_type", shortcut_type, ("A", "B", "C"))
@@ -122,7 +123,7 @@ def check_common(bn_mom, workspace, shortcut_type=None):
 
 def depth_error(network, num_layers, image_shape, style, valid):
     """The ``ValueError`` for a depth the layout does not support, listing the valid ones."""
-    return ValueError("%s on %dx%d (%s layout) needs num_layers = %s, got %r"
+    return common.UserError("%s on %dx%d (%s layout) needs num_layers = %s, got %r"
                       % (network, image_shape[1], image_shape[2], style, valid, num_layers))
 
 
@@ -164,7 +165,7 @@ def resnet_layout(network, num_layers, image_shape, style, default_depth, bottle
         n, bottle_neck = layout
         return (n, n, n), CIFAR_FILTERS[bottle_neck], bottle_neck
     if bottleneck is not None:
-        raise ValueError("%s: bottleneck applies to the CIFAR layout only; on ImageNet the depth "
+        raise common.UserError("%s: bottleneck applies to the CIFAR layout only; on ImageNet the depth "
                          "decides (18, 34 basic; 50 and up bottleneck): leave it None" % network)
     if depth not in IMAGENET_UNITS:
         raise depth_error(network, num_layers, image_shape, style, "one of " + imagenet_depths())
@@ -227,10 +228,10 @@ def unit_in_filter(num_filter, stride, dim_match, in_filter, name):
     required), else the given ``in_filter``; ``ValueError`` naming the unit otherwise."""
     if dim_match:
         if stride != 1:
-            raise ValueError("%s: dim_match=True needs stride 1, got %r" % (name, stride))
+            raise common.UserError("%s: dim_match=True needs stride 1, got %r" % (name, stride))
         return num_filter
     if in_filter is None:
-        raise ValueError("%s: in_filter (input channels) is required when dim_match=False" % name)
+        raise common.UserError("%s: in_filter (input channels) is required when dim_match=False" % name)
     return in_filter
 
 
@@ -262,7 +263,7 @@ def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifa
     overrides the bottleneck width of stage i (ResNeXt).  Returns the ``softmax`` symbol.
     """
     if len(units) != num_stages or len(filter_list) != num_stages + 1:
-        raise ValueError("need %d units and %d filters for %d stages, got %r and %r"
+        raise common.UserError("need %d units and %d filters for %d stages, got %r and %r"
                          % (num_stages, num_stages + 1, num_stages, units, filter_list))
     data = mx.sym.Variable("data")
     body = stem(data, filter_list[0], style, bn_mom=bn_mom, workspace=workspace)

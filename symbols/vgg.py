@@ -20,6 +20,7 @@ is ``fc1`` as in every family.
 import mxnet as mx
 
 from . import layers
+from . import common
 
 STAGE_FILTERS = (64, 128, 256, 512, 512)
 #: Table 1: configuration -> per stage, the kernel size of each convolution.
@@ -61,7 +62,7 @@ def resolve_config(num_layers=None, config=None):
     layers.check_choice("vgg config", config, sorted(CONFIGS))
     if num_layers is not None and num_layers != config_depth(config):
         depth = config_depth(config)
-        raise ValueError("vgg config %r has %d layers, not num_layers=%r; drop num_layers or "
+        raise common.UserError("vgg config %r has %d layers, not num_layers=%r; drop num_layers or "
                          "pass %d" % (config, depth, num_layers, depth))
     return config
 
@@ -73,12 +74,13 @@ def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), config=
     ``dropout`` is the rate after each hidden FC layer (imagenet, default 0.5) or before the
     classifier (cifar, default 0).
     """
+    image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple
     config = resolve_config(num_layers, config)
     style = layers.infer_style(image_shape, style)
     if dropout is None:
         dropout = 0.5 if style == "imagenet" else 0.0
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError("vgg dropout must be in [0, 1), got %r" % (dropout,))
+        raise common.UserError("vgg dropout must be in [0, 1), got %r" % (dropout,))
     layers.require_min_side(image_shape, MIN_SIDE, "vgg")
 
     block = layers.conv_bn_act if batch_norm else layers.conv_act

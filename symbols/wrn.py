@@ -17,6 +17,7 @@ import numbers
 from . import layers
 from . import preact_resnet
 from .resnet import DepthRule, check_common, check_positive_int, depth_error
+from . import common
 
 #: depth = 6n+4: two 3x3 convs per unit, plus stem conv, fc1 and two projection shortcuts.
 CIFAR_DEPTH = DepthRule(layers_per_unit=2, extra_layers=4, examples=(10, 16, 22, 28, 40))
@@ -41,13 +42,13 @@ def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32),
     image_shape = layers.as_image_shape(image_shape)
     style = layers.infer_style(image_shape, style)
     if style != "cifar":
-        raise ValueError("wrn has only the CIFAR layout (Zagoruyko & Komodakis 2016); for a %dx%d "
+        raise common.UserError("wrn has only the CIFAR layout (Zagoruyko & Komodakis 2016); for a %dx%d "
                          "input pass style='cifar', or use resnet/preact_resnet for an ImageNet layout"
                          % image_shape[1:])
     check_common(bn_mom, workspace)
     widen_factor = check_positive_int("widen_factor (k in WRN-d-k)", widen_factor)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise ValueError("dropout must be a probability in [0, 1), e.g. 0.3, got %r" % (dropout,))
+        raise common.UserError("dropout must be a probability in [0, 1), e.g. 0.3, got %r" % (dropout,))
     depth = DEFAULT_DEPTH if num_layers is None else num_layers
     n = CIFAR_DEPTH.units(depth)
     if n is None:

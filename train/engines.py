@@ -12,9 +12,11 @@ The interface the training loop (``fit.py``) uses, and nothing else::
     engine.step(data, label)      forward, backward and update of one batch
     engine.output()               main-head probabilities of the last step (N, K)
     engine.predict(data)          main-head probabilities at inference (N, K)
-    engine.get_params()           (arg_params, aux_params) on the CPU
+    engine.get_params()           (arg_params, aux_params) on the CPU (aux: mean over devices)
     engine.save_states(path)      optimizer state (momentum, ...); engine.can_save_states
     engine.load_states(path)
+    engine.live_params()          ({name: [array per device]}, {aux: [...]}): the bound arrays
+    engine.scale_lr({name: m})    lr x m, wd x 1/m for those parameters (--bn-bias-lr-mult)
     engine.optimizer              the mx.optimizer.Optimizer in use (lr, num_update)
 
 Both start from the same initial parameters, apply weight decay only to ``*_weight`` and
@@ -27,11 +29,12 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from . import common, runtime
+from . import common, opt_states, runtime
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "label_names", "input_shapes", "initial_params",
            "softmax_heads", "json_op", "ModuleEngine", "GluonEngine", "training_graph",
-           "make_engine", "kv_type", "benchmark"]
+           "make_engine", "kv_type", "nonfinite_arrays",
+           "nonfinite_params", "benchmark"]
 
 #: Engines by name.  bench/engine_compare.py (ResNet-20/56, batch 128, synthetic, interleaved)
 #: found no consistent winner: gluon/module medians 0.66-1.7 between runs on a machine shared
@@ -113,6 +116,30 @@ def json_op(sym):
 
 
 
+def nonfinite_arrays(named):
+    """Sorted names of the arrays in ``[(name, NDArray), ...]`` that hold a NaN or an Inf.
+
+    One fused ``multi_sum_sq`` per context and one host copy of its per-array sums: cheap
+    enough for every training step (``bench/nan_guard.py``).  A sum that overflows although
+    the array is finite (|values| > ~1e19) is re-checked element by element.
+    """
+    by_context = {}
+    for name, array in named:
+        by_context.setdefault(array.context, []).append((name, array))
+    bad = set()
+    for group in by_context.values():
+        sums = mx.nd.multi_sum_sq(*[array for _, array in group], num_arrays=len(group)).asnumpy()
+        bad.update(name for (name, array), total in zip(group, sums)
+                   if not np.isfinite(total) and not np.isfinite(array.asnumpy()).all())
+    return sorted(bad)
+
+
+def nonfinite_params(engine):
+    """Names of ``engine``'s parameters and running statistics holding NaN/Inf on any device."""
+    return nonfinite_arrays([(name, array) for group in engine.live_params()
+                             for name, arrays in group.items() for array in arrays])
+
+
 def kv_type(kvstore):
     """The kvstore's type name (``local``, ``device``, ``dist_sync``, ...) of an object or a name."""
     return kvstore.type if isinstance(kvstore, mx.kvstore.KVStore) else (kvstore or "")
@@ -164,11 +191,29 @@ class ModuleEngine:
         arg, aux = self.mod.get_params()
         return dict(arg), dict(aux)
 
+    def live_params(self):
+        """``({name: [array per device]}, {aux name: [...]})``: the bound arrays themselves
+        (train/ema.py reads and, to evaluate the average, overwrites them)."""
+        group = self.mod._exec_group
+        return (dict(zip(group.param_names, group.param_arrays)),
+                dict(zip(group.aux_names, group.aux_arrays)))
+
+    def scale_lr(self, multipliers):
+        """lr x m and wd x 1/m for each named parameter (``{name: m}``), on top of the
+        symbol's ``__lr_mult__``/``__wd_mult__``; the optimizer keys them by name."""
+        opt = self.optimizer
+        for name, m in multipliers.items():
+            opt.lr_mult[name] = opt.lr_mult.get(name, 1.0) * m
+            opt.wd_mult[name] = opt.wd_mult.get(name, 1.0) / m
+
     def save_states(self, path):
-        self.mod.save_optimizer_states(path)
+        """Optimizer state by parameter name, on the CPU (train/opt_states.py): any device
+        layout, either engine, loads it."""
+        _save_states(self, self.mod, path)
 
     def load_states(self, path):
-        self.mod.load_optimizer_states(path)
+        """Restore ``path`` onto this run's devices; return one line saying what happened."""
+        return _restore_states(self, self.mod, path, self.mod.load_optimizer_states)
 
     @property
     def optimizer(self):
@@ -192,6 +237,7 @@ class GluonEngine:
             warnings.simplefilter("ignore", UserWarning)
             self.net = gluon.SymbolBlock([h.logits for h in heads], [mx.sym.var("data")])
         self.aux_names = set(sym.list_auxiliary_states())
+        sym_attrs = sym.attr_dict()
         for name, param in self.net.collect_params().items():
             source = arg_params[name] if name in arg_params else aux_params[name]
             param.shape = source.shape
@@ -199,6 +245,9 @@ class GluonEngine:
             param.set_data(source)
             if not (name.endswith("_weight") or name.endswith("_gamma")):
                 param.wd_mult = 0.0  # as mx.optimizer.Optimizer.set_wd_mult does for Module
+            attrs = sym_attrs.get(name, {})  # the symbol's multipliers, as Module reads them
+            param.lr_mult = float(attrs.get("__lr_mult__", param.lr_mult))
+            param.wd_mult = float(attrs.get("__wd_mult__", param.wd_mult))
         self.net.hybridize(static_alloc=True, static_shape=True)
         params = dict(optimizer_params)
         opt = mx.optimizer.create(optimizer, **params)
@@ -210,6 +259,8 @@ class GluonEngine:
         self.trainer = gluon.Trainer(self.net.collect_params(), opt, kvstore=kv,
                                      update_on_kvstore=update_on_kv)
         self.can_save_states = not (_is_dist(kvstore) and update_on_kv)
+        if kv is not None and self.can_save_states:
+            _set_up_kvstore(self.trainer)
         self._outputs = None
 
     def _loss(self, logits, label):
@@ -247,17 +298,43 @@ class GluonEngine:
         return mx.nd.concat(*outs, dim=0)
 
     def get_params(self):
+        """``(arg, aux)`` on the CPU.  Each context keeps its own BatchNorm running statistics;
+        aux is their mean, as ``Module.get_params`` gives it (a resumed run starts every context
+        from it, and the mean evolves the same: exact resume within rounding)."""
         arg, aux = {}, {}
         for name, param in self.net.collect_params().items():
-            value = param.data(self.contexts[0]).copyto(mx.cpu())
-            (aux if name in self.aux_names else arg)[name] = value
+            if name in self.aux_names:
+                copies = [array.copyto(mx.cpu()) for array in param.list_data()]
+                aux[name] = sum(copies) / len(copies) if len(copies) > 1 else copies[0]
+            else:
+                arg[name] = param.data(self.contexts[0]).copyto(mx.cpu())
         return arg, aux
 
+    def live_params(self):
+        """``({name: [array per context]}, {aux name: [...]})``: the parameters' own arrays."""
+        arg, aux = {}, {}
+        for name, param in self.net.collect_params().items():
+            (aux if name in self.aux_names else arg)[name] = param.list_data()
+        return arg, aux
+
+    def scale_lr(self, multipliers):
+        """lr x m and wd x 1/m for each named parameter (``{name: m}``)."""
+        params = self.net.collect_params()
+        for name, m in multipliers.items():
+            params[name].lr_mult *= m
+            params[name].wd_mult /= m
+
     def save_states(self, path):
-        self.trainer.save_states(path)
+        """As ``ModuleEngine.save_states`` (the same file format)."""
+        _save_states(self, self.trainer, path)
 
     def load_states(self, path):
-        """Restore the per-parameter state (momentum, ...) but keep this run's optimizer settings.
+        """Restore ``path`` onto this run's devices; return one line saying what happened."""
+        return _restore_states(self, self.trainer, path, self._load_mxnet_states)
+
+    def _load_mxnet_states(self, path):
+        """``Trainer.save_states`` files of older runs: the per-parameter state (momentum, ...)
+        but this run's optimizer settings.
 
         ``Trainer.load_states`` also swaps in the pickled optimizer, i.e. the old run's
         learning-rate schedule; the Module engine keeps the current one, and so does this:
@@ -280,21 +357,92 @@ class GluonEngine:
 _OPTIMIZER_PROGRESS = ("num_update", "_index_update_count", "_all_index_update_counts", "param_dict")
 
 
-def training_graph(sym, contexts, data_shape, fuse=True):
-    """The graph the engines bind: ``sym`` rewritten for oneDNN's fast kernels on CPUs.
+def _set_up_kvstore(trainer):
+    """Make ``trainer`` set up its kvstore now, before the first forward pass.
 
-    On oneDNN CPU contexts, global average pooling becomes a spatial ``mean``
-    (``graph.global_pool``: the pooling's backward runs oneDNN's ``ref`` kernel on AVX-512 and
-    drags the BatchNorm backwards behind it onto ``ref`` too), and BatchNorm+ReLU pairs are
-    fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``; memonger-planned graphs
+    ``gluon.Trainer`` does it lazily in its first ``step()``, broadcasting every parameter
+    from context 0 to the others -- the BatchNorm running statistics too, which that step's
+    forward has just updated in place.  In MXNet 1.9.1 the copy is not ordered after that
+    update: context 0 kept or lost its first update at random (a 2-context run, and so its
+    resume, was not reproducible), and the other contexts always lost theirs, unlike Module.
+    ``Trainer.save_states`` is the public call that sets the kvstore up; the optimizer
+    state it writes is still empty and is thrown away.
+    """
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp(suffix=".states")
+    os.close(fd)
+    try:
+        trainer.save_states(path)
+    finally:
+        os.remove(path)
+
+
+def _optimizer_name(optimizer):
+    return type(optimizer).__name__.lower() if optimizer is not None else ""
+
+
+def _save_states(engine, target, path):
+    if not opt_states.save(path, target, _optimizer_name(engine.optimizer)):
+        raise RuntimeError("the optimizer state lives on the kvstore servers; can_save_states "
+                           "must be checked before save_states")
+
+
+def _restore_states(engine, target, path, mxnet_loader):
+    """Load ``path`` (ours, or MXNet's own pickled format via ``mxnet_loader``) into
+    ``target``; the returned line says whether and how much momentum was restored."""
+    if not opt_states.is_own_format(path):
+        mxnet_loader(path)
+        return "optimizer state restored from %s (MXNet's own format)" % path
+    states, meta = opt_states.load(path)
+    mine = _optimizer_name(engine.optimizer)
+    if meta.get("optimizer") and meta["optimizer"] != mine:
+        return ("optimizer state NOT restored: %s holds %s state and this run uses %s; the "
+                "optimizer starts afresh" % (path, meta["optimizer"], mine))
+    result = opt_states.load_into(target, states)
+    if result is None:
+        return ("optimizer state NOT restored from %s: with this kvstore the optimizer runs on "
+                "the servers, which a worker cannot load; momentum starts at zero" % path)
+    restored, missing = result
+    if missing:
+        return ("optimizer state restored for %d of %d parameters from %s; none saved for %s"
+                % (len(restored), len(restored) + len(missing), path, ", ".join(missing[:3])))
+    return ("optimizer state restored from %s (%d parameters, onto %d device(s))"
+            % (path, len(restored), len(engine.contexts)))
+
+
+def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32"):
+    """The graph the engines bind: ``sym`` rewritten for oneDNN's fast kernels on CPUs, then
+    converted to the compute ``dtype`` (``graph.precision.training_symbol``: float32 weights,
+    BatchNorm statistics and outputs).  The conversion comes last because the other passes
+    round-trip the graph through JSON, which drops AMP's casts.
+
+    On oneDNN CPU contexts, global pooling becomes MXNet's own reductions
+    (``graph.global_pool``: the pooling's backward runs oneDNN's ``ref`` kernel on AVX-512
+    and drags the BatchNorm backwards behind it onto ``ref`` too), and BatchNorm+ReLU pairs
+    are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``; memonger-planned graphs
     are not fused).  Both keep every name, so parameters, optimizer states and checkpoints
     are those of ``sym``; ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
     for ONNX, cuDNN pooling on GPUs).  GPU contexts and a build without oneDNN train ``sym``.
     """
+    sym = _onednn_graph(sym, contexts, data_shape, fuse)
+    if dtype == "float32":
+        return sym
+    precision = common.sibling("graph.precision")
+    low = precision.training_symbol(sym, dtype)
+    logging.getLogger("mxcnn.train").info(
+        "%s: %d convolutions in %s, float32 master weights; kept in float32: %s", dtype,
+        precision.low_precision_ops(low, dtype).get("Convolution", 0), dtype,
+        ", ".join(precision.float32_layers(sym)) or "nothing")
+    return low
+
+
+def _onednn_graph(sym, contexts, data_shape, fuse):
+    """``sym`` with the oneDNN CPU rewrites of ``training_graph`` (itself elsewhere)."""
     fusion = common.sibling("graph.fusion")
     if any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
         return sym
-    sym, _ = common.sibling("graph.global_pool").mean_for_global_avg_pool(sym, data=tuple(data_shape))
+    sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
     if not fuse:
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))
@@ -315,7 +463,7 @@ def make_engine(engine, *args, **kwargs):
 
 def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=DEFAULT_ENGINE,
               contexts=None, kvstore="local", warmup=3, num_classes=None, optimizer="sgd",
-              fuse=True):
+              fuse=True, dtype="float32"):
     """Training throughput (images/s) of ``sym`` on one fixed synthetic batch.
 
     The timed loop is the engine's bare step (forward, backward, update) with no data
@@ -329,9 +477,10 @@ def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=D
     arg_params, aux_params = initial_params(sym, data_shape, label_shape)
     if num_classes is None:
         num_classes = sym.infer_shape(**input_shapes(sym, data_shape, label_shape))[1][0][1]
-    runner = make_engine(engine, training_graph(sym, contexts, data_shape, fuse), contexts, data_shape,
-                         label_shape, arg_params, aux_params,
-                         optimizer, {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}, kvstore)
+    params = dict(common.sibling("graph.precision").optimizer_params(dtype),
+                  learning_rate=0.01, momentum=0.9, wd=1e-4)
+    runner = make_engine(engine, training_graph(sym, contexts, data_shape, fuse, dtype), contexts,
+                         data_shape, label_shape, arg_params, aux_params, optimizer, params, kvstore)
     data = mx.nd.random.uniform(-1, 1, shape=data_shape)
     label = mx.nd.array(np.arange(batch_size) % num_classes)
     for _ in range(warmup):

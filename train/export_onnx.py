@@ -31,8 +31,8 @@ import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .predict import (PredictError, bind_inference, check_params, inference_symbol,  # noqa: E402
-                      read_checkpoint)
+from .predict import (PredictError, bind_inference, check_batch, check_params,  # noqa: E402
+                      checkpoint_preprocess, inference_symbol, read_checkpoint)
 
 __all__ = ["ExportError", "exportable_symbol", "export_checkpoint", "verify_onnx", "main"]
 
@@ -138,12 +138,11 @@ def export_checkpoint(prefix, epoch, output, image_shape=(3, 32, 32), batch_size
     data_shape = (int(batch_size),) + tuple(int(v) for v in image_shape)
     name = check_params(sym, arg_params, aux_params, data_shape,
                         source="%s-%04d.params" % (prefix, int(epoch)))
+    check_batch(sym, name, data_shape, memory=verify)  # verification binds the batch in MXNet
+    _check_output(output)
     needed = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
     params = {k: v for k, v in list(arg_params.items()) + list(aux_params.items()) if k in needed}
     export_sym, params, notes = exportable_symbol(sym, params, name, data_shape)
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise PredictError("cannot write %s: folder %s does not exist" % (output, folder))
     result = {}
 
     def write(tmp):
@@ -160,8 +159,27 @@ def export_checkpoint(prefix, epoch, output, image_shape=(3, 32, 32), batch_size
         if verify:
             result.update(verify_onnx(tmp, sym, arg_params, aux_params, name, data_shape,
                                       tolerance, seed))
-    common.atomic_write(output, write, make_dirs=False)
+    try:
+        common.atomic_write(output, write, make_dirs=False)
+    except OSError as err:  # read-only folder, full disk, ...
+        raise ExportError("cannot write %s (%s); choose another --output"
+                          % (output, err.strerror or err))
     return result
+
+
+def _check_output(output):
+    """``PredictError`` unless ``output`` can be a file: its folder exists and it is no folder."""
+    if os.path.isdir(output):
+        raise PredictError("--output %s is a folder; give a file name, e.g. %s"
+                           % (output, os.path.join(output, "model.onnx")))
+    folder = os.path.dirname(os.path.abspath(output))
+    parent = folder
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise PredictError("cannot write %s: %s is a file, not a folder" % (output, parent))
+    if parent != folder:
+        raise PredictError("cannot write %s: folder %s does not exist" % (output, folder))
 
 
 def _keep_data_input(path):
@@ -176,8 +194,19 @@ def _keep_data_input(path):
     data_inputs = [i for i in model.graph.input if i.name not in weights]
     del model.graph.input[:]
     model.graph.input.extend(data_inputs)
-    onnx.save(model, path)
+    try:
+        onnx.save(model, path)
+    except ValueError as err:  # protobuf's 2 GB limit
+        raise ExportError("onnx cannot save the model: %s" % str(err).splitlines()[0])
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _runtime_errors(onnx, ort):
+    """The exceptions onnx.checker and ONNX Runtime raise for a model they reject."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NotImplemented",
+             "RuntimeException", "EPFail")
+    return (onnx.checker.ValidationError,) + tuple(getattr(state, n) for n in names if hasattr(state, n))
 
 
 def verify_onnx(path, sym, arg_params, aux_params, name, data_shape, tolerance=DEFAULT_TOLERANCE,
@@ -186,7 +215,6 @@ def verify_onnx(path, sym, arg_params, aux_params, name, data_shape, tolerance=D
     import mxnet as mx
     import onnx
     import onnxruntime as ort
-    onnx.checker.check_model(onnx.load(path))
     x = np.random.RandomState(seed).uniform(-1, 1, data_shape).astype(np.float32)
     module = bind_inference(sym, name, data_shape, arg_params, aux_params)
     module.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
@@ -194,8 +222,13 @@ def verify_onnx(path, sym, arg_params, aux_params, name, data_shape, tolerance=D
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    try:
+        onnx.checker.check_model(onnx.load(path))
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    except _runtime_errors(onnx, ort) as err:  # an export that the checker/runtime reject
+        raise ExportError("the exported model does not run in ONNX Runtime (%s: %s); the file was "
+                          "not written" % (type(err).__name__, (str(err).splitlines() or [""])[0][:200]))
     if got.shape != expected.shape:
         raise ExportError("ONNX Runtime output has shape %s, MXNet's %s" % (got.shape, expected.shape))
     diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
@@ -214,7 +247,7 @@ def build_parser():
     parser.add_argument("--model-prefix", required=True, help="checkpoint prefix (PREFIX-symbol.json)")
     parser.add_argument("--load-epoch", type=int, required=True,
                         help="N of PREFIX-NNNN.params (epochs completed)")
-    parser.add_argument("--image-shape", default="3,32,32", help="C,H,W (default 3,32,32)")
+    parser.add_argument("--image-shape", help="C,H,W (default: the checkpoint's, else 3,32,32)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch of the exported graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     parser.add_argument("--output", help="ONNX file (default PREFIX-NNNN.onnx)")
@@ -227,16 +260,17 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     symbols = common.sibling("symbols")
     try:
-        image_shape = symbols.layers.as_image_shape(args.image_shape)
+        image_shape = symbols.layers.as_image_shape(
+            args.image_shape or (checkpoint_preprocess(args.model_prefix, args.load_epoch) or {})
+            .get("image_shape") or (3, 32, 32))
         if args.batch_size < 1:
             raise PredictError("--batch-size must be at least 1, got %d" % args.batch_size)
         output = args.output or "%s-%04d.onnx" % (args.model_prefix, args.load_epoch)
         result = export_checkpoint(args.model_prefix, args.load_epoch, output, image_shape,
                                    args.batch_size, args.dynamic_batch, not args.no_verify,
                                    args.tolerance)
-    except (PredictError, ExportError, ValueError, OSError) as err:
-        print("%s: error: %s" % (PROG, err), file=sys.stderr)
-        return 2
+    except common.UserError as err:  # bad input; anything else is a bug and keeps its traceback
+        return common.cli_error(PROG, err)
     line = "wrote %s (input %s %s, opset %d)" % (result["path"], result["input"],
                                                   "x".join(map(str, result["input_shape"])), result["opset"])
     if "max_abs_diff" in result:

@@ -3,8 +3,11 @@
 ``fit`` runs epochs of ``engine.step`` (``engines.py``: Module or Gluon behind one
 interface), evaluates, and saves checkpoints (``checkpoint.py``).  Each piece is its own
 function: ``_train_epoch`` -> ``_train_step`` (labels, mixup, the divergence check),
-``_evaluate``, ``_save_epoch``.  A grouped symbol (deep supervision) is trained on all
-outputs; metrics use output 0 only.
+``_evaluate``, ``_save_epoch``.  The NaN guard checks the loss of every batch and, with one
+fused sum of squares (``engines.nonfinite_params``, ~0.2-0.5% of a ResNet-20 step:
+``bench/nan_guard.py``), every weight and running statistic after each update and before
+each checkpoint: a diverged run stops before anything non-finite is logged or saved.
+A grouped symbol (deep supervision) is trained on all outputs; metrics use output 0 only.
 
 Labels: hard labels (N,) go to ``SoftmaxOutput`` as is; with label smoothing or mixup the
 loop feeds soft labels (N, K), which ``SoftmaxOutput`` accepts as target probabilities
@@ -20,17 +23,19 @@ import mxnet as mx
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import common
+from . import common, data_init, ema, tta
 from .engines import (DEFAULT_ENGINE, ENGINES, benchmark, initial_params, kv_type,  # noqa: F401
-                      label_names, make_engine, training_graph)
+                      label_names, make_engine, nonfinite_arrays, nonfinite_params,
+                      training_graph)
 from .progress import BatchMetrics, EpochLog, Speedometer
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "TrainingDiverged", "FitConfig", "parse_devices",
-           "make_lr_scheduler", "initial_params", "epoch_seed", "fit", "benchmark"]
+           "check_gpus", "make_lr_scheduler", "initial_params", "epoch_seed", "fit", "benchmark"]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/Inf; the message names epoch, batch and the last good checkpoint."""
+    """The loss or a parameter became NaN/Inf; the message names epoch, batch and the last good
+    checkpoint."""
 
 
 def parse_devices(gpus=None, cpus=None):
@@ -38,7 +43,7 @@ def parse_devices(gpus=None, cpus=None):
 
     Neither given: [mx.cpu()].  ``common.UserError`` for malformed lists or both given.
     """
-    if gpus not in (None, "") and cpus not in (None, 0):
+    if gpus not in (None, "") and cpus is not None:
         raise common.UserError("give either --gpus or --cpus, not both")
     if gpus not in (None, ""):
         items = [g.strip() for g in str(gpus).split(",")]
@@ -55,10 +60,31 @@ def parse_devices(gpus=None, cpus=None):
     return [mx.cpu(i) for i in range(count)]
 
 
+def check_gpus(contexts):
+    """``contexts``, or ``common.UserError`` when a GPU among them is not one this MXNet sees
+    (``mx.context.num_gpus()``: 0 in a CPU-only build)."""
+    ids = [ctx.device_id for ctx in contexts if ctx.device_type == "gpu"]
+    if not ids:
+        return contexts
+    try:
+        count = mx.context.num_gpus()
+    except mx.base.MXNetError:  # a CUDA build without a usable driver
+        count = 0
+    if max(ids) >= count:
+        raise common.UserError(
+            "--gpus %s: this MXNet sees %d GPU(s)%s; train on the CPU (drop --gpus, or --cpus N "
+            "for N CPU contexts)%s" % (",".join(map(str, ids)), count,
+                                       " (a CPU-only build, or no CUDA device visible)" if not count
+                                       else ", numbered from 0",
+                                       " or install an MXNet built with CUDA" if not count else ""))
+    return contexts
+
+
 def make_lr_scheduler(lr, iters_per_epoch, num_epochs, mode="step", step_epochs=(), factor=0.1,
                       warmup_epochs=0, warmup_iters=0, warmup_lr=0.0, warmup_mode="linear",
                       final_lr=0.0):
-    """MXNet's own scheduler for ``step`` (MultiFactor) or ``cosine`` decay with warm-up.
+    """MXNet's own scheduler for ``step`` (MultiFactor), ``cosine`` or ``linear`` (Poly, power 1)
+    decay to ``final_lr``, with warm-up.
 
     Step epochs are absolute (the lr drops after that many epochs, whatever the warm-up);
     warm-up lasts ``warmup_iters`` updates, or ``warmup_epochs`` epochs if that is given.
@@ -67,11 +93,13 @@ def make_lr_scheduler(lr, iters_per_epoch, num_epochs, mode="step", step_epochs=
     """
     warmup = int(round(warmup_epochs * iters_per_epoch)) if warmup_epochs else int(warmup_iters)
     kw = dict(base_lr=lr, warmup_steps=warmup, warmup_begin_lr=warmup_lr, warmup_mode=warmup_mode)
-    if mode == "cosine":
+    if mode in ("cosine", "linear"):  # linear: the triangular schedule of Page 2018 / airbench
         total = max(int(num_epochs * iters_per_epoch), warmup + 1)
+        if mode == "linear":
+            return mx.lr_scheduler.PolyScheduler(max_update=total, pwr=1, final_lr=final_lr, **kw)
         return mx.lr_scheduler.CosineScheduler(max_update=total, final_lr=final_lr, **kw)
     if mode != "step":
-        raise ValueError("lr scheduler must be 'step' or 'cosine', got %r" % (mode,))
+        raise ValueError("lr scheduler must be 'step', 'cosine' or 'linear', got %r" % (mode,))
     steps = [int(e * iters_per_epoch) for e in step_epochs if 0 < e < num_epochs]
     steps = [s for s in steps if s > warmup] or None
     if steps is None:
@@ -95,6 +123,7 @@ class FitConfig:
         self.kvstore = "local"
         self.engine = DEFAULT_ENGINE
         self.fuse = True                 # BatchNorm+ReLU fusion on oneDNN CPUs (training_graph)
+        self.dtype = "float32"           # compute precision (graph.precision; weights stay fp32)
         self.batch_size = 128            # per worker (split over contexts)
         self.num_classes = 10
         self.num_epochs = 1
@@ -120,9 +149,16 @@ class FitConfig:
         self.state_extra = {}            # merged into each checkpoint's training-state json
         self.best = {}                   # best validation accuracy so far (from a resumed state)
         self.epoch_end_callback = None   # f(epochs_done, record) after each epoch's checkpoint
+        self.val_sum = None              # dist, sharded validation: f([n, correct, loss]) -> sums
         self.plot = True
         self.progress_bar = None         # None: a tqdm bar only when stderr is a terminal
         self.logger = None
+        self.ema_decay = 0.0             # weight EMA (train/ema.py); 0: none
+        self.ema_every = 1               # EMA update every N optimizer steps
+        self.ema_resume = None           # (state dict, (arg, aux) average) of a resumed run
+        self.tta = ()                    # test-time augmentation views (train/tta.py)
+        self.init_images = None          # training images for __data_init__ (train/data_init.py)
+        self.lr_multipliers = None       # {param name: m}: lr x m, wd x 1/m (engine.scale_lr)
         for key, value in kw.items():
             if not hasattr(self, key):
                 raise TypeError("unknown FitConfig option %r" % key)
@@ -144,9 +180,13 @@ class _Run:
         self.batch_size = int(data_shape[0])
         self.engine = _make_engine(sym, data_shape, cfg)
         if cfg.states_file:
-            self.engine.load_states(cfg.states_file)
-            self.log.info("loaded optimizer state %s", cfg.states_file)
-        self.writer = bool(cfg.rank == 0 and cfg.model_prefix)
+            self.log.info("%s", self.engine.load_states(cfg.states_file))
+        if cfg.lr_multipliers:
+            self.engine.scale_lr(cfg.lr_multipliers)
+        self.ema = _make_ema(self.engine, cfg, self.log)
+        self.writer = bool(cfg.rank == 0 and cfg.model_prefix)  # the log and the curves
+        # every worker checkpoints, rank r > 0 under PREFIX-r: each host can resume alone
+        self.save_prefix = ckpt.rank_prefix(cfg.model_prefix, cfg.rank) if cfg.model_prefix else None
         self.epoch_log = EpochLog(cfg.model_prefix, plot=cfg.plot) if self.writer else None
         if self.epoch_log is not None:
             self.epoch_log.resume(cfg.begin_epoch)
@@ -168,6 +208,18 @@ class _Run:
         return int(opt.num_update) if opt is not None else 0
 
 
+def _make_ema(engine, cfg, log):
+    """The weight average of ``--ema-decay`` (None without), resumed from ``cfg.ema_resume``."""
+    if not cfg.ema_decay:
+        return None
+    state, saved = cfg.ema_resume or ({}, None)
+    average = ema.WeightEMA(cfg.ema_decay, cfg.ema_every, state.get("steps", 0),
+                            state.get("updates", 0)).start(engine.live_params(), saved)
+    log.info("weight EMA: decay %g every %d step(s)%s; checkpoints hold the average", cfg.ema_decay,
+             cfg.ema_every, ", resumed after %d updates" % average.updates if saved else "")
+    return average
+
+
 def _make_engine(sym, data_shape, cfg):
     """The configured engine bound on ``training_graph(sym)``, from the initial or given params."""
     label_shape = (data_shape[0], cfg.num_classes) if cfg.soft_labels else (data_shape[0],)
@@ -175,9 +227,12 @@ def _make_engine(sym, data_shape, cfg):
     np.random.seed(cfg.seed)
     if cfg.arg_params is None:
         arg_params, aux_params = initial_params(sym, data_shape, label_shape)
+        if cfg.init_images is not None:
+            data_init.apply(sym, arg_params, cfg.init_images, cfg.logger)
     else:
         arg_params, aux_params = cfg.arg_params, cfg.aux_params or {}
-    params = dict(cfg.optimizer_params)
+    params = dict(common.sibling("graph.precision").optimizer_params(cfg.dtype),
+                  **cfg.optimizer_params)
     if cfg.lr_scheduler_args:
         scheduler = make_lr_scheduler(params.get("learning_rate", 0.01), cfg.iters_per_epoch,
                                       cfg.num_epochs, **cfg.lr_scheduler_args)
@@ -185,16 +240,16 @@ def _make_engine(sym, data_shape, cfg):
             params["lr_scheduler"] = scheduler
     params["begin_num_update"] = int(cfg.begin_num_update)
     contexts = list(cfg.contexts)
-    return make_engine(cfg.engine, training_graph(sym, contexts, data_shape, cfg.fuse), contexts,
-                       data_shape, label_shape, arg_params, aux_params, cfg.optimizer, params,
-                       cfg.kvstore)
+    return make_engine(cfg.engine, training_graph(sym, contexts, data_shape, cfg.fuse, cfg.dtype),
+                       contexts, data_shape, label_shape, arg_params, aux_params, cfg.optimizer,
+                       params, cfg.kvstore)
 
 
 def fit(sym, train_iter, val_iter, config):
     """Train ``sym`` on ``train_iter`` from epoch ``config.begin_epoch`` to ``config.num_epochs``.
 
-    Returns the per-epoch records (also in ``<prefix>-log.jsonl``).  Checkpoints (rank 0
-    only) after every ``save_period`` epochs and after the last.  Raises TrainingDiverged
+    Returns the per-epoch records (also in ``<prefix>-log.jsonl``).  Checkpoints (every
+    worker; rank r > 0 under ``<prefix>-r``) after every ``save_period`` epochs and after the last.  Raises TrainingDiverged
     on a non-finite loss before anything of that epoch is saved.
     """
     cfg = config
@@ -217,7 +272,7 @@ def fit(sym, train_iter, val_iter, config):
             if run.epoch_log is not None:  # before the checkpoint: a resume truncates the log to it
                 run.epoch_log.append(record)
             done = epoch + 1
-            if run.writer and (done % max(cfg.save_period, 1) == 0 or done == cfg.num_epochs):
+            if run.save_prefix and (done % max(cfg.save_period, 1) == 0 or done == cfg.num_epochs):
                 _save_epoch(run, done, record)
             if cfg.epoch_end_callback is not None:
                 cfg.epoch_end_callback(done, record)
@@ -248,6 +303,7 @@ def _train_epoch(run, epoch, train_iter, show_bar):
             break
     mx.nd.waitall()
     elapsed = time.time() - tic
+    _require_finite(run, epoch, nbatch, nonfinite_params(run.engine))
     if bar is not None:
         bar.close()
     for name, value in run.train_metrics.name_value():
@@ -293,27 +349,49 @@ def _train_step(run, batch, rng, epoch, nbatch):
     n = run.batch_size - (batch.pad or 0)
     data, label, hard, target = _batch_targets(batch, run.cfg, rng, run.batch_size)
     run.engine.step(data, label)
+    if run.ema is not None:
+        run.ema.step(run.engine.live_params())
     probs = run.engine.output().asnumpy()
     soft = None if target is None else target[:n]
     loss = run.train_metrics.update(probs[:n], hard[:n], soft)
     run.speedometer.window.update(probs[:n], hard[:n], soft)
     if not math.isfinite(loss):
-        raise TrainingDiverged("loss became %s at epoch %d (Epoch[%d]), batch %d; training stopped, "
-                               "nothing of this epoch was saved; %s. Lower --lr or add warm-up "
-                               "(--warmup-epochs)" % (loss, epoch + 1, epoch, nbatch, _last_good(run)))
+        raise _diverged(run, epoch, nbatch, "the loss became %s" % loss)
+    _require_finite(run, epoch, nbatch, nonfinite_params(run.engine))
     return n
 
 
+def _require_finite(run, epoch, nbatch, bad_names):
+    """TrainingDiverged when ``bad_names`` (parameters holding NaN/Inf) is not empty."""
+    if bad_names:
+        shown = ", ".join(bad_names[:3]) + (" and %d more" % (len(bad_names) - 3)
+                                            if len(bad_names) > 3 else "")
+        raise _diverged(run, epoch, nbatch, "parameters became NaN/Inf (%s)" % shown)
+
+
+def _diverged(run, epoch, nbatch, what):
+    return TrainingDiverged("%s at epoch %d (Epoch[%d]), batch %d; training stopped, nothing of "
+                            "this epoch was saved; %s. Lower --lr or add warm-up (--warmup-epochs)"
+                            % (what, epoch + 1, epoch, nbatch, _last_good(run)))
+
+
 def _last_good(run):
-    if run.last_saved and run.cfg.model_prefix:
-        return "last good checkpoint: %s" % ckpt.checkpoint_paths(run.cfg.model_prefix,
+    if run.last_saved and run.save_prefix:
+        return "last good checkpoint: %s" % ckpt.checkpoint_paths(run.save_prefix,
                                                                   run.last_saved)["params"]
     return "no checkpoint saved yet"
 
 
 def _validate(run, epoch, val_iter, record):
     """Evaluate on ``val_iter``, log it, add it to ``record`` and track the best epoch."""
-    metrics = _evaluate(run.engine, val_iter, run.val_metrics)
+    tic = time.time()
+    with run.ema.applied(run.engine.live_params()) if run.ema else contextlib.nullcontext():
+        metrics = _evaluate(run.engine, val_iter, run.val_metrics, run.cfg.tta)
+    if run.cfg.val_sum is not None:  # each worker scored its shard: the metric of the whole set
+        samples, correct, metrics.loss_sum = run.cfg.val_sum(
+            [metrics.samples, metrics.correct, metrics.loss_sum])
+        metrics.samples, metrics.correct = int(round(samples)), int(round(correct))
+    record["val_time"] = time.time() - tic
     for name, value in metrics.name_value():
         run.log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
     record.update(val_loss=metrics.loss, val_error=1.0 - metrics.accuracy)
@@ -321,12 +399,13 @@ def _validate(run, epoch, val_iter, record):
         run.best = {"val_accuracy": metrics.accuracy, "epoch": epoch + 1}
 
 
-def _evaluate(engine, val_iter, metrics):
+def _evaluate(engine, val_iter, metrics, views=()):
+    """Metrics of ``engine.predict`` on ``val_iter``; averaged over the TTA ``views`` if any."""
     val_iter.reset()
     metrics.reset()
     for batch in val_iter:
         n = batch.data[0].shape[0] - (batch.pad or 0)
-        probs = engine.predict(batch.data[0]).asnumpy()[:n]
+        probs = tta.predict(engine.predict, batch.data[0], views)[:n]
         metrics.update(probs, batch.label[0].asnumpy()[:n])
     return metrics
 
@@ -335,10 +414,16 @@ def _save_epoch(run, done, record):
     """Write checkpoint ``done`` (params, optimizer state, training state) and log where."""
     cfg, engine = run.cfg, run.engine
     arg, aux = engine.get_params()
+    _require_finite(run, done - 1, run.cfg.iters_per_epoch or 0,  # nothing non-finite is written
+                    nonfinite_arrays(list(arg.items()) + list(aux.items())))
     state = dict(cfg.state_extra, num_update=run.num_update(), lr=record["lr"], best=run.best,
                  seed=cfg.seed, engine=engine.name, num_devices=len(run.contexts),
                  kvstore=kv_type(cfg.kvstore))
-    paths = ckpt.save_checkpoint(cfg.model_prefix, done, run.save_symbol, arg, aux,
+    if run.ema is not None:  # .params: the average users evaluate; .live: what training resumes
+        ema.save_live(ckpt.checkpoint_paths(run.save_prefix, done)["live"], arg, aux)
+        arg, aux = run.ema.params()
+        state["ema"] = run.ema.state()
+    paths = ckpt.save_checkpoint(run.save_prefix, done, run.save_symbol, arg, aux,
                                  engine.save_states if engine.can_save_states else None, state)
     run.last_saved = done
     run.log.info('Saved checkpoint to "%s" (%d epoch(s) completed; continue with --load-epoch %d)',

@@ -5,13 +5,15 @@ raises ``options.UsageError`` (a ``common.UserError``) here, as one line, so tha
 ``train_cifar.main`` can print it and exit 2 before MXNet binds anything.
 """
 import json
+import math
 import os
 
 from . import checkpoint as ckpt
-from . import common
+from . import common, run_prefix
 from .options import DATASETS, KVSTORES, UsageError, network_options
 
-__all__ = ["Job", "prepare", "resolve_data", "default_prefix", "count_examples"]
+__all__ = ["Job", "prepare", "load_checkpoint", "use_rank_copy", "resolve_data",
+           "default_prefix", "count_examples"]
 
 RECORDIO_MAGIC = b"\x0a\x23\xd7\xce"  # 0xced7230a, little endian
 
@@ -25,6 +27,10 @@ class Job:
         self.train_rec = self.val_rec = None
         self.begin_epoch, self.state = 0, {}
         self.arg_params = self.aux_params = self.states_file = None
+        self.states_note = None  # why the optimizer state is not restored, when it is not
+        self.resume_prefix = None  # the checkpoint copy resumed from (PREFIX or PREFIX-rank)
+        self.ema_resume = None  # (ema state, (arg, aux) average) of an EMA checkpoint
+        self.discard_epochs, self.discard_files = [], []  # run_prefix.clear_prefix removes them
 
 
 def prepare(args):
@@ -43,10 +49,17 @@ def prepare(args):
                                     num_layers=args.num_layers, image_shape=job.image_shape, **options)
     job.prefix = args.model_prefix or default_prefix(args)
     _load_resume_point(job)
+    run_prefix.check_ownership(job)
+    if not args.benchmark:
+        run_prefix.check_writable(job.prefix, "--model-prefix")
+    if args.log_file:
+        run_prefix.check_writable(args.log_file, "--log-file")
     return job
 
 
 def _check_numbers(args):
+    if args.data_nthreads is not None and args.data_nthreads < 1:
+        raise UsageError("--data-nthreads must be at least 1, got %d" % args.data_nthreads)
     if args.batch_size < 1:
         raise UsageError("--batch-size must be positive, got %d" % args.batch_size)
     if args.num_epochs < 1:
@@ -60,6 +73,58 @@ def _check_numbers(args):
     except ValueError:
         raise UsageError("--lr-step-epochs %r is not a comma-separated list of epochs, e.g. 82,123"
                          % args.lr_step_epochs)
+    if not all(math.isfinite(e) and e >= 0 for e in args.step_epochs):
+        raise UsageError("--lr-step-epochs %r: epochs must be finite and >= 0, e.g. 82,123"
+                         % args.lr_step_epochs)
+    _check_ranges(args)
+    _check_fast_flags(args)
+
+
+#: (flag, test, what the value must be) of the numeric flags; NaN fails every test.
+_RANGES = (
+    ("--lr", lambda v: v > 0, "a positive learning rate, e.g. 0.1"),
+    ("--wd", lambda v: v >= 0, ">= 0, e.g. 1e-4"),
+    ("--mom", lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.9"),
+    ("--lr-factor", lambda v: 0 < v <= 1, "in (0, 1], e.g. 0.1"),
+    ("--final-lr", lambda v: v >= 0, ">= 0"),
+    ("--warmup-epochs", lambda v: v >= 0, ">= 0 (0: no warm-up)"),
+    ("--warmup-iters", lambda v: v >= 0, ">= 0 (0: no warm-up)"),
+    ("--warmup-lr", lambda v: v >= 0, ">= 0"),
+    ("--label-smoothing", lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.1"),
+    ("--mixup-alpha", lambda v: v >= 0, ">= 0 (0: no mixup), e.g. 0.2"),
+    ("--save-period", lambda v: v >= 1, ">= 1 epoch"),
+    ("--disp-batches", lambda v: v >= 0, ">= 0 (0: no speed lines)"),
+    ("--num-batches", lambda v: v >= 1, ">= 1"),
+    ("--num-examples", lambda v: v >= 1, ">= 1"),
+    ("--seed", lambda v: 0 <= v < 2 ** 32, "in [0, 2^32)"),
+    ("--memonger", lambda v: v in (0, 1), "0 or 1"),
+    ("--benchmark", lambda v: v in (0, 1), "0 or 1"),
+    ("--deterministic", lambda v: v in (0, 1), "0 or 1"),
+)
+
+
+def _check_ranges(args):
+    """Every numeric flag in its range (``_RANGES``): ``--lr nan`` or ``--lr -1`` stop here, not
+    deep inside MXNet or as gradient ascent."""
+    for flag, test, what in _RANGES:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and test(value)):
+            raise UsageError("%s must be %s, got %r" % (flag, what, value))
+
+
+def _check_fast_flags(args):
+    """--ema-decay/--ema-every, --tta, --crop-pad and --bn-bias-lr-mult (the fast recipe's)."""
+    from . import ema, tta
+    problem = ema.check_decay(args.ema_decay, args.ema_every) if args.ema_decay else None
+    if problem:
+        raise UsageError(problem)
+    args.tta_views = tta.parse(args.tta)
+    if args.crop_pad < 0:
+        raise UsageError("--crop-pad must be >= 0 pixels, got %d" % args.crop_pad)
+    if not args.bn_bias_lr_mult > 0:
+        raise UsageError("--bn-bias-lr-mult must be positive, got %r" % (args.bn_bias_lr_mult,))
 
 
 def _check_devices(job):
@@ -72,7 +137,8 @@ def _check_devices(job):
         raise UsageError("--kv-store %s needs the DMLC_* environment of a launcher: run python "
                          "train/launch.py -n WORKERS -s SERVERS -- python train/train_cifar.py ..."
                          % args.kv_store)
-    job.contexts = fit.parse_devices(args.gpus, args.cpus)
+    job.contexts = fit.check_gpus(fit.parse_devices(args.gpus, args.cpus))
+    common.sibling("graph.precision").check_supported(args.dtype, job.contexts)
     if args.batch_size % len(job.contexts):
         raise UsageError("--batch-size %d is not divisible by the %d devices; use a multiple of %d"
                          % (args.batch_size, len(job.contexts), len(job.contexts)))
@@ -100,33 +166,75 @@ def _check_classes(job):
 def _load_resume_point(job):
     """``--load-epoch N`` / ``--resume``: the checkpoint's params, state and optimizer file."""
     args = job.args
+    # a dist worker on a host without rank 0's files resumes from the copy this host has
+    source = job.resume_prefix = ckpt.resume_prefix(job.prefix, args.kv_store.startswith("dist"))
     load_epoch = args.load_epoch
     if args.resume:
-        load_epoch = ckpt.latest_epoch(job.prefix)
+        load_epoch = ckpt.latest_epoch(source)
         if load_epoch is None:
             raise UsageError("--resume: no complete checkpoint under --model-prefix %s (expected %s)"
                              % (job.prefix, ckpt.checkpoint_paths(job.prefix, 1)["params"]))
     if load_epoch is None:
         return
+    if load_epoch:
+        ckpt.require_epoch(source, load_epoch)  # "does not exist; saved epochs: ..."
     if load_epoch >= args.num_epochs:
         raise UsageError("checkpoint %d already has --num-epochs %d epochs; raise --num-epochs"
                          % (load_epoch, args.num_epochs))
     if load_epoch == 0:
         return
-    _, job.arg_params, job.aux_params = ckpt.load_params(job.prefix, load_epoch)
-    _check_fits(job, load_epoch)
-    job.state = ckpt.load_state(job.prefix, load_epoch)
-    states = ckpt.checkpoint_paths(job.prefix, load_epoch)["states"]
-    same_layout = job.state.get("engine", job.engine) == job.engine and \
-        job.state.get("num_devices", len(job.contexts)) == len(job.contexts)
-    job.states_file = states if os.path.exists(states) and same_layout else None
+    load_checkpoint(job, source, load_epoch)
     job.begin_epoch = load_epoch
+
+
+def load_checkpoint(job, prefix, epoch):
+    """Params, training state, EMA and optimizer-state file of checkpoint ``epoch`` under
+    ``prefix`` into ``job`` (``job.resume_prefix`` says which copy)."""
+    job.resume_prefix = prefix
+    _, job.arg_params, job.aux_params = ckpt.load_params(prefix, epoch)
+    _check_fits(job, epoch)
+    job.state = ckpt.load_state(prefix, epoch)
+    if job.state.get("ema"):  # .params holds the average; training continues from the live weights
+        from . import ema
+        job.ema_resume = (job.state["ema"], (job.arg_params, job.aux_params))
+        job.arg_params, job.aux_params = ema.load_live(ckpt.checkpoint_paths(prefix, epoch)["live"])
+    states = ckpt.checkpoint_paths(prefix, epoch)["states"]
+    job.states_file, job.states_note = _states_to_restore(job, states)
+
+
+def use_rank_copy(job, rank):
+    """Worker ``rank`` > 0 of a dist job continues from its own copy ``PREFIX-rank`` when
+    this host has it at the epoch being resumed (so it keeps its own BatchNorm statistics).
+    True when it switched to that copy."""
+    own = ckpt.rank_prefix(job.prefix, rank)
+    if not job.begin_epoch or own == job.resume_prefix or \
+            not os.path.exists(ckpt.checkpoint_paths(own, job.begin_epoch)["state"]):
+        return False
+    load_checkpoint(job, own, job.begin_epoch)
+    return True
+
+
+def _states_to_restore(job, states):
+    """``(states file or None, why not)``.  The project's own .states (train/opt_states.py)
+    load onto any devices and either engine; MXNet's pickled ones only onto the same."""
+    if not os.path.exists(states):
+        kv = job.state.get("kvstore", "")
+        why = ("the optimizer ran on the servers of --kv-store %s, which a worker cannot save"
+               % kv) if kv.startswith("dist") and "async" in kv else "no .states file was saved"
+        return None, why
+    from . import opt_states
+    if opt_states.is_own_format(states):
+        return states, None
+    if job.state.get("engine", job.engine) == job.engine and \
+            job.state.get("num_devices", len(job.contexts)) == len(job.contexts):
+        return states, None
+    return None, "%s is MXNet's own format, saved by another engine or device count" % states
 
 
 def _check_fits(job, epoch):
     """The checkpoint's parameters are the names and shapes this network needs."""
     from . import engines
-    source = ckpt.checkpoint_paths(job.prefix, epoch)["params"]
+    source = ckpt.checkpoint_paths(job.resume_prefix or job.prefix, epoch)["params"]
     wanted = set(job.symbol.list_arguments()) - {"data"} - set(engines.label_names(job.symbol))
     missing = sorted(wanted - set(job.arg_params))
     if missing:
@@ -170,6 +278,8 @@ def resolve_data(args):
     data_dir = os.path.expanduser(args.data_dir or os.path.join("~", ".mxnet", "datasets", args.dataset))
     train_rec = args.data_train or os.path.join(data_dir, "%s_train.rec" % args.dataset)
     val_rec = args.data_val or os.path.join(data_dir, "%s_val.rec" % args.dataset)
+    if args.data_val is not None and args.data_val.strip().lower() in ("", "none"):
+        val_rec = None  # --data-val none: train without validation
     _check_rec(train_rec, "--data-train")
     if val_rec:
         _check_rec(val_rec, "--data-val")
@@ -191,10 +301,20 @@ def default_prefix(args):
 
 
 def count_examples(job):
-    """Training images: --num-examples, the stats of --data-dir, or counted in the .rec."""
+    """Training images: --num-examples, the stats of --data-dir, or counted in the .rec.
+
+    --num-examples above the records there are is refused: the epoch would be counted longer
+    than the data, so in a dist job a worker would wait for batches its peers never push
+    (MXNet issue #7888, the last-batch deadlock).  A smaller number is allowed; it only
+    shortens the epoch length the schedule counts with.
+    """
     args = job.args
-    if args.num_examples:
-        return args.num_examples
     if job.stats and job.stats.get("num_train") and not args.data_train:
-        return int(job.stats["num_train"])
-    return common.sibling("data.recfile").count_records(job.train_rec)
+        real = int(job.stats["num_train"])
+    else:
+        real = common.sibling("data.recfile").count_records(job.train_rec)
+    if args.num_examples and args.num_examples > real:
+        raise UsageError("--num-examples %d is more than the %d records in %s; drop it (the "
+                         "count is read from the data) or give at most %d"
+                         % (args.num_examples, real, job.train_rec, real))
+    return args.num_examples or real

@@ -16,9 +16,21 @@ every node is forwarded line by line with a ``[role index]`` prefix.  The index 
 launch order; ps-lite assigns ``kv.rank`` itself, and the trainer shards data by
 ``kv.rank`` / ``kv.num_workers``.
 
+GPUs: ``--gpus-per-worker K`` (or ``--gpus 0,1,2,3`` split evenly) gives each worker of a
+host its own GPUs through ``CUDA_VISIBLE_DEVICES`` and renumbers the command's ``--gpus`` to
+``0..K-1``, the way CUDA numbers visible devices (``mx.gpu(0)`` is the worker's first GPU)::
+
+    python train/launch.py -n 2 -s 2 --gpus-per-worker 2 -- \\
+        python train/train_cifar.py --gpus 0,1 --kv-store dist_device_sync ...
+
+Threads: each worker gets its share of the host's physical cores (less MXNet's GPU reserve),
+servers and the scheduler one thread (``node_command``).  A worker that printed a Python
+traceback and is still running ``--traceback-grace`` seconds later (60 by default: after an
+exception MXNet's dist kvstore waits for peers that wait for it) ends the job.
+
 Exit status: 0 when every worker exited 0; otherwise the failing node's status (128+signal
-for a node killed by a signal), 124 on ``--timeout``, 130/143 on Ctrl-C/SIGTERM, 2 for bad
-arguments.
+for a node killed by a signal), 1 for a worker stuck after a traceback, 124 on
+``--timeout``, 130/143 on Ctrl-C/SIGTERM, 2 for bad arguments.
 """
 import os
 import sys
@@ -33,43 +45,13 @@ import shlex
 import signal
 import socket
 import subprocess
-import threading
-import time
+
+from . import common, runtime
+from .supervisor import (SHUTDOWN_GRACE, TRACEBACK_GRACE, Job, JobFailed, Node,  # noqa: F401
+                         describe)
 
 __all__ = ["Node", "JobFailed", "plan_nodes", "node_env", "ssh_command", "read_hostfile",
-           "free_port", "run_job", "main"]
-
-#: Seconds given to servers and scheduler to shut down after the last worker exited 0.
-SHUTDOWN_GRACE = 30.0
-#: Seconds between SIGTERM and SIGKILL when the job is torn down.
-KILL_GRACE = 5.0
-POLL_INTERVAL = 0.1
-
-
-class JobFailed(Exception):
-    """The distributed job could not start or a node failed; ``exit_code`` says how."""
-
-    def __init__(self, message, exit_code=1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class Node:
-    """One process of the job: its role (scheduler/server/worker), index and host."""
-
-    def __init__(self, role, index, host=None, port=22):
-        self.role, self.index, self.host, self.port = role, index, host, port
-        self.proc = None
-        self.returncode = None
-        self.readers = []
-
-    @property
-    def label(self):
-        return self.role if self.role == "scheduler" else "%s %d" % (self.role, self.index)
-
-    def __repr__(self):
-        where = "" if self.host is None else "@%s" % self.host
-        return "<Node %s%s>" % (self.label, where)
+           "free_port", "split_gpus", "node_command", "run_job", "main"]
 
 
 def read_hostfile(path):
@@ -175,146 +157,6 @@ def rsync_command(host, port, source, destination):
             source.rstrip("/") + "/", "%s:%s/" % (host, destination.rstrip("/"))]
 
 
-def _set_parent_death_signal():
-    """Linux: the child gets SIGKILL if the launcher itself is killed (no orphans)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _forward(stream, sink, prefix, lock):
-    """Copy ``stream`` to ``sink`` line by line, each line prefixed."""
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace")
-        if not line.endswith("\n"):
-            line += "\n"
-        with lock:
-            sink.write(prefix + line)
-            sink.flush()
-    stream.close()
-
-
-def _signal_group(proc, sig):
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _describe(code):
-    return "killed by %s" % signal.Signals(-code).name if code < 0 else "exit status %d" % code
-
-
-def _status(code):
-    return 128 - code if code < 0 else code
-
-
-class Job:
-    """The running processes of one job, their output forwarding and their teardown."""
-
-    def __init__(self, nodes, stdout=None, stderr=None):
-        self.nodes = nodes
-        self.stdout = stdout or sys.stdout
-        self.stderr = stderr or sys.stderr
-        self.lock = threading.Lock()
-
-    def start(self, node, argv, env):
-        node.proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.PIPE if node.host else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_set_parent_death_signal if sys.platform.startswith("linux") else None)
-        prefix = "[%s] " % node.label
-        for stream, sink in ((node.proc.stdout, self.stdout), (node.proc.stderr, self.stderr)):
-            reader = threading.Thread(target=_forward, args=(stream, sink, prefix, self.lock),
-                                      daemon=True)
-            reader.start()
-            node.readers.append(reader)
-
-    def say(self, message):
-        with self.lock:
-            self.stderr.write("[launch] %s\n" % message)
-            self.stderr.flush()
-
-    def running(self):
-        return [n for n in self.nodes if n.proc is not None and n.returncode is None]
-
-    def poll(self):
-        """Nodes that ended since the last call."""
-        ended = []
-        for node in self.running():
-            code = node.proc.poll()
-            if code is not None:
-                node.returncode = code
-                ended.append(node)
-        return ended
-
-    def terminate(self, grace=KILL_GRACE):
-        """SIGTERM every live process group, SIGKILL what is left after ``grace`` seconds."""
-        live = self.running()
-        for node in live:
-            _signal_group(node.proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.running() and time.monotonic() < deadline:
-            self.poll()
-            time.sleep(POLL_INTERVAL)
-        for node in self.running():
-            _signal_group(node.proc, signal.SIGKILL)
-        for node in live:
-            try:
-                node.returncode = node.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # Processes of a group may still hold the pipes for a moment; never wait for long.
-        for node in self.nodes:
-            for reader in node.readers:
-                reader.join(timeout=1.0)
-            if node.proc is not None and node.proc.stdin:
-                try:
-                    node.proc.stdin.close()
-                except OSError:
-                    pass
-
-    def supervise(self, timeout=None, shutdown_grace=SHUTDOWN_GRACE):
-        """Wait for the workers; return 0, or raise ``JobFailed`` after tearing everything down."""
-        started = time.monotonic()
-        workers = [n for n in self.nodes if n.role == "worker"]
-        service_done_at = None  # first time a server/scheduler exited 0 with workers running
-        try:
-            while True:
-                for node in self.poll():
-                    if node.returncode != 0:
-                        raise JobFailed("%s failed (%s); stopping the job"
-                                        % (node.label, _describe(node.returncode)),
-                                        _status(node.returncode) or 1)
-                    if node.role != "worker" and service_done_at is None:
-                        service_done_at = time.monotonic()
-                now = time.monotonic()
-                if all(w.returncode == 0 for w in workers):
-                    break
-                if service_done_at is not None and now - service_done_at > shutdown_grace:
-                    raise JobFailed("a server/scheduler finished but workers are still running "
-                                    "after %.0f s; stopping the job" % shutdown_grace)
-                if timeout is not None and now - started > timeout:
-                    raise JobFailed("job still running after --timeout %g s; stopping it" % timeout, 124)
-                time.sleep(POLL_INTERVAL)
-            deadline = time.monotonic() + shutdown_grace
-            while self.running() and time.monotonic() < deadline:
-                for node in self.poll():
-                    if node.returncode != 0:
-                        self.say("%s ended with %s after the workers finished"
-                                 % (node.label, _describe(node.returncode)))
-                time.sleep(POLL_INTERVAL)
-            if self.running():
-                self.say("servers/scheduler still running %.0f s after the workers finished; "
-                         "stopping them" % shutdown_grace)
-            return 0
-        finally:
-            self.terminate()
-
-
 def _parse_pairs(values, option):
     pairs = {}
     for value in values:
@@ -326,13 +168,128 @@ def _parse_pairs(values, option):
     return pairs
 
 
+def parse_gpu_ids(text, option="--gpus"):
+    """``"0,1,3"`` -> ``[0, 1, 3]``; ``JobFailed`` (exit 2) for anything else."""
+    items = [item.strip() for item in str(text).split(",")]
+    if not items or not all(item.isdigit() for item in items):
+        raise JobFailed("%s %r is malformed: use comma-separated GPU ids, e.g. %s 0,1,2,3"
+                        % (option, text, option), 2)
+    ids = [int(item) for item in items]
+    if len(set(ids)) != len(ids):
+        raise JobFailed("%s %r lists a GPU twice" % (option, text), 2)
+    return ids
+
+
+def _workers_on(nodes, host):
+    return [n for n in nodes if n.role == "worker" and n.host == host]
+
+
+def split_gpus(nodes, gpus=None, per_worker=None):
+    """``{worker index: [GPU ids]}``: each worker of a host gets its own consecutive GPUs.
+
+    ``gpus`` (a list of ids on every host) is split evenly between the workers of a host,
+    or ``per_worker`` at a time; ``per_worker`` alone takes GPUs ``0 .. W*per_worker-1`` of
+    a host with W workers.  Neither: ``{}`` (every worker sees every GPU, as before).
+    """
+    if gpus is None and per_worker is None:
+        return {}
+    if per_worker is not None and per_worker < 1:
+        raise JobFailed("--gpus-per-worker must be at least 1, got %d" % per_worker, 2)
+    assigned = {}
+    for host in sorted({n.host for n in nodes if n.role == "worker"}, key=str):
+        workers = _workers_on(nodes, host)
+        where = "this machine" if host is None else host
+        if per_worker is None and len(gpus) % len(workers):
+            raise JobFailed("--gpus lists %d GPU(s) for the %d workers on %s: give a multiple "
+                            "of %d, or --gpus-per-worker" % (len(gpus), len(workers), where,
+                                                              len(workers)), 2)
+        k = per_worker or len(gpus) // len(workers)
+        pool = list(range(k * len(workers))) if gpus is None else list(gpus)
+        if len(pool) < k * len(workers):
+            raise JobFailed("%d workers on %s with %d GPU(s) each need %d GPUs, --gpus lists %d"
+                            % (len(workers), where, k, k * len(workers), len(pool)), 2)
+        for i, node in enumerate(workers):
+            assigned[node.index] = pool[i * k:(i + 1) * k]
+    return assigned
+
+
+def _visible(ids, node):
+    """CUDA_VISIBLE_DEVICES for ``ids``, read through this shell's own CUDA_VISIBLE_DEVICES
+    for local nodes (``--gpus 0`` under CUDA_VISIBLE_DEVICES=2,3 is physical GPU 2)."""
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if node.host is not None or parent is None or not parent.strip():
+        return ",".join(str(i) for i in ids)
+    visible = [item.strip() for item in parent.split(",") if item.strip()]
+    if max(ids) >= len(visible):
+        raise JobFailed("GPU %d asked for, but CUDA_VISIBLE_DEVICES=%s shows only %d GPU(s)"
+                        % (max(ids), parent, len(visible)), 2)
+    return ",".join(visible[i] for i in ids)
+
+
+def _rewrite_gpus(command, count):
+    """``command`` with its ``--gpus`` value replaced by ``0,...,count-1``; (argv, found)."""
+    argv, found, local = list(command), False, ",".join(str(i) for i in range(count))
+    for i, arg in enumerate(argv):
+        if arg == "--gpus" and i + 1 < len(argv):
+            argv[i + 1], found = local, True
+        elif arg.startswith("--gpus="):
+            argv[i], found = "--gpus=" + local, True
+    return argv, found
+
+
+def node_command(node, command, assigned, host_workers):
+    """``(argv, env defaults)`` for ``node``.
+
+    A worker with assigned GPUs gets ``CUDA_VISIBLE_DEVICES`` set to them and its
+    ``--gpus`` flag (if the command has one) renumbered ``0..k-1``: MXNet numbers the visible
+    devices from 0, so ``mx.gpu(0)`` is the worker's first own GPU.  Threads: a worker
+    gets its share of this host's cores (:func:`train.runtime.omp_threads`, physical cores,
+    cgroup quota, GPU reserve); locally as OMP_NUM_THREADS, remotely as
+    ``MXCNN_WORKERS_PER_HOST`` for the trainer's ``runtime.configure()`` to apply there.
+    Servers and the scheduler get one thread.  The user's own values win (run_job).
+    """
+    if node.role != "worker":
+        return list(command), {"OMP_NUM_THREADS": "1"}
+    argv, env = list(command), {runtime.WORKERS_PER_HOST_ENV: str(max(1, len(host_workers)))}
+    ids = assigned.get(node.index)
+    if ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = _visible(ids, node)
+        argv, _ = _rewrite_gpus(command, len(ids))
+    if node.host is None:
+        uses_gpu = bool(ids) or runtime.argv_uses_gpu(command)
+        env["OMP_NUM_THREADS"] = str(runtime.omp_threads(common.usable_cores(physical=True),
+                                                         uses_gpu, len(host_workers)))
+    return argv, env
+
+
+def _warn_shared_gpus(job, nodes, command, assigned):
+    """Say how the GPUs are shared: unsplit ``--gpus`` on co-located workers, or a split
+    with no ``--gpus`` flag in the command to renumber."""
+    if assigned:
+        if not _rewrite_gpus(command, 1)[1]:
+            job.say("the command has no --gpus flag: each worker sees only its own GPUs "
+                    "(CUDA_VISIBLE_DEVICES), numbered from 0")
+        return
+    if not runtime.argv_uses_gpu(command):
+        return
+    hosts = {n.host for n in nodes if n.role == "worker"}
+    crowded = sorted((h for h in hosts if len(_workers_on(nodes, h)) > 1), key=str)
+    if crowded:
+        job.say("every worker on %s uses all the command's --gpus; give --gpus-per-worker K "
+                "(or --gpus LIST to split them) so that each gets its own"
+                % ", ".join("this machine" if h is None else h for h in crowded))
+
+
 def run_job(command, num_workers, num_servers=None, launcher="local", hostfile=None,
             sync_dst_dir=None, env_server=(), env_worker=(), env=(), host_ip=None,
-            timeout=None, shutdown_grace=SHUTDOWN_GRACE, stdout=None, stderr=None):
+            timeout=None, shutdown_grace=SHUTDOWN_GRACE, stdout=None, stderr=None,
+            gpus=None, gpus_per_worker=None, traceback_grace=TRACEBACK_GRACE):
     """Run ``command`` (argv list) as a ps-lite job; return 0 or raise ``JobFailed``.
 
     ``env_server``/``env_worker`` are ``NAME=VALUE`` strings for that role only; ``env``
     names variables of this shell to pass to remote nodes (local nodes inherit everything).
+    ``gpus`` (ids) / ``gpus_per_worker`` give each worker of a host its own GPUs
+    (:func:`split_gpus`, :func:`node_command`).
     """
     if not command:
         raise JobFailed("no command to launch; put it after '--', e.g. "
@@ -370,36 +327,37 @@ def run_job(command, num_workers, num_servers=None, launcher="local", hostfile=N
             result = subprocess.run(rsync_command(host, port, os.getcwd(), sync_dst_dir))
             if result.returncode != 0:
                 raise JobFailed("rsync of %s to %s:%s failed (%s)"
-                                % (os.getcwd(), host, sync_dst_dir, _describe(result.returncode)))
+                                % (os.getcwd(), host, sync_dst_dir, describe(result.returncode)))
 
     nodes = plan_nodes(num_workers, num_servers, hosts)
+    assigned = split_gpus(nodes, gpus, gpus_per_worker)
     job = Job(nodes, stdout, stderr)
+    _warn_shared_gpus(job, nodes, command, assigned)
     try:
         for node in nodes:
             extra = dict(role_env[node.role])
             dmlc = node_env(node, root_uri, root_port, num_workers, num_servers, extra)
+            argv, env = node_command(node, command, assigned, _workers_on(nodes, node.host))
             if node.host is None:  # the scheduler always, everything with --launcher local
                 child_env = dict(os.environ)
                 child_env.setdefault("PYTHONUNBUFFERED", "1")
-                if launcher == "local" and "OMP_NUM_THREADS" not in os.environ and not \
-                        {"OMP_NUM_THREADS"} & set(extra):
-                    # Nodes share this machine's cores: split them between the workers.
-                    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-                        else (os.cpu_count() or 1)
-                    share = max(1, cores // num_workers) if node.role == "worker" else 1
-                    child_env["OMP_NUM_THREADS"] = str(share)
+                for key, value in env.items():
+                    if key not in os.environ or key == "CUDA_VISIBLE_DEVICES":
+                        child_env[key] = value
                 child_env.update(dmlc)
-                job.start(node, list(command), child_env)
+                job.start(node, argv, child_env)
             else:
-                remote = dict(passed, PYTHONUNBUFFERED="1", **dmlc)
-                job.start(node, ssh_command(node.host, node.port, remote, command, workdir), None)
+                remote = dict(env, **passed)
+                remote.update(PYTHONUNBUFFERED="1", **dmlc)
+                job.start(node, ssh_command(node.host, node.port, remote, argv, workdir), None)
     except OSError as exc:
         job.terminate()
         raise JobFailed("cannot start %r: %s" % (command[0], exc.strerror), 2)
     except BaseException:
         job.terminate()
         raise
-    return job.supervise(timeout=timeout, shutdown_grace=shutdown_grace)
+    return job.supervise(timeout=timeout, shutdown_grace=shutdown_grace,
+                         traceback_grace=traceback_grace)
 
 
 def build_parser():
@@ -425,8 +383,17 @@ def build_parser():
                         help="set a variable for workers (repeatable)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME",
                         help="ssh: pass this shell's value of NAME to every node (repeatable)")
+    parser.add_argument("--gpus", help="GPU ids of each host to split between its workers, "
+                                       "e.g. 0,1,2,3 (each worker sees its own as 0..k-1)")
+    parser.add_argument("--gpus-per-worker", type=int, metavar="K",
+                        help="give each worker K GPUs of its host (from --gpus, else 0,1,...): "
+                             "CUDA_VISIBLE_DEVICES per worker, its --gpus renumbered 0..K-1")
     parser.add_argument("--timeout", type=float,
-                        help="stop the job (exit 124) if it runs longer than this many seconds")
+                        help="stop the job (exit 124) if it runs longer than this many seconds "
+                             "(default: none; a failing node or --traceback-grace ends it)")
+    parser.add_argument("--traceback-grace", type=float, default=TRACEBACK_GRACE,
+                        help="stop the job when a worker is still running this many seconds "
+                             "after printing a Python traceback (0: never; default: %(default)s)")
     parser.add_argument("--shutdown-grace", type=float, default=SHUTDOWN_GRACE,
                         help="seconds servers/scheduler get to exit after the workers finished "
                              "(default: %(default)s)")
@@ -444,9 +411,12 @@ def main(argv=None):
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        gpus = parse_gpu_ids(args.gpus) if args.gpus else None
         return run_job(command, args.num_workers, args.num_servers, args.launcher,
                        args.hostfile, args.sync_dst_dir, args.env_server, args.env_worker,
-                       args.env, args.host_ip, args.timeout, args.shutdown_grace)
+                       args.env, args.host_ip, args.timeout, args.shutdown_grace,
+                       gpus=gpus, gpus_per_worker=args.gpus_per_worker,
+                       traceback_grace=args.traceback_grace)
     except JobFailed as exc:
         sys.stderr.write("mxcnn-launch: %s\n" % exc)
         return exc.exit_code

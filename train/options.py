@@ -42,7 +42,11 @@ def build_parser(suppress_defaults=False):
         epilog="presets (explicit flags override them):\n" + describe_presets() +
                "\n\ncheckpoints: PREFIX-symbol.json, and after N completed epochs PREFIX-NNNN.params,"
                "\n.states (optimizer) and .json (training state). --load-epoch N / --resume continue"
-               "\nwith epoch N+1; the log numbers epochs from 0 (Epoch[N] is the (N+1)-th epoch).")
+               "\nwith epoch N+1; the log numbers epochs from 0 (Epoch[N] is the (N+1)-th epoch)."
+               "\nA run owns its prefix: a new run where another one is refuses (--resume, another"
+               "\n--model-prefix or --overwrite). The .json, written last, records the other files'"
+               "\nsizes and SHA-256: an epoch without it was cut short and is not resumed from."
+               "\nA NaN/Inf loss or parameter stops training (exit 1) before anything is saved.")
     for title, add_flags in (("network", _network_flags), ("data", _data_flags),
                              ("devices", _device_flags), ("optimization", _optimization_flags),
                              ("checkpoints and logs", _checkpoint_flags)):
@@ -75,12 +79,22 @@ def _data_flags(g, default):
                    help="folder with <dataset>_train.rec/_val.rec/_stats.json "
                         "(default ~/.mxnet/datasets/<dataset>)")
     g.add_argument("--data-train", default=default(None), help="training .rec (default from --data-dir)")
-    g.add_argument("--data-val", default=default(None), help="validation .rec (default from --data-dir)")
+    g.add_argument("--data-val", default=default(None),
+                   help="validation .rec (default from --data-dir); 'none': train without validation")
     g.add_argument("--num-examples", type=int, default=default(None),
-                   help="training images (default: counted from the data)")
+                   help="training images (default: counted from the data; at most that many)")
+    g.add_argument("--data-nthreads", type=int, default=default(None),
+                   help="decoding threads: ImageRecordIter's preprocess_threads for data too big "
+                        "for memory (MXNet's default 4, capped at cores/2-1), else the one-off "
+                        "decode (default: the usable cores)")
     g.add_argument("--benchmark", type=int, default=default(0),
                    help="1: synthetic data, report speed only (no data files, no checkpoints)")
     g.add_argument("--num-batches", type=int, default=default(50), help="batches per --benchmark epoch")
+    g.add_argument("--crop-pad", type=int, default=default(4),
+                   help="training augmentation: zero padding before the random crop (default 4)")
+    g.add_argument("--tta", default=default("none"), metavar="VIEWS",
+                   help="test-time augmentation at validation: none, flip, translate or "
+                        "flip,translate (mean probability over the views; train/tta.py)")
 
 
 def _device_flags(g, default):
@@ -96,6 +110,9 @@ def _device_flags(g, default):
     g.add_argument("--no-fusion", action="store_true", default=default(False),
                    help="bind the graph as built: no BatchNorm+ReLU fusion on oneDNN CPUs "
                         "(graph.fusion; checkpoints are the same either way)")
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=default("float32"),
+                   help="compute precision, float32 master weights and checkpoints either way "
+                        "(graph.precision): float16 on GPUs, bfloat16 on CPUs with avx512_bf16")
 
 
 def _optimization_flags(g, default):
@@ -105,7 +122,10 @@ def _optimization_flags(g, default):
     g.add_argument("--num-epochs", type=int, default=default(164))
     g.add_argument("--optimizer", default=default("sgd"), help="sgd, nag, adam, ... (mx.optimizer)")
     g.add_argument("--lr", type=float, default=default(0.1))
-    g.add_argument("--lr-scheduler", choices=("step", "cosine"), default=default("step"))
+    g.add_argument("--lr-scheduler", choices=("step", "cosine", "linear"), default=default("step"),
+                   help="step, cosine, or linear decay to --final-lr after the warm-up")
+    g.add_argument("--final-lr", type=float, default=default(0.0),
+                   help="learning rate at the end of a cosine/linear schedule")
     g.add_argument("--lr-factor", type=float, default=default(0.1))
     g.add_argument("--lr-step-epochs", default=default("82,123"), help="epochs after which lr *= factor")
     g.add_argument("--warmup-epochs", type=float, default=default(0.0))
@@ -116,6 +136,12 @@ def _optimization_flags(g, default):
     g.add_argument("--wd", type=float, default=default(1e-4))
     g.add_argument("--label-smoothing", type=float, default=default(0.0))
     g.add_argument("--mixup-alpha", type=float, default=default(0.0))
+    g.add_argument("--ema-decay", type=float, default=default(0.0),
+                   help="weight EMA decay, e.g. 0.99: validate and save the averaged weights "
+                        "(train/ema.py; 0 = off)")
+    g.add_argument("--ema-every", type=int, default=default(1), help="EMA update every N steps")
+    g.add_argument("--bn-bias-lr-mult", type=float, default=default(1.0),
+                   help="lr x M and wd x 1/M for the BatchNorm biases (betas); Page 2018 uses 64")
     g.add_argument("--seed", type=int, default=default(0))
     g.add_argument("--deterministic", type=int, default=default(0),
                    help="1: MXNET_ENFORCE_DETERMINISM=1 (exact resume; seeds are always fixed)")
@@ -130,6 +156,10 @@ def _checkpoint_flags(g, default):
                    help="load PREFIX-NNNN.params (N completed epochs) and continue with epoch N+1")
     g.add_argument("--resume", action="store_true", default=default(False),
                    help="continue from the newest complete checkpoint of --model-prefix")
+    g.add_argument("--overwrite", action="store_true", default=default(False),
+                   help="replace the run under --model-prefix: its checkpoints, log and curves "
+                        "are deleted just before training (with --load-epoch N: the checkpoints "
+                        "after N); without it a new run there refuses to start")
     g.add_argument("--disp-batches", type=int, default=default(20), help="speed line every N batches")
     g.add_argument("--log-file", default=default(None), help="also write the log here")
     g.add_argument("--no-plot", action="store_true", default=default(False), help="skip the curves PNG")

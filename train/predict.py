@@ -1,7 +1,7 @@
 """Inference from a checkpoint: the inference graph, a checked Module, image preprocessing.
 
     from train.predict import Predictor
-    p = Predictor("runs/r20", 160, stats="cifar10_stats.json")
+    p = Predictor("runs/r20", 160)          # mean/std, image shape, class names from the checkpoint
     p.predict_files(["cat.png"], top_k=5)   # [[(3, 'cat', 0.91), (5, 'dog', 0.04), ...]]
 
 Any MXNet checkpoint works (``prefix-symbol.json`` + ``prefix-NNNN.params`` with
@@ -10,20 +10,32 @@ examples', or a Gluon ``export()``.  A grouped multi-output symbol (deep supervi
 evaluated on output 0; a ``SoftmaxOutput`` head becomes a plain ``softmax`` so that no
 label is needed (the same probabilities).  Images are read with OpenCV, converted to RGB,
 resized so the shorter side is ``resize`` (default: the crop side), centre-cropped to the
-image shape and normalised with the stats JSON's per-channel ``mean``/``std`` (0-255 RGB,
-as the data package writes them); its ``classes`` name the predictions.
+image shape and normalised with per-channel ``mean``/``std`` (0-255 RGB).
+
+Preprocessing comes from, in this order: an explicit stats JSON (``stats=``, the
+``NAME_stats.json`` data/prepare_cifar.py writes); the ``preprocess`` record the trainer
+stores in every ``PREFIX-NNNN.json`` (:func:`preprocess_record`: the training data's
+mean/std, the image shape and class names); else none (raw pixels, classes as numbers).
 
 The command line is train/score.py (``--predict``).
 """
+import contextlib
 import os
 
 import numpy as np
 
 from . import common, runtime
-from .checkpoint import CheckpointError, load_params
+from .checkpoint import CheckpointError, load_params, load_state
 
-__all__ = ["PredictError", "data_module", "inference_symbol", "input_name", "check_params", "load_model",
-           "make_contexts", "read_checkpoint", "bind_inference", "preprocess_image", "Predictor"]
+__all__ = ["PredictError", "data_module", "inference_symbol", "input_name", "check_params",
+           "check_batch", "load_model", "make_contexts", "read_checkpoint", "bind_inference",
+           "preprocess_record", "checkpoint_preprocess", "resolve_preprocess", "preprocess_image",
+           "Predictor"]
+
+#: MXNet runs an executor and worker threads per context; beyond this a typo, not a device count.
+MAX_CPU_CONTEXTS = 64
+#: MXNet 1.9.1 indexes tensors with int32 (without the large-tensor build): "larger than 2^31".
+MAX_ELEMENTS = 2 ** 31 - 1
 
 
 class PredictError(common.UserError):
@@ -37,25 +49,25 @@ def data_module(name):
     return importlib.import_module(data.__name__ + "." + name)
 
 
-def inference_symbol(sym):
-    """Output 0 of ``sym`` with a ``SoftmaxOutput`` head replaced by ``softmax`` (no label).
+def inference_symbol(sym, all_outputs=False):
+    """``data -> probabilities``: each ``SoftmaxOutput`` head replaced by ``softmax`` (no label).
 
-    Other heads (logits, Gluon exports) are returned unchanged.
+    Output 0 only (the main head of a deep-supervision symbol), or with ``all_outputs`` every
+    head in the same order (what ``PREFIX-inference-symbol.json`` holds, so that the
+    checkpoint's params file has no parameter the graph lacks).  Other heads (logits, Gluon
+    exports) are kept unchanged.
     """
     import mxnet as mx
-    if len(sym.list_outputs()) > 1:
-        sym = sym[0]
-    if _op_of(sym) == "SoftmaxOutput":
-        attrs = sym.list_attr()
-        multi = str(attrs.get("multi_output", "False")).lower() in ("true", "1")
-        return mx.sym.softmax(sym.get_children()[0], axis=1 if multi else -1, name=sym.name)
-    return sym
-
-
-def _op_of(sym):
-    import json
-    graph = json.loads(sym.tojson())
-    return graph["nodes"][graph["heads"][0][0]]["op"]
+    from .engines import json_op
+    count = len(sym.list_outputs())
+    heads = []
+    for index in range(count if all_outputs else 1):
+        out = sym[index] if count > 1 else sym
+        if json_op(out) == "SoftmaxOutput":
+            multi = str(out.list_attr().get("multi_output", "False")).lower() in ("true", "1")
+            out = mx.sym.softmax(out.get_children()[0], axis=1 if multi else -1, name=out.name)
+        heads.append(out)
+    return heads[0] if len(heads) == 1 else mx.sym.Group(heads)
 
 
 def input_name(sym, arg_params):
@@ -77,8 +89,9 @@ def check_params(sym, arg_params, aux_params, data_shape, source="the params fil
         raise PredictError("%s does not match the symbol: missing auxiliary state(s) %s"
                            % (source, _names(missing_aux)))
     import mxnet as mx
+    _check_elements(data_shape, int(np.prod(data_shape)))
     try:
-        arg_shapes, _, aux_shapes = sym.infer_shape(**{name: data_shape})
+        arg_shapes, _, aux_shapes = _infer_shape(sym, name, data_shape)
     except mx.base.MXNetError as err:
         raise PredictError("input shape %s does not fit the network: %s"
                            % (tuple(data_shape), _first_line(err)))
@@ -107,23 +120,84 @@ def _first_line(err):
     return (useful or lines or ["MXNet error"])[0][:300]
 
 
-def make_contexts(gpus=None, cpus=None):
-    """``--gpus 0,1`` -> [gpu(0), gpu(1)]; otherwise CPU contexts (``--cpus 0`` or default)."""
-    import mxnet as mx
-    if gpus:
-        try:
-            ids = [int(g) for g in str(gpus).split(",") if g.strip()]
-        except ValueError:
-            raise PredictError("--gpus wants a comma-separated list of device ids, got %r" % gpus)
-        if mx.context.num_gpus() < max(ids) + 1:
-            raise PredictError("--gpus %s asked for, but this MXNet sees %d GPU(s); use --cpus"
-                               % (gpus, mx.context.num_gpus()))
-        return [mx.gpu(i) for i in ids]
+def _available_bytes():
+    """``MemAvailable`` of /proc/meminfo, or None where it cannot be read."""
     try:
-        ids = [int(c) for c in str(cpus or "0").split(",") if c.strip()]
-    except ValueError:
-        raise PredictError("--cpus wants a comma-separated list of device ids, got %r" % cpus)
-    return [mx.cpu(i) for i in ids] or [mx.cpu()]
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_elements(data_shape, elements, flag="--batch-size"):
+    if elements > MAX_ELEMENTS:
+        raise PredictError("%s %d with images %s makes a tensor of %d elements, over MXNet's "
+                           "limit of 2^31; lower %s or the image size" % (
+                               flag, data_shape[0], "x".join(map(str, data_shape[1:])), elements, flag))
+
+
+def _infer_shape(sym, data_name, data_shape, flag="--batch-size"):
+    """``sym.infer_shape`` for the data input; PredictError for a tensor over 2^31 elements
+    (mxnet 1.9.1 raises a bare ``Exception`` for it)."""
+    try:
+        return sym.infer_shape(**{data_name: tuple(data_shape)})
+    except Exception as err:  # noqa: B902  (only MXNet's int32 size check is turned into a message)
+        if "2^31" not in str(err):
+            raise
+        raise PredictError("%s %d with images %s makes a tensor inside the network larger than "
+                           "MXNet's limit of 2^31 elements; lower %s" % (
+                               flag, data_shape[0], "x".join(map(str, data_shape[1:])), flag))
+
+
+def check_batch(sym, data_name, data_shape, num_contexts=1, flag="--batch-size", memory=True):
+    """``PredictError`` for a batch MXNet cannot bind: a tensor over 2^31 elements (int32
+    indexing) or, with ``memory``, more than ``MemAvailable`` by a lower bound (the input batch,
+    one copy of the weights per device and each device's largest activation, float32)."""
+    batch_elements = int(np.prod(data_shape))
+    _check_elements(data_shape, batch_elements, flag)
+    per_device = (-(-int(data_shape[0]) // int(num_contexts)),) + tuple(data_shape[1:])
+    _, out_shapes, _ = _infer_shape(sym.get_internals(), data_name, per_device, flag)
+    arg_shapes, _, aux_shapes = _infer_shape(sym, data_name, per_device, flag)
+    largest = max([int(np.prod(s)) for s in out_shapes] + [1])
+    _check_elements(per_device, largest, flag)
+    weights = sum(int(np.prod(s)) for s in list(arg_shapes) + list(aux_shapes)) - int(np.prod(per_device))
+    needed = 4 * (batch_elements + num_contexts * (weights + largest))
+    available = _available_bytes() if memory else None
+    if available is not None and needed > available:
+        raise PredictError("%s %d needs at least %.1f GB for %d device(s), but only %.1f GB of "
+                           "memory is available; lower %s" % (flag, data_shape[0], needed / 2.0 ** 30,
+                                                            num_contexts, available / 2.0 ** 30, flag))
+
+
+def _context_count(cpus):
+    """``--cpus`` as train_cifar.py reads it: a positive number of CPU contexts."""
+    if cpus is None or isinstance(cpus, int):
+        return cpus
+    text = str(cpus).strip()
+    if not text.isdigit():
+        raise PredictError("--cpus counts CPU contexts, as in train_cifar.py (--cpus 2 runs on "
+                           "cpu(0) and cpu(1)); got %r: give a number, e.g. --cpus 2" % (cpus,))
+    return int(text)
+
+
+def make_contexts(gpus=None, cpus=None):
+    """Devices as train_cifar.py reads them: ``--gpus 0,1`` -> [gpu(0), gpu(1)]; ``--cpus N``
+    -> [cpu(0), ..., cpu(N-1)]; neither -> [cpu()].  ``PredictError`` for a GPU this MXNet lacks."""
+    import mxnet as mx
+    from .fit import parse_devices
+    count = _context_count(cpus)
+    if count is not None and not 1 <= count <= MAX_CPU_CONTEXTS:
+        raise PredictError("--cpus must be a number of CPU contexts from 1 to %d, got %d (it counts "
+                           "contexts, as in train_cifar.py; omit it for one)" % (MAX_CPU_CONTEXTS, count))
+    contexts = parse_devices(gpus, count)
+    gpu_ids = [c.device_id for c in contexts if c.device_type == "gpu"]
+    if gpu_ids and mx.context.num_gpus() < max(gpu_ids) + 1:
+        raise PredictError("--gpus %s asked for, but this MXNet sees %d GPU(s); use --cpus"
+                           % (gpus, mx.context.num_gpus()))
+    return contexts
 
 
 def read_checkpoint(prefix, epoch):
@@ -137,6 +211,8 @@ def read_checkpoint(prefix, epoch):
                 graph = json.load(f)
         except (ValueError, UnicodeDecodeError) as err:
             raise PredictError("%s is not JSON (%s); expected an MXNet symbol file" % (path, err))
+        except OSError as err:
+            raise PredictError("cannot read %s (%s)" % (path, err.strerror))
         if not (isinstance(graph, dict) and isinstance(graph.get("nodes"), list) and "heads" in graph):
             raise PredictError("%s is not an MXNet symbol (no 'nodes'/'heads'); expected the "
                                "PREFIX-symbol.json written with the checkpoint" % path)
@@ -147,26 +223,26 @@ def read_checkpoint(prefix, epoch):
     try:
         return load_params(prefix, int(epoch))
     except CheckpointError as err:
-        raise PredictError(_first_line(err) if "Traceback" in str(err) else str(err))
+        raise PredictError(str(err))
 
 
 def load_model(prefix, epoch, image_shape, batch_size=1, contexts=None):
     """A bound inference ``mx.mod.Module`` for checkpoint ``prefix``/``epoch``.
 
-    Returns ``(module, data_name)``; ``PredictError`` for missing or mismatched files.
+    Returns ``(module, data_name)``; ``PredictError`` for missing or mismatched files, or a
+    batch that cannot be bound (:func:`check_batch`).
     """
     sym, arg_params, aux_params = read_checkpoint(prefix, epoch)
     sym = inference_symbol(sym)
     data_shape = (int(batch_size),) + tuple(image_shape)
     name = check_params(sym, arg_params, aux_params, data_shape,
                         source="%s-%04d.params" % (prefix, int(epoch)))
+    check_batch(sym, name, data_shape, len(contexts or [None]))
     return bind_inference(sym, name, data_shape, arg_params, aux_params, contexts), name
 
 
 #: MXNet reads this when binding; "NONE" switches the oneDNN subgraph fusion off.
 SUBGRAPH_ENV = "MXNET_SUBGRAPH_BACKEND"
-
-
 
 
 def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=None, fuse=False):
@@ -176,27 +252,113 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
     fusion (applied to every ``for_training=False`` bind) miscomputes PreAct ResNet's residual
     additions (outputs differ from the training graph and ONNX Runtime by ~1e-2), and it
     brought no measurable speed on ResNet-20 here.  A user-set MXNET_SUBGRAPH_BACKEND wins.
+    The batch is split over ``contexts``: it must hold at least one image per context.
     """
     import mxnet as mx
-    module = mx.mod.Module(sym, data_names=(data_name,), label_names=None,
-                           context=contexts or [mx.cpu()])
+    contexts = contexts or [mx.cpu()]
+    if int(data_shape[0]) < len(contexts):
+        raise ValueError("batch %d is smaller than the %d contexts" % (data_shape[0], len(contexts)))
+    module = mx.mod.Module(sym, data_names=(data_name,), label_names=None, context=contexts)
     backend = None if fuse or SUBGRAPH_ENV in os.environ else "NONE"
-    with runtime.temporary_env(SUBGRAPH_ENV, backend):
-        module.bind(data_shapes=[(data_name, tuple(data_shape))], for_training=False)
+    try:
+        with runtime.temporary_env(SUBGRAPH_ENV, backend):
+            module.bind(data_shapes=[(data_name, tuple(data_shape))], for_training=False)
+    except mx.base.MXNetError as err:  # e.g. out of memory
+        raise PredictError("MXNet cannot bind the network for input %s on %d device(s): %s; "
+                           "lower --batch-size" % (tuple(data_shape), len(contexts), _first_line(err)))
     module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
     return module
+
+
+# ------------------------------------------------------------------ preprocessing
+
+def preprocess_record(image_shape, stats=None, num_classes=None):
+    """What inference must repeat of a run's input pipeline, stored in each ``PREFIX-NNNN.json``
+    under ``preprocess``: ``image_shape``, per-channel ``mean``/``std`` (0-255 RGB; 0 and 1 when
+    the run had no stats, as data.iterators then does not normalise), ``classes`` (names or
+    None), ``num_classes`` and the ``stats_file`` it came from."""
+    stats = stats or {}
+    return {"image_shape": [int(v) for v in image_shape],
+            "mean": [float(v) for v in stats.get("mean") or (0.0, 0.0, 0.0)],
+            "std": [float(v) for v in stats.get("std") or (1.0, 1.0, 1.0)],
+            "classes": list(stats["classes"]) if stats.get("classes") else None,
+            "num_classes": int(num_classes or stats.get("num_classes") or 0) or None,
+            "stats_file": os.path.abspath(stats["path"]) if stats.get("path") else None}
+
+
+def checkpoint_preprocess(prefix, epoch):
+    """The ``preprocess`` record of checkpoint ``epoch`` as a stats-like dict, or None (older
+    checkpoints, MXNet's own).  ``PredictError`` when the record or its ``.json`` is damaged."""
+    try:
+        record = load_state(prefix, int(epoch)).get("preprocess")
+    except CheckpointError as err:
+        raise PredictError(str(err))
+    if record is None:
+        return None
+    try:
+        stats = data_module("iterators").load_stats(dict(record))
+        as_image_shape = common.sibling("symbols").layers.as_image_shape
+        stats["image_shape"] = list(as_image_shape(record["image_shape"]))
+    except (common.UserError, KeyError, TypeError) as err:
+        raise PredictError("the preprocess record of %s-%04d.json is damaged (%s); pass --stats "
+                           "with the training data's NAME_stats.json" % (prefix, int(epoch), err))
+    stats["_source"] = "%s-%04d.json" % (prefix, int(epoch))
+    return stats
+
+
+def resolve_preprocess(prefix, epoch, stats=None):
+    """The stats dict inference uses: ``stats`` (a path or dict) when given, else the
+    checkpoint's own record, else None.  ``PredictError`` for unusable files."""
+    if stats is None:
+        return checkpoint_preprocess(prefix, epoch)
+    try:
+        return data_module("iterators").load_stats(stats)
+    except common.UserError as err:
+        raise PredictError(str(err))
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the block (C libraries' own messages)."""
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _read_image(path, flag):
+    """Decode the image file at ``path`` (OpenCV ``flag``); PredictError naming the problem."""
+    import cv2
+    if os.path.isdir(path):
+        raise PredictError("image %s is a folder; give image files (e.g. %s/*.png)" % (path, path.rstrip("/")))
+    try:
+        with open(path, "rb") as handle:
+            blob = np.frombuffer(handle.read(), np.uint8)
+    except FileNotFoundError:
+        raise PredictError("image %s does not exist" % path)
+    except OSError as err:
+        raise PredictError("cannot read image %s (%s)" % (path, err.strerror))
+    with _native_stderr_silenced():  # libpng/libjpeg print their own line for a broken file
+        image = cv2.imdecode(blob, flag) if blob.size else None
+    if image is None:
+        raise PredictError("cannot decode %s as an image (PNG/JPEG/BMP...): the file is empty, "
+                           "truncated or of another format" % path)
+    return image
 
 
 def preprocess_image(path, image_shape, stats=None, resize=None):
     """(C, H, W) float32 of the image file: RGB, shorter side to ``resize``, centre crop, mean/std."""
     import cv2
     channels, height, width = image_shape
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    if not os.path.isfile(path):
-        raise PredictError("image %s does not exist" % path)
-    image = cv2.imread(path, flag)
-    if image is None:
-        raise PredictError("cannot decode %s as an image (PNG/JPEG/BMP...)" % path)
+    image = _read_image(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if channels == 1:
         image = image[:, :, None]
     else:
@@ -225,17 +387,20 @@ def preprocess_image(path, image_shape, stats=None, resize=None):
 
 
 class Predictor(object):
-    """Top-k predictions of a checkpoint on image files (see the module docstring)."""
+    """Top-k predictions of a checkpoint on image files (see the module docstring).
+
+    ``stats``: a stats JSON path or dict; None uses the checkpoint's own preprocess record
+    (``self.stats`` stays None when there is neither).  The batch is rounded up to a multiple
+    of the contexts; short batches are padded with zeros and the padding dropped.
+    """
 
     def __init__(self, prefix, epoch, image_shape=None, stats=None, contexts=None, batch_size=8,
                  resize=None):
-        try:
-            self.stats = data_module("iterators").load_stats(stats) if stats is not None else None
-        except ValueError as err:
-            raise PredictError(str(err))
+        self.stats = resolve_preprocess(prefix, epoch, stats)
         shape = image_shape or (self.stats or {}).get("image_shape") or (3, 32, 32)
         self.image_shape = tuple(int(v) for v in shape)
-        self.batch_size = int(batch_size)
+        devices = len(contexts or [None])
+        self.batch_size = -(-max(1, int(batch_size)) // devices) * devices
         self.resize = resize
         self.module, self.data_name = load_model(prefix, epoch, self.image_shape, self.batch_size,
                                                  contexts)

@@ -1,14 +1,21 @@
 """Evaluate a checkpoint on a .rec file (top-1/top-5, img/s) or predict classes of image files.
 
     python train/score.py --model-prefix runs/r20 --load-epoch 160 --data-val cifar10_val.rec
+    python train/score.py --model-prefix runs/r20 --load-epoch 160 --data-val other_test.rec
     python train/score.py --model-prefix runs/r20 --load-epoch 160 --predict cat.png dog.jpg --top-k 5
 
 Any MXNet checkpoint (``PREFIX-symbol.json`` + ``PREFIX-NNNN.params``) works; a grouped
 multi-output symbol (deep supervision) is scored on output 0.  ``.rec`` data goes through
-the data package's validation iterator (no augmentation, normalised with the stats JSON:
-``--stats``, else ``<prefix>_stats.json`` beside the .rec); every record is counted exactly
+the data package's validation iterator (no augmentation); every record is counted exactly
 once (the padding of the last batch is dropped).  ``img/s`` covers reading, decoding and
-the forward passes.  Predictions use the same stats for mean/std and class names.
+the forward passes.
+
+Normalisation (mean/std), image shape and class names come from ``--stats`` when given;
+else from the checkpoint itself (the ``preprocess`` record the trainer writes into each
+``PREFIX-NNNN.json``: the training data's, whatever test set is scored); else, for older
+checkpoints, from ``<prefix>_stats.json`` beside the .rec.  A stats file scored against
+another set's .rec lends only its mean/std, shape and classes (its record counts describe
+its own files).  ``--cpus N`` / ``--gpus`` mean what they mean in train_cifar.py.
 """
 import os
 import sys
@@ -18,7 +25,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
     import train  # noqa: F401
     __package__ = "train"
 
-from . import common, runtime
+from . import common, runtime, tta
 
 runtime.configure()  # before mxnet is imported
 
@@ -28,40 +35,101 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .predict import PredictError, Predictor, data_module, load_model, make_contexts  # noqa: E402
+from .predict import (PredictError, Predictor, checkpoint_preprocess, data_module,  # noqa: E402
+                      load_model, make_contexts)
 
-__all__ = ["score_rec", "main"]
+__all__ = ["score_rec", "rec_preprocess", "main"]
 
 PROG = "score.py"
+NORMALISATION_KEYS = ("mean", "std", "image_shape", "classes", "num_classes")
+
+
+def _check_input_file(path, what):
+    if os.path.isdir(path):
+        raise PredictError("%s %s is a folder; give the .rec file" % (what, path))
+    if not os.path.isfile(path):
+        raise PredictError("%s %s does not exist" % (what, path))
+
+
+def _stats_beside(rec_path):
+    """Stats files that would describe ``rec_path`` by name: NAME_stats.json for NAME_val.rec."""
+    stem = os.path.splitext(rec_path)[0]
+    names = [stem[:-len(s)] for s in ("_train", "_val", "_test") if stem.endswith(s)] + [stem]
+    return [n + "_stats.json" for n in names if os.path.isfile(n + "_stats.json")]
+
+
+def _describes(stats, rec_path):
+    """True when ``stats`` came from the stats file of ``rec_path``'s own data set."""
+    source = stats.get("_source")
+    return bool(source) and os.path.isfile(source) and any(
+        os.path.samefile(source, s) for s in _stats_beside(rec_path))
+
+
+def _check_classes(stats, rec_path):
+    """The data set of ``rec_path`` (its stats beside it) must name the same classes."""
+    own = [s for s in _stats_beside(rec_path) if not stats.get("_source") == s]
+    if not own or not stats.get("classes"):
+        return
+    try:
+        theirs = data_module("iterators").load_stats(own[0]).get("classes")
+    except common.UserError:  # a broken stats file of the other set is not ours to judge
+        return
+    if theirs and list(theirs) != list(stats["classes"]):
+        raise PredictError("%s names other classes (%s ...) than the model (%s, from %s ...): its "
+                           "labels mean other things" % (own[0], ", ".join(theirs[:3]), stats["_source"],
+                                                          ", ".join(stats["classes"][:3])))
+
+
+def rec_preprocess(prefix, epoch, data_val, stats=None):
+    """The stats dict to score ``data_val`` with (see the module docstring), or None."""
+    iterators = data_module("iterators")
+    if stats is not None:
+        chosen = iterators.load_stats(stats)
+        if not _describes(chosen, data_val):  # another test set: normalisation only
+            chosen = dict({k: chosen[k] for k in NORMALISATION_KEYS if k in chosen},
+                          _source=chosen["_source"])
+    else:
+        chosen = checkpoint_preprocess(prefix, epoch)
+        if chosen is None:  # older checkpoints: the data set's own stats
+            beside = _stats_beside(data_val)
+            return iterators.load_stats(beside[0]) if beside else None
+    _check_classes(chosen, data_val)
+    return chosen
+
+
+def _scoring_batch(batch_size, records, devices):
+    """``batch_size`` capped at the record count, rounded up to a multiple of the devices."""
+    batch = max(1, min(int(batch_size), int(records)))
+    return -(-batch // devices) * devices
 
 
 def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=None,
-              contexts=None, top_k=(1, 5)):
-    """Top-k accuracies of checkpoint ``prefix``/``epoch`` on ``data_val`` (.rec).
+              contexts=None, top_k=(1, 5), views=()):
+    """Top-k accuracies of checkpoint ``prefix``/``epoch`` on ``data_val`` (.rec); with TTA
+    ``views`` (train/tta.py, e.g. ``('flip', 'translate')``) of the mean probabilities.
 
     Returns ``{'top-1': acc, 'top-5': acc, 'samples': n, 'seconds': s, 'img/s': r}``.
     """
     import mxnet as mx
     iterators, recfile = data_module("iterators"), data_module("recfile")
-    if not os.path.isfile(data_val):
-        raise PredictError("validation file %s does not exist" % data_val)
-    try:
-        stats = iterators.load_stats(stats, rec_path=data_val)
-        if stats is None:  # also accept <prefix>_stats.json beside <prefix>.rec
-            beside = os.path.splitext(data_val)[0] + "_stats.json"
-            stats = iterators.load_stats(beside) if os.path.isfile(beside) else None
-        shape = tuple(image_shape or (stats or {}).get("image_shape") or (3, 32, 32))
-        _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats)
-        total = recfile.count_records(data_val)
-    except ValueError as err:  # DataError
-        raise PredictError(str(err))
+    _check_input_file(data_val, "validation file")
+    stats = rec_preprocess(prefix, epoch, data_val, stats)
+    shape = tuple(image_shape or (stats or {}).get("image_shape") or (3, 32, 32))
+    total = recfile.count_records(data_val)
+    if total == 0:
+        raise PredictError("%s holds no records" % data_val)
+    batch_size = _scoring_batch(batch_size, total, len(contexts or [None]))
     module, _ = load_model(prefix, epoch, shape, batch_size, contexts)
+    _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats)
     correct = {k: 0 for k in top_k}
     seen = 0
     start = time.time()
+    def forward(data):
+        module.forward(mx.io.DataBatch([data]), is_train=False)
+        return module.get_outputs()[0]
+
     for batch in val_iter:
-        module.forward(mx.io.DataBatch(batch.data), is_train=False)
-        probs = module.get_outputs()[0].asnumpy()
+        probs = tta.predict(forward, batch.data[0], views)
         labels = batch.label[0].asnumpy().astype(np.int64)
         valid = min(len(labels) - int(batch.pad or 0), total - seen)
         if valid <= 0:
@@ -91,51 +159,62 @@ def build_parser():
     parser.add_argument("--load-epoch", type=int, required=True,
                         help="N of PREFIX-NNNN.params (epochs completed)")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--data-val", help="RecordIO file to evaluate")
+    what.add_argument("--data-val", help="RecordIO file to evaluate (any test set)")
     what.add_argument("--predict", nargs="+", metavar="IMAGE", help="image files to classify")
-    parser.add_argument("--stats", help="stats JSON (mean/std, class names); default: "
-                                        "<prefix>_stats.json beside the .rec")
-    parser.add_argument("--image-shape", help="C,H,W (default: the stats' image_shape, else 3,32,32)")
+    parser.add_argument("--stats", help="stats JSON (mean/std, class names); default: the "
+                                        "checkpoint's own, else <prefix>_stats.json beside the .rec")
+    parser.add_argument("--image-shape", help="C,H,W (default: the checkpoint's or the stats', "
+                                              "else 3,32,32)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--top-k", type=int, default=5, help="classes listed per image (--predict)")
     parser.add_argument("--resize", type=int, help="shorter side before the centre crop (--predict; "
                                                    "default: the crop side)")
     devices = parser.add_mutually_exclusive_group()
     devices.add_argument("--gpus", help="GPU ids, e.g. 0,1")
-    devices.add_argument("--cpus", help="CPU device ids (default 0)")
+    devices.add_argument("--cpus", help="number of CPU contexts, as in train_cifar.py (default 1)")
+    parser.add_argument("--tta", default="none", metavar="VIEWS",
+                        help="test-time augmentation for --data-val: none, flip, translate or "
+                             "flip,translate (mean probability over the views)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
+
+
+def _check_numbers(args):
+    for flag, value in (("--batch-size", args.batch_size), ("--top-k", args.top_k),
+                        ("--resize", args.resize)):
+        if value is not None and value < 1:
+            raise PredictError("%s must be at least 1, got %d" % (flag, value))
+
+
+def _predict(args, shape, contexts):
+    predictor = Predictor(args.model_prefix, args.load_epoch, shape, args.stats, contexts,
+                          batch_size=min(args.batch_size, len(args.predict)), resize=args.resize)
+    results = predictor.predict_files(args.predict, args.top_k)
+    if predictor.stats is None:  # after the work: an error stays the only line
+        print("%s: note: neither --stats nor a preprocess record in the checkpoint: images are "
+              "not normalised and classes are shown as numbers" % PROG, file=sys.stderr)
+    if args.json:
+        print(json.dumps({p: [{"class": i, "name": n, "probability": round(pr, 6)}
+                              for i, n, pr in r] for p, r in zip(args.predict, results)}, indent=1))
+    else:
+        for path, result in zip(args.predict, results):
+            print("%s: %s" % (path, ", ".join("%s %.4f" % (n, pr) for _, n, pr in result)))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     symbols = common.sibling("symbols")
     try:
-        if args.batch_size < 1:
-            raise PredictError("--batch-size must be at least 1, got %d" % args.batch_size)
+        _check_numbers(args)
         shape = symbols.layers.as_image_shape(args.image_shape) if args.image_shape else None
         contexts = make_contexts(args.gpus, args.cpus)
         if args.predict:
-            if args.stats is None:
-                print("%s: note: no --stats given: images are not normalised and classes are "
-                      "shown as numbers" % PROG, file=sys.stderr)
-            predictor = Predictor(args.model_prefix, args.load_epoch, shape, args.stats, contexts,
-                                  batch_size=min(args.batch_size, len(args.predict)),
-                                  resize=args.resize)
-            results = predictor.predict_files(args.predict, args.top_k)
-            if args.json:
-                print(json.dumps({p: [{"class": i, "name": n, "probability": round(pr, 6)}
-                                      for i, n, pr in r] for p, r in zip(args.predict, results)},
-                                 indent=1))
-            else:
-                for path, result in zip(args.predict, results):
-                    print("%s: %s" % (path, ", ".join("%s %.4f" % (n, pr) for _, n, pr in result)))
+            _predict(args, shape, contexts)
             return 0
         result = score_rec(args.model_prefix, args.load_epoch, args.data_val, args.batch_size,
-                           shape, args.stats, contexts)
-    except (PredictError, ValueError, OSError) as err:
-        print("%s: error: %s" % (PROG, err), file=sys.stderr)
-        return 2
+                           shape, args.stats, contexts, views=tta.parse(args.tta))
+    except common.UserError as err:  # bad input; anything else is a bug and keeps its traceback
+        return common.cli_error(PROG, err)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -26,6 +26,7 @@ runtime.configure()  # before mxnet is imported
 import math  # noqa: E402
 
 from .job import default_prefix, prepare, resolve_data  # noqa: E402,F401
+from .run_prefix import clear_prefix  # noqa: E402
 from .options import (DATASETS, KVSTORES, NET_OPTION_FLAGS, PROG, UsageError,  # noqa: E402,F401
                       apply_preset, build_parser, explicit_flags, network_options)
 
@@ -41,27 +42,67 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args = apply_preset(args, explicit_flags(argv))
-    if args.deterministic:
-        os.environ.setdefault("MXNET_ENFORCE_DETERMINISM", "1")
     try:
         job = prepare(args)
     except common.UserError as err:  # bad input; any other exception is a bug and keeps its traceback
         return _fail(err)
+    if args.deterministic:  # read when operators are created: before the bind is soon enough
+        for key, value in runtime.deterministic_env(job.contexts).items():
+            os.environ.setdefault(key, value)
     return run(job)
 
 
 def run(job):
-    """Train (or benchmark) the prepared job; returns the exit status."""
+    """Train (or benchmark) the prepared job; returns the exit status.
+
+    Under a dist_* kvstore a worker that fails ends its process at once (``os._exit``) with
+    the status: otherwise MXNet's KVStoreDist destructor waits for the pending pushes and in
+    a ``Barrier()`` that the peers, waiting for this worker's gradients, never reach.
+    """
     import mxnet as mx
+    kv = mx.kv.create(job.args.kv_store) if job.args.kv_store.startswith("dist") else None
+    if kv is None:
+        return _train(job, None)
+    try:
+        code = _train(job, kv)
+    except KeyboardInterrupt:
+        _exit_now("interrupted", 130)
+    except SystemExit as exc:
+        _exit_now(None, exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:  # logged whole, then no destructor runs: no barrier to hang in
+        import traceback
+        traceback.print_exc()
+        _exit_now("this worker failed (traceback above)", 1)
+    if code:
+        _exit_now(None, code)
+    return code
+
+
+def _exit_now(message, code):
+    """Flush everything and leave without running destructors (dist kvstore: no Barrier)."""
+    import logging
+    if message:
+        sys.stderr.write("%s: %s; exiting with status %d without waiting for the other workers\n"
+                         % (PROG, message, code))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _train(job, kv):
+    """The training run of ``run`` (``kv``: the dist kvstore or None); its exit status."""
     from . import fit, progress
     args = job.args
-    kv = mx.kv.create(args.kv_store) if args.kv_store.startswith("dist") else None
     rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
     logger = progress.setup_logging(rank, args.log_file if rank == 0 else None)
     logger.info("start with arguments %s", vars(args))
     if args.deterministic:
-        logger.info("deterministic mode: MXNET_ENFORCE_DETERMINISM=%s",
-                    os.environ.get("MXNET_ENFORCE_DETERMINISM"))
+        logger.info("deterministic mode: %s", " ".join(
+            "%s=%s" % (key, os.environ.get(key)) for key in runtime.deterministic_env(job.contexts)))
+    code = _resume_across_workers(job, kv, rank, logger)
+    if code:
+        return code
     sym = _planned_symbol(job, logger)
     try:
         train_iter, val_iter, num_examples = _iterators(job, rank, workers)
@@ -75,12 +116,16 @@ def run(job):
         return _fail("%d training images cannot be split over %d workers" % (num_examples, workers))
     iters_per_epoch = max(1, int(math.ceil(min(sizes) / float(args.batch_size))))
     config = _fit_config(job, kv, rank, workers, iters_per_epoch, logger)
+    if getattr(val_iter, "sharded", False):  # each worker scores its part of the validation set
+        config.val_sum = _worker_sum(kv, "mxcnn_val_metrics", 3)
+    _recipe_options(config, job, train_iter, logger)
     if job.begin_epoch:
         logger.info("resuming from %s-%04d.params: %d epoch(s) completed, continuing with Epoch[%d]%s",
-                    job.prefix, job.begin_epoch, job.begin_epoch, job.begin_epoch,
-                    "" if job.states_file else " (optimizer state not restored: saved by another "
-                                                "engine/device count or not saved)")
+                    job.resume_prefix, job.begin_epoch, job.begin_epoch, job.begin_epoch,
+                    "" if job.states_file else " (optimizer state NOT restored, momentum starts at "
+                                                "zero: %s)" % job.states_note)
     if not args.benchmark and rank == 0:
+        clear_prefix(job, logger)  # --overwrite, a killed save's leftovers: before anything is written
         logger.info("checkpoints: %s-NNNN.params after NNNN completed epochs", job.prefix)
     try:
         records = fit.fit(sym, train_iter, val_iter, config)
@@ -98,7 +143,9 @@ def _planned_symbol(job, logger):
     if not job.args.memonger:
         return job.symbol
     per_device = job.args.batch_size // len(job.contexts)
-    sym = common.sibling("graph.memonger").plan(job.symbol, data=(per_device,) + job.image_shape)
+    # measured on the training device: a GPU plan binds on the GPU (graph/memonger.py)
+    sym = common.sibling("graph.memonger").plan(job.symbol, ctx=job.contexts,
+                                                data=(per_device,) + job.image_shape)
     logger.info("memonger: planned mirroring for per-device batch %d; training with the module "
                 "engine (the graph executor honours __force_mirroring__, gluon's CachedOp does not)",
                 per_device)
@@ -117,19 +164,89 @@ def _iterators(job, rank, workers):
     train_iter, val_iter = iterators.get_rec_iters(
         job.train_rec, job.val_rec, args.batch_size, image_shape=job.image_shape,
         stats=job.stats["path"] if job.stats else None, seed=args.seed,
-        num_parts=workers, part_index=rank, num_classes=args.num_classes)
+        num_parts=workers, part_index=rank, num_classes=args.num_classes, pad=args.crop_pad,
+        preprocess_threads=args.data_nthreads, shard_val=_shard_val(job, workers),
+        **_gpu_input(job))
+    if val_iter is not None:
+        val_iter.sharded = _shard_val(job, workers)
     return train_iter, val_iter, count_examples(job)
 
 
+def _shard_val(job, workers):
+    """dist_sync with 2+ workers and at least one validation image each: every worker scores
+    its shard and the metrics are summed over workers (``fit.FitConfig.val_sum``)."""
+    if workers < 2 or "async" in job.args.kv_store or not job.val_rec:
+        return False
+    return common.sibling("data.recfile").count_records(job.val_rec) >= workers
+
+
+def _gpu_input(job):
+    """On GPUs the in-memory iterator assembles 2 batches ahead on a thread, into page-locked
+    memory (a DMA to the device).  On CPUs it stays in the training thread: there it costs
+    about 2% of a step (tens of thousands of images/s, data/iterators.py, against ~470 img/s
+    of ResNet-20 training on 2 cores), and a thread would take cores from the step."""
+    on_gpu = any(ctx.device_type == "gpu" for ctx in job.contexts)
+    return {"prefetch": 2, "pin_memory": True} if on_gpu else {}
+
+
+def _resume_across_workers(job, kv, rank, logger):
+    """dist: a worker resumes from its own per-rank copy when its host has it, and every
+    worker must resume from the same epoch (else one line and exit 2 on all of them)."""
+    if kv is None:
+        return 0
+    from .job import use_rank_copy
+    try:
+        if rank and use_rank_copy(job, rank):
+            logger.info("worker %d resumes from its own copy %s", rank, job.resume_prefix)
+    except common.UserError as err:
+        return _fail(err)
+    if "async" in kv.type:  # async servers need an optimizer before any push
+        return 0
+    total, squares = _sum_over_workers(kv, "mxcnn_resume_epoch", [job.begin_epoch,
+                                                                  job.begin_epoch ** 2])
+    if total * total != kv.num_workers * squares:  # not all equal (zero variance test)
+        return _fail("the %d workers would resume from different epochs (this one from %d, the "
+                     "mean is %.2f): every host needs the same checkpoint; pass --load-epoch N "
+                     "with an epoch all hosts have" % (kv.num_workers, job.begin_epoch,
+                                                       total / kv.num_workers))
+    return 0
+
+
+def _sum_over_workers(kv, key, values):
+    """Element-wise sum of ``values`` over the workers of a dist_sync kvstore (once)."""
+    return _worker_sum(kv, key, len(values))(values)
+
+
+def _worker_sum(kv, key, size):
+    """``f(values) -> element-wise sums over the workers``, for ``size`` values at a time.
+
+    Every worker must make this call (``kv.init`` is collective), and then call ``f`` the
+    same number of times.  A dist_sync server without an optimizer keeps the sum of a
+    round's pushes, which each pull returns (MXNet's KVStoreDistServer default handle).
+    """
+    import mxnet as mx
+    kv.init(key, mx.nd.zeros(size))
+
+    def total(values):
+        out = mx.nd.zeros(size)
+        kv.push(key, mx.nd.array(values))
+        kv.pull(key, out=out)
+        return [float(v) for v in out.asnumpy()]
+    return total
+
+
 def _fit_config(job, kv, rank, workers, iters_per_epoch, logger):
-    """The ``fit.FitConfig`` of the job's flags."""
+    """The ``fit.FitConfig`` of the job's flags; each checkpoint's .json records the run's
+    preprocessing (``predict.preprocess_record``) so that score.py needs no stats file."""
     from . import fit
+    from .predict import preprocess_record
     args = job.args
     optimizer_params = {"learning_rate": args.lr, "wd": args.wd}
     if args.optimizer in ("sgd", "nag", "signum", "lbsgd"):
         optimizer_params["momentum"] = args.mom
     return fit.FitConfig(
         contexts=job.contexts, kvstore=kv or args.kv_store, engine=job.engine, fuse=not args.no_fusion,
+        dtype=args.dtype,
         batch_size=args.batch_size, num_classes=args.num_classes, num_epochs=args.num_epochs,
         begin_epoch=job.begin_epoch, optimizer=args.optimizer, optimizer_params=optimizer_params,
         lr_scheduler_args=dict(mode=args.lr_scheduler, step_epochs=args.step_epochs,
@@ -143,9 +260,28 @@ def _fit_config(job, kv, rank, workers, iters_per_epoch, logger):
         rank=rank, num_workers=workers, model_prefix=None if args.benchmark else job.prefix,
         save_period=args.save_period, disp_batches=args.disp_batches, save_symbol=job.symbol,
         state_extra={"network": args.network, "num_layers": args.num_layers,
-                     "batch_size": args.batch_size, "num_workers": workers},
+                     "batch_size": args.batch_size, "num_workers": workers, "dtype": args.dtype,
+                     "preprocess": preprocess_record(job.image_shape, job.stats, args.num_classes)},
         best=job.state.get("best", {}), plot=not args.no_plot, logger=logger,
         max_batches=iters_per_epoch if workers > 1 else None)
+
+
+def _recipe_options(config, job, train_iter, logger):
+    """The fast recipe's options on ``config`` (any network): final lr, weight EMA, TTA,
+    BatchNorm-bias lr multiplier, and the images for ``__data_init__`` on a fresh run."""
+    from . import data_init
+    args = job.args
+    config.lr_scheduler_args["final_lr"] = args.final_lr
+    config.ema_decay, config.ema_every = args.ema_decay, args.ema_every
+    config.ema_resume, config.tta = job.ema_resume, args.tta_views
+    if args.bn_bias_lr_mult != 1.0:
+        betas = [n for n in job.symbol.list_arguments() if n.endswith("_beta")]
+        config.lr_multipliers = {name: args.bn_bias_lr_mult for name in betas}
+    if job.arg_params is None and data_init.requested(job.symbol):
+        if args.benchmark:
+            logger.info("data init: --benchmark keeps the initializer's values (synthetic data)")
+        else:
+            config.init_images = data_init.sample_images(train_iter)
 
 
 def _log_benchmark(logger, job, records):

@@ -136,3 +136,56 @@ def test_missing_shape_is_named():
     sym = mx.sym.broadcast_add(mx.sym.FullyConnected(data, num_hidden=4, name="fc"), extra)
     with pytest.raises(ValueError, match="extra"):
         memonger.plan(sym, data=(2, 3))
+
+
+# ------------------------------------------------------------------ the plan's device
+
+def test_plan_is_measured_on_the_given_device_and_cached_per_device_type(net, tmp_path, monkeypatch):
+    bound = []
+    original = mx.sym.Symbol.simple_bind
+
+    def spy(self, ctx, *args, **kwargs):
+        bound.append(ctx)
+        return original(self, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(mx.sym.Symbol, "simple_bind", spy)
+    planned = memonger.plan(net, ctx=[mx.cpu(1), mx.cpu(2)], data=SHAPE)
+    assert bound and set(bound) == {mx.cpu(1)}  # the first device of the job, never another
+    assert memonger.mirrored_names(planned)
+    entry = json.loads(next((tmp_path / "cache" / "memonger").glob("*.json")).read_text())
+    assert entry["device"] == "cpu"
+    # another cpu id is the same device type: served from the cache, nothing bound again
+    bound.clear()
+    memonger.plan(net, ctx=mx.cpu(0), data=SHAPE)
+    assert bound == []
+    # a GPU plan is not the CPU plan: it is measured on the GPU (none here: one clear error)
+    with pytest.raises(ValueError, match=r"memonger cannot bind on gpu\(0\)") as err:
+        memonger.plan(net, ctx=mx.gpu(0), data=SHAPE)
+    assert isinstance(err.value, memonger.common.UserError) and "\n" not in str(err.value)
+    assert bound == [mx.gpu(0)]
+    key = memonger._cache_key(net.tojson(), {"data": SHAPE}, "cpu")
+    assert key != memonger._cache_key(net.tojson(), {"data": SHAPE}, "gpu")
+
+
+def test_device_argument_checks():
+    assert memonger.device(None) == mx.cpu()
+    assert memonger.device([mx.gpu(1), mx.gpu(0)]) == mx.gpu(1)
+    for bad in ([mx.cpu(0), mx.gpu(0)], [], "gpu0"):
+        with pytest.raises(ValueError, match="memonger"):
+            memonger.device(bad)
+
+
+def test_out_of_device_memory_counts_as_infinite(net, monkeypatch):
+    # On a GPU, binding allocates: an unplanned graph that does not fit is "inf", and any
+    # plan that fits beats it (simulated: the unplanned bind runs out of memory).
+    original = mx.sym.Symbol.simple_bind
+
+    def small_device(self, ctx, *args, **kwargs):
+        if not memonger.mirrored_names(self):
+            raise mx.base.MXNetError("cudaMalloc retry failed: out of memory")
+        return original(self, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(mx.sym.Symbol, "simple_bind", small_device)
+    assert memonger.allocated_mb(net, data=SHAPE) == float("inf")
+    planned = memonger.plan(net, cache_dir=False, data=SHAPE)
+    assert memonger.mirrored_names(planned)

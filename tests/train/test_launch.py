@@ -236,3 +236,152 @@ def test_bad_hostfile_line(tmp_path):
     path = _write(tmp_path, "hosts", "good\nbad host:x\n")
     with pytest.raises(launch.JobFailed, match="line 2"):
         launch.read_hostfile(path)
+
+
+# ------------------------------------------------------------------ GPUs, threads, watchdog
+
+def test_split_gpus_gives_each_worker_of_a_host_its_own():
+    local = launch.plan_nodes(2, 1)
+    assert launch.split_gpus(local) == {}
+    assert launch.split_gpus(local, [0, 1, 2, 3]) == {0: [0, 1], 1: [2, 3]}
+    assert launch.split_gpus(local, None, 1) == {0: [0], 1: [1]}
+    assert launch.split_gpus(local, [4, 5, 6, 7], 1) == {0: [4], 1: [5]}
+    # over ssh, workers are numbered per host: both hosts use their own GPUs 0..3
+    remote = launch.plan_nodes(4, 2, [("a", 22), ("b", 22)])
+    assert launch.split_gpus(remote, None, 2) == {0: [0, 1], 2: [2, 3], 1: [0, 1], 3: [2, 3]}
+    for gpus, per_worker, message in (([0, 1, 2], None, "multiple of 2"),
+                                      ([0, 1], 2, "need 4 GPUs"),
+                                      (None, 0, "at least 1")):
+        with pytest.raises(launch.JobFailed, match=message) as err:
+            launch.split_gpus(local, gpus, per_worker)
+        assert err.value.exit_code == 2
+
+
+def test_node_command_sets_devices_renumbers_gpus_and_threads(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    nodes = launch.plan_nodes(2, 1)
+    workers = [n for n in nodes if n.role == "worker"]
+    command = ["python", "train.py", "--gpus", "0,1,2,3", "--kv-store", "dist_device_sync"]
+    assigned = launch.split_gpus(nodes, [0, 1, 2, 3])
+    argv, env = launch.node_command(workers[1], command, assigned, workers)
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert argv == ["python", "train.py", "--gpus", "0,1", "--kv-store", "dist_device_sync"]
+    cores = launch.common.usable_cores(physical=True)
+    assert env["OMP_NUM_THREADS"] == str(launch.runtime.omp_threads(cores, True, 2))
+    assert env[launch.runtime.WORKERS_PER_HOST_ENV] == "2"
+    argv, _ = launch.node_command(workers[0], ["x", "--gpus=0,1,2,3"], assigned, workers)
+    assert argv == ["x", "--gpus=0,1"]
+    assert launch.node_command(nodes[1], command, assigned, workers) == (command, {"OMP_NUM_THREADS": "1"})
+    # under the shell's own CUDA_VISIBLE_DEVICES, launcher ids index the visible GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert launch.node_command(workers[1], command, assigned, workers)[1]["CUDA_VISIBLE_DEVICES"] == "6,7"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4")
+    with pytest.raises(launch.JobFailed, match="shows only 1 GPU"):
+        launch.node_command(workers[1], command, assigned, workers)
+    # remote workers: the share travels as MXCNN_WORKERS_PER_HOST (cores are counted there)
+    remote = launch.plan_nodes(2, 1, [("a", 22)])
+    rworkers = [n for n in remote if n.role == "worker"]
+    _, env = launch.node_command(rworkers[0], command, launch.split_gpus(remote, None, 1), rworkers)
+    assert env == {"CUDA_VISIBLE_DEVICES": "0", launch.runtime.WORKERS_PER_HOST_ENV: "2"}
+
+
+ENV_SCRIPT = ("import os, sys, mxnet as mx\n"
+              "kv = mx.kv.create('dist_sync')\n"
+              "print('env', kv.rank, os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['OMP_NUM_THREADS'],"
+              " ' '.join(sys.argv[1:]))\n")
+
+
+def test_each_local_worker_gets_its_own_cuda_visible_devices(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")}
+    job = subprocess.run(LAUNCH + ["-n", "2", "-s", "1", "--gpus-per-worker", "2", "--",
+                                   sys.executable, "-c", ENV_SCRIPT, "--gpus", "0,1,2,3", "--x", "1"],
+                         cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=HARD_TIMEOUT)
+    assert job.returncode == 0, job.stderr
+    seen = sorted(l.split("] ", 1)[1] for l in job.stdout.splitlines() if "] env " in l)
+    threads = launch.runtime.omp_threads(launch.common.usable_cores(physical=True), True, 2)
+    # worker launch order 0/1 gets GPUs 0,1 / 2,3 (kv.rank may differ), each told --gpus 0,1
+    devices = sorted(line.split()[2] for line in seen)
+    assert devices == ["0,1", "2,3"], seen
+    for line in seen:
+        assert line.split()[3] == str(threads) and line.endswith("--gpus 0,1 --x 1"), line
+
+
+RAISE_SCRIPT = textwrap.dedent("""
+    import numpy as np, mxnet as mx
+    kv = mx.kv.create("dist_sync")
+    x = np.random.RandomState(0).rand(64, 3, 8, 8).astype("float32")
+    it = mx.io.NDArrayIter(x, np.zeros(64, "float32"), batch_size=8)
+    net = mx.sym.FullyConnected(mx.sym.flatten(mx.sym.var("data")), num_hidden=4)
+    mod = mx.mod.Module(mx.sym.SoftmaxOutput(net, name="softmax"), context=mx.cpu())
+    def raise_mid_epoch(param):
+        if kv.rank == 1 and param.nbatch == 3:
+            raise RuntimeError("diverged on purpose")
+    mod.fit(it, num_epoch=1000, kvstore=kv, optimizer="sgd", batch_end_callback=raise_mid_epoch)
+""")
+
+
+def test_worker_raising_mid_epoch_ends_the_job_in_bounded_time(tmp_path):
+    # Without the watchdog this job never ends: the raising worker's KVStore waits for its
+    # peer in the destructor, the peer waits for the raising worker's gradients.
+    script = _write(tmp_path, "raise.py", RAISE_SCRIPT)
+    started = time.monotonic()
+    job = subprocess.run(LAUNCH + ["-n", "2", "-s", "1", "--traceback-grace", "5", "--",
+                                   sys.executable, script],
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=HARD_TIMEOUT)
+    took = time.monotonic() - started
+    assert job.returncode != 0
+    assert "RuntimeError: diverged on purpose" in job.stderr
+    assert "printed a traceback" in job.stderr or "failed (" in job.stderr, job.stderr[-1500:]
+    assert took < 60, took
+
+
+def test_default_watchdog_is_bounded():
+    assert 0 < launch.TRACEBACK_GRACE <= 120
+    args = launch.build_parser().parse_args(["-n", "1", "--", "true"])
+    assert args.traceback_grace == launch.TRACEBACK_GRACE
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-n", "2", "--gpus", "0,x", "--", "true"], "malformed"),
+    (["-n", "2", "--gpus", "0,0", "--", "true"], "twice"),
+    (["-n", "2", "--gpus", "0,1,2", "--", "true"], "multiple of 2"),
+])
+def test_bad_gpu_options_give_one_line(argv, message, capsys):
+    assert launch.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+# The trainer itself, one worker failing mid-epoch: it must exit by itself (the launcher's
+# traceback watchdog is switched off here), and the launcher then ends the job.
+TRAINER_FAILS = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, %r)
+    from train import fit, train_cifar
+    original = fit._train_step
+
+    def fail_on_rank_1(run, batch, rng, epoch, nbatch):
+        if run.cfg.rank == 1 and nbatch == 2:
+            raise OSError(28, "No space left on device (injected)")
+        return original(run, batch, rng, epoch, nbatch)
+
+    fit._train_step = fail_on_rank_1
+    sys.exit(train_cifar.main())
+""")
+
+
+def test_trainer_worker_raising_exits_promptly_without_the_watchdog(tmp_path):
+    script = _write(tmp_path, "fails.py", TRAINER_FAILS % ROOT)
+    started = time.monotonic()
+    job = subprocess.run(LAUNCH + ["-n", "2", "-s", "1", "--traceback-grace", "0", "--",
+                                   sys.executable, script, "--benchmark", "1", "--kv-store",
+                                   "dist_sync", "--network", "resnet", "--num-layers", "8",
+                                   "--num-batches", "50", "--num-epochs", "1", "--batch-size", "8"],
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=HARD_TIMEOUT)
+    took = time.monotonic() - started
+    assert job.returncode == 1, job.stderr[-2000:]
+    assert "No space left on device (injected)" in job.stderr
+    assert "without waiting for the other workers" in job.stderr
+    assert "failed (exit status 1)" in job.stderr
+    assert took < 90, took

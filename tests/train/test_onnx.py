@@ -120,3 +120,84 @@ def test_cli_writes_atomically_and_reports_errors(tmp_path, capsys):
     message = _cli_error(capsys, ["--model-prefix", odd_prefix, "--load-epoch", "1",
                                   "--image-shape", "3,1,1"])
     assert "cannot convert" in message
+
+
+# ------------------------------------------------------------------ hostile input, one table
+
+def small_net():
+    x = mx.sym.Convolution(mx.sym.var("data"), num_filter=4, kernel=(3, 3), pad=(1, 1), name="conv")
+    x = mx.sym.Pooling(mx.sym.relu(x), global_pool=True, pool_type="avg", kernel=(1, 1))
+    return mx.sym.SoftmaxOutput(mx.sym.FullyConnected(x, num_hidden=3, name="fc"), name="softmax")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A small checkpoint (epoch 1), one with a truncated params file and one with a corrupt .json."""
+    folder = tmp_path_factory.mktemp("hostile_onnx")
+    prefixes = {name: checkpoint(str(folder / name), small_net(), (1, 3, 8, 8))
+                for name in ("ok", "cut", "bad_state")}
+    with open(prefixes["cut"] + "-0001.params", "r+b") as f:
+        f.truncate(64)
+    with open(prefixes["bad_state"] + "-0001.json", "w") as f:
+        f.write("{not json")
+    (folder / "a_file").write_text("x")
+    prefixes["dir"] = str(folder)
+    return prefixes
+
+
+EXPORT_BAD_INPUT = [
+    # (case, prefix key, extra argv, expected fragment)
+    ("missing epoch", "ok", ["--load-epoch", "5"], "--load-epoch 5"),
+    ("truncated params", "cut", [], "truncated or corrupt"),
+    ("corrupt training state", "bad_state", [], "bad_state-0001.json is corrupt"),
+    ("output under a file", "ok", ["--output", "{dir}/a_file/x.onnx"], "is a file, not a folder"),
+    ("output is a folder", "ok", ["--output", "{dir}"], "is a folder"),
+    ("output folder missing", "ok", ["--output", "{dir}/no/such/x.onnx"], "does not exist"),
+    ("huge batch", "ok", ["--batch-size", "3000000000"], "2^31"),
+    ("bad image shape", "ok", ["--image-shape", "3,a,8"], "C,H,W"),
+    ("batch zero", "ok", ["--batch-size", "0"], "at least 1"),
+]
+
+
+@pytest.mark.parametrize("case,key,extra,expected", EXPORT_BAD_INPUT,
+                         ids=[c[0] for c in EXPORT_BAD_INPUT])
+def test_export_bad_input_table(small, capsys, case, key, extra, expected):
+    extra = [a.format(dir=small["dir"]) for a in extra]
+    argv = ["--model-prefix", small[key], "--load-epoch", "1", "--image-shape", "3,8,8"]
+    if "--image-shape" in extra or key == "bad_state":
+        argv = argv[:-2]  # the .json is read for the default image shape
+    assert expected in _cli_error(capsys, argv + extra), case
+
+
+def test_export_read_only_folder(small, tmp_path, monkeypatch, capsys):
+    """A folder the user cannot write (faked: the temporary file cannot be created, as for
+    a non-root user in a 0555 folder); nothing is left behind."""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    out = str(tmp_path / "model.onnx")
+    message = _cli_error(capsys, ["--model-prefix", small["ok"], "--load-epoch", "1",
+                                  "--image-shape", "3,8,8", "--output", out])
+    assert "cannot write %s (Permission denied)" % out in message and "--output" in message
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_really_read_only_folder(small, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    assert "Permission denied" in _cli_error(capsys, ["--model-prefix", small["ok"], "--load-epoch",
+                                                      "1", "--output", str(folder / "m.onnx")])
+
+
+def test_export_batch_beyond_memory(small, tmp_path, monkeypatch, capsys):
+    from train import predict
+    monkeypatch.setattr(predict, "_available_bytes", lambda: 2 ** 10)
+    argv = ["--model-prefix", small["ok"], "--load-epoch", "1", "--image-shape", "3,8,8",
+            "--batch-size", "64", "--output", str(tmp_path / "m.onnx")]
+    assert "memory is available" in _cli_error(capsys, argv)
+    assert export_onnx.main(argv + ["--no-verify"]) == 0  # nothing is bound without verification
+    assert os.path.isfile(str(tmp_path / "m.onnx"))

@@ -1,0 +1,265 @@
+"""Time to accuracy on the whole CIFAR-10 training set, through the real command line.
+
+    python bench/time_to_accuracy.py                               # fast, torch peer, ResNet-20
+    python bench/time_to_accuracy.py --runs fast --epochs 1        # a smoke run
+    python bench/time_to_accuracy.py --archive /work/shared/data/cifar10-jpeg-subset.tar.gz \\
+        --runs fast,torch --epochs 2 --time-limit 900
+
+Steps: ``data/prepare_cifar.py --source ARCHIVE`` (the 50,000 training JPEGs and the 5,000
+test images, stored losslessly as decoded) -> ``.rec`` -> for each run a fresh process:
+
+* ``fast``: ``train/train_cifar.py --preset fast`` (airbench network, EMA, flip+translate TTA);
+* ``torch``: ``bench/airbench_torch.py`` in ``.venv-torch`` (airbench94 in PyTorch, fp32),
+  fed the very pixels of the same ``.rec`` files (an ``.npz`` written here);
+* ``resnet20``: He et al.'s ResNet-20 recipe (``--preset resnet``: lr 0.1, x0.1 at 50% and 75%
+  of the epochs, batch 128, wd 1e-4) compressed from 164 to ``--reference-epochs`` epochs.
+
+Each run appends one JSON record per epoch (``-log.jsonl``); this script stamps every record
+with the wall-clock seconds since the run's process started when the record appears (so
+start-up, data decoding, training and every evaluation so far are in it).  "Time to X%"
+is the first epoch whose test accuracy (the 5,000 test images) reaches X%, in that wall
+clock, and also in the training clock (the run's training time plus that epoch's one
+evaluation: what producing the model and measuring it once costs).  Written to
+``--work-dir``: ``results.json``, ``curves.png`` (accuracy vs minutes) and the printed table,
+with the CPU model and flags.  Runs are sequential, on the same idle cores.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import _common  # noqa: E402  (puts the checkout root on sys.path)
+from common import atomic_write, atomic_write_text  # noqa: E402
+
+ARCHIVE = "/work/shared/data/cifar10-jpeg-train-full.tar.gz"
+THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93)
+RUNS = ("fast", "torch", "resnet20")
+TORCH_PYTHON = os.path.join(ROOT, ".venv-torch", "bin", "python")
+POLL = 0.5
+
+
+def cpu_label():
+    """``model name`` and the vector flags that decide the kernels, from /proc/cpuinfo."""
+    info = _common._cpuinfo()
+    flags = set(info.get("flags", "").split())
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return "%s (%s), %d usable cores" % (info.get("model name", "unknown CPU"), " ".join(shown),
+                                         _common.usable_cores())
+
+
+def prepare(archive, work):
+    """The .rec set of ``archive`` in ``work/data`` (a no-op when up to date); its seconds."""
+    tic = time.time()
+    subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare_cifar.py"), "--dataset",
+                    "cifar10", "--source", archive, "--output-dir", os.path.join(work, "data"),
+                    "--quiet"], check=True)
+    return time.time() - tic
+
+
+def export_pixels(work):
+    """``work/cifar10-pixels.npz``: the decoded images, labels and mean/std of the .rec set,
+    read by the trainer's own iterator code (so the torch peer sees the same pixels)."""
+    path = os.path.join(work, "cifar10-pixels.npz")
+    data = os.path.join(work, "data")
+    stats_file = os.path.join(data, "cifar10_stats.json")
+    if os.path.exists(path) and os.path.getmtime(path) > os.path.getmtime(stats_file):
+        return path
+    import numpy as np
+    from data import iterators
+    train, val = iterators.get_rec_iters(os.path.join(data, "cifar10_train.rec"),
+                                         os.path.join(data, "cifar10_val.rec"), 1000,
+                                         backend="memory", shuffle=False)
+    stats = json.load(open(stats_file))
+    arrays = dict(train_x=train.images, train_y=train.labels.astype(np.int64), test_x=val.images,
+                  test_y=val.labels.astype(np.int64), mean=np.array(stats["mean"], np.float32),
+                  std=np.array(stats["std"], np.float32))
+    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    return path
+
+
+def commands(name, work, args):
+    """``(argv, jsonl the run writes)`` of run ``name``."""
+    data = os.path.join(work, "data")
+    folder = os.path.join(work, name)
+    trainer = [sys.executable, os.path.join(ROOT, "train", "train_cifar.py"), "--data-dir", data,
+               "--model-prefix", os.path.join(folder, "m"), "--log-file",
+               os.path.join(folder, "train.log"), "--no-plot", "--disp-batches", "10"]
+    if name == "fast":
+        # the preset's warm-up is 2.3 of 10 epochs: keep it 23% of a shortened run
+        extra = ["--num-epochs", str(args.epochs), "--warmup-epochs", "%g" % (0.23 * args.epochs)] \
+            if args.epochs else []
+        return trainer + ["--preset", "fast"] + extra + args.fast_args, os.path.join(folder, "m-log.jsonl")
+    if name == "resnet20":
+        epochs = args.epochs or args.reference_epochs
+        steps = "%g,%g" % (epochs * 82 / 164.0, epochs * 123 / 164.0)
+        return trainer + ["--preset", "resnet", "--num-layers", "20", "--num-epochs", str(epochs),
+                          "--lr-step-epochs", steps], os.path.join(folder, "m-log.jsonl")
+    if name == "torch":
+        out = os.path.join(folder, "torch.jsonl")
+        extra = ["--epochs", str(args.epochs)] if args.epochs else []
+        return [TORCH_PYTHON, os.path.join(HERE, "airbench_torch.py"), "--data",
+                export_pixels(work), "--out", out] + extra, out
+    raise SystemExit("unknown run %r; choose from %s" % (name, ", ".join(RUNS)))
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def run(name, work, args):
+    """Run ``name`` to its end (or ``--time-limit``); its epoch records with ``wall`` stamps."""
+    argv, log = commands(name, work, args)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    for stale in (log,):
+        if os.path.exists(stale):
+            os.remove(stale)
+    print("== %s: %s" % (name, " ".join(argv)), flush=True)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    start = time.time()
+    with open(os.path.join(os.path.dirname(log), "stdout.txt"), "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        stamped = {}
+        while True:
+            done = proc.poll() is not None
+            for record in _read(log):
+                stamped.setdefault(record["epoch"], dict(record, wall=time.time() - start))
+            if done:
+                break
+            if args.time_limit and time.time() - start > args.time_limit:
+                proc.terminate()
+                proc.wait()
+                print("   %s stopped by --time-limit %g s" % (name, args.time_limit), flush=True)
+                break
+            time.sleep(POLL)
+    records = [stamped[k] for k in sorted(stamped)]
+    for r in records:
+        r["accuracy"] = 1.0 - r["val_error"]
+    if proc.returncode not in (0, None) and not args.time_limit:
+        print("   %s exited with %s (see %s)" % (name, proc.returncode, out.name), flush=True)
+    return {"name": name, "command": argv, "records": records, "returncode": proc.returncode,
+            "wall": time.time() - start}
+
+
+def _train_clock(records, i):
+    """Training seconds of epochs 1..i+1 plus epoch i+1's evaluation (``val_time``)."""
+    return sum(r["time"] for r in records[:i + 1]) + records[i].get("val_time", 0.0)
+
+
+def summarise(result):
+    """Thresholds reached, in the wall clock and the training clock, and per-epoch times."""
+    records = result["records"]
+    reached = {}
+    for threshold in THRESHOLDS:
+        hit = next((i for i, r in enumerate(records) if r["accuracy"] >= threshold), None)
+        reached["%d%%" % round(threshold * 100)] = None if hit is None else {
+            "epoch": records[hit]["epoch"], "wall": records[hit]["wall"],
+            "train_clock": _train_clock(records, hit)}
+    result.update(reached=reached, epoch_times=[r["time"] for r in records],
+                  val_times=[r.get("val_time") for r in records],
+                  final_accuracy=records[-1]["accuracy"] if records else None,
+                  best_accuracy=max((r["accuracy"] for r in records), default=None))
+    return result
+
+
+def table(results, cpu):
+    """The side-by-side text table."""
+    def cell(hit):
+        return "-" if hit is None else "%.1f (%.1f)" % (hit["wall"] / 60, hit["train_clock"] / 60)
+    head = "%-10s %6s %7s %8s" % ("run", "epochs", "final", "s/epoch") + "".join(
+        " %13s" % t for t in ("80%", "85%", "88%", "90%", "92%", "93%")) + " %8s" % "total"
+    lines = ["time to test accuracy on the 5,000 test images, minutes: wall clock since the "
+             "process started (training clock incl. one evaluation)", "CPU: " + cpu, head]
+    for r in results:
+        times = sorted(r["epoch_times"])
+        lines.append("%-10s %6d %7s %8s" % (
+            r["name"], len(r["records"]),
+            "-" if r["final_accuracy"] is None else "%.2f%%" % (100 * r["final_accuracy"]),
+            "%.0f" % times[len(times) // 2] if times else "-") +
+            "".join(" %13s" % cell(r["reached"]["%d%%" % round(t * 100)]) for t in THRESHOLDS) +
+            " %7.1fm" % (r["wall"] / 60))
+    return "\n".join(lines)
+
+
+def peer_ratio(results):
+    """The goal's comparison: fast's wall time to the torch peer's final accuracy / the peer's."""
+    by = {r["name"]: r for r in results}
+    if "fast" not in by or "torch" not in by or by["torch"]["final_accuracy"] is None:
+        return None
+    goal = by["torch"]["final_accuracy"]
+    hit = next((r for r in by["fast"]["records"] if r["accuracy"] >= goal), None)
+    peer_time = by["torch"]["records"][-1]["wall"]
+    text = "torch peer: %.2f%% in %.1f min; fast %s" % (100 * goal, peer_time / 60, (
+        "reaches it in %.1f min = %.2fx the peer's time" % (hit["wall"] / 60, hit["wall"] / peer_time)
+        if hit else "does not reach it (best %.2f%%)" % (100 * by["fast"]["best_accuracy"])))
+    return text
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        if r["records"]:
+            ax.plot([x["wall"] / 60 for x in r["records"]], [100 * x["accuracy"] for x in r["records"]],
+                    "o-", label=r["name"], markersize=3)
+    for t in THRESHOLDS:
+        ax.axhline(100 * t, color="grey", linewidth=0.5, alpha=0.5)
+    ax.set_xlabel("wall clock (minutes since the process started)")
+    ax.set_ylabel("test accuracy (%), 5,000 test images")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archive", default=ARCHIVE, help="image-tree archive (default: the full set)")
+    parser.add_argument("--work-dir", default=os.path.join(ROOT, "runs", "time_to_accuracy"))
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma list of: " + ", ".join(RUNS))
+    parser.add_argument("--epochs", type=int, help="override every run's epochs (smoke runs)")
+    parser.add_argument("--reference-epochs", type=int, default=10,
+                        help="epochs of the compressed He et al. ResNet-20 schedule (default 10)")
+    parser.add_argument("--time-limit", type=float, help="stop each run after this many seconds")
+    parser.add_argument("--fast-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra train_cifar.py flags for the fast run (last option)")
+    args = parser.parse_args(argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    cpu = cpu_label()
+    print("CPU: %s; load average %s" % (cpu, " ".join("%.2f" % v for v in os.getloadavg())), flush=True)
+    seconds = prepare(args.archive, args.work_dir)
+    print("prepared %s in %.0f s" % (os.path.join(args.work_dir, "data"), seconds), flush=True)
+    results = []
+    for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
+        results.append(summarise(run(name, args.work_dir, args)))
+        report = write_report(results, cpu, args, seconds)  # after each run: nothing is lost
+    print(report, flush=True)
+    return 0
+
+
+def write_report(results, cpu, args, prepare_seconds):
+    """``results.json``, ``table.txt`` and ``curves.png`` in the work folder; the table text."""
+    report = table(results, cpu)
+    ratio = peer_ratio(results)
+    report += ("\n" + ratio if ratio else "")
+    atomic_write_text(os.path.join(args.work_dir, "results.json"), json.dumps(
+        {"cpu": cpu, "archive": args.archive, "prepare_seconds": prepare_seconds, "runs": results,
+         "load_average_end": os.getloadavg(), "peer": ratio}, indent=1))
+    atomic_write_text(os.path.join(args.work_dir, "table.txt"), report + "\n")
+    plot(results, os.path.join(args.work_dir, "curves.png"))
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Mixed-precision training graphs: float16 / bfloat16 compute, float32 master weights.
+
+``training_symbol(sym, dtype)`` returns the graph to *bind* for training in ``dtype``; it
+is MXNet's own AMP pass (``mx.contrib.amp.convert_symbol``, the symbolic half of MXNet's
+AMP, Micikevicius et al. 2018) with three choices of ours on top:
+
+* every input of the graph stays a float32 Variable: ``amp_cast`` nodes inside the graph
+  round the weights for Convolution/FullyConnected on each forward and cast their gradients
+  back, so the optimizer updates float32 weights (the "master weights") and checkpoints,
+  ONNX export and inference see a plain float32 model;
+* the layer computing each loss head's logits (the classifier's FullyConnected, or a
+  deeply-supervised head's score convolution) is excluded, so the logits, the softmax and
+  its gradient ``p - y`` stay float32 (the layer is <0.1% of the MACs of every CIFAR
+  network here);
+* the stem (a Convolution reading ``data``) stays float32: with 3 input channels oneDNN 2.4
+  has no blocked bfloat16 kernel and runs a plain-layout GEMM (``x64:gemm:jit``, 6.7 ms
+  against 0.17 ms in float32 at batch 4), whose plain output made the fused BatchNorm+ReLU
+  after it (graph.fusion) back-propagate wrong gradients in PreAct, WRN, ResNeXt and
+  MobileNet (tests/graph/test_precision.py::test_fusion_then_bfloat16_is_exact).
+
+What AMP's lists decide (mxnet/contrib/amp/lists/symbol_{bf16,fp16}.py): Convolution and
+FullyConnected run in the low precision; BatchNorm is dtype-neutral, so it normalises the
+low-precision activations in place but keeps gamma, beta and the moving mean/variance in
+float32 (oneDNN and cuDNN accumulate its statistics in float32); ``SoftmaxOutput``,
+``mean``, ``Flatten`` and the other overflow-prone ops run in float32; elementwise sums run
+in the widest type of their inputs.
+
+Contract: same ``list_arguments()``, ``list_auxiliary_states()`` and ``list_outputs()`` as
+``sym``, every one of them float32 (asserted).  ``float32`` returns ``sym`` itself.
+
+Order of passes: this must be the LAST rewrite of a training graph.  ``Symbol.tojson()``
+(and so ``save``) drops ``amp_cast`` nodes by default (``remove_amp_cast=True``), so any
+pass that round-trips the graph through JSON (``graph.fusion``, ``graph.global_pool``,
+``graph.memonger``) silently turns a converted graph back into float32.  The same behaviour makes a converted
+graph save as its float32 original.
+
+float16 is for NVIDIA GPUs (MXNet's CPU kernels have no float16 GEMM: "FP16 gemm on cpu not
+implemented"); bfloat16 is for CPUs with ``avx512_bf16`` (oneDNN's bf16 kernels; MXNet 1.9.1
+has no bfloat16 GPU kernels).  ``check_supported`` says so before anything is bound.
+
+AMX: oneDNN 2.4 keeps its AMX kernels off; ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX`` enables them
+after ``request_amx_permission()``.  Not enabled by default: its convolutions then use
+channels-last layouts that the fused BatchNorm+ReLU backward rejects ("could not create a
+primitive descriptor iterator"), and unfused it did not beat the default bfloat16 path
+(``bench/throughput.py --knobs bf16,bf16_no_fusion,bf16_amx``; README).
+
+Loss scaling: none, as in MXNet's ``example/image-classification/common/fit.py``.  Both
+engines back-propagate the *summed*, not averaged, per-sample loss (``SoftmaxOutput`` with
+``normalization='null'``; the Gluon engine's per-sample loss vector), and divide by the batch
+only in the float32 optimizer (``rescale_grad``): the low-precision backward already runs on
+gradients batch-size times larger than a mean loss's, a static loss scale of the batch size.
+bfloat16 has float32's exponent range and needs none.  MXNet's dynamic loss scaler
+(``amp.init_trainer``) requires ``amp.init()``, which patches every ``mx.sym``/``mx.nd``
+operator process-wide, and serves Gluon only; it is not used.
+"""
+import json
+import os
+
+from . import common
+
+DTYPES = ("float32", "float16", "bfloat16")
+#: CPU flags (as /proc/cpuinfo spells them) oneDNN needs for native bfloat16 kernels.
+BF16_FLAGS = ("avx512_bf16",)
+#: Flags named in messages about this CPU's vector units.
+ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "amx_tile")
+CAST_OPS = ("amp_cast", "amp_multicast")
+#: Between a loss head and the layer computing its logits: ops that only reshape or pool.
+THROUGH_OPS = ("Flatten", "flatten", "Reshape", "reshape", "squeeze", "Pooling", "mean", "Dropout")
+CLASSIFIER_OPS = ("FullyConnected", "Convolution")
+
+__all__ = ["DTYPES", "training_symbol", "optimizer_params", "check_supported", "cpu_flags",
+           "cast_count", "low_precision_ops", "float32_layers", "request_amx_permission"]
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU feature flags of the first processor in ``path`` (empty where it is unreadable)."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+#: Linux x86-64: ``arch_prctl`` syscall number and its request for an extended state
+#: component (``ARCH_REQ_XCOMP_PERM``, Linux 5.16+), and the AMX tile data component.
+_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
+
+
+def request_amx_permission():
+    """Ask Linux for the AMX tile state for this process; True when the kernel grants it.
+
+    oneDNN 2.4 (mxnet 1.9.1) never asks, so with ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX`` its
+    first tile instruction is a SIGILL.  Must run before oneDNN executes a primitive; a
+    no-op returning False off Linux x86-64, without ``amx_tile`` or on kernels before 5.16.
+    """
+    import platform
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    if "amx_tile" not in cpu_flags():
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        result = libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
+                              ctypes.c_ulong(_XFEATURE_XTILEDATA))
+    except (OSError, AttributeError):
+        return False
+    return result == 0
+
+
+def _check_dtype(dtype):
+    if dtype not in DTYPES:
+        raise common.UserError("--dtype %r is not supported; choose one of %s"
+                               % (dtype, ", ".join(DTYPES)))
+
+
+def _device_types(contexts):
+    return {getattr(ctx, "device_type", str(ctx).split("(")[0]) for ctx in contexts}
+
+
+def _onednn_enabled():
+    if os.environ.get("MXNET_MKLDNN_ENABLED", "1").strip().lower() in ("0", "false"):
+        return False
+    import mxnet as mx
+    return bool(mx.runtime.Features().is_enabled("MKLDNN"))
+
+
+def check_supported(dtype, contexts, flags=None, onednn=None):
+    """Raise ``common.UserError`` (one line) unless every context can train in ``dtype``.
+
+    ``contexts``: ``mx.Context`` objects (or ``"cpu"``/``"gpu"``).  ``flags``: the CPU flags
+    (default ``cpu_flags()``); ``onednn``: whether MXNet's oneDNN backend is on (default:
+    asked from MXNet); both are parameters so tests can fake a machine.
+    """
+    _check_dtype(dtype)
+    if dtype == "float32":
+        return
+    kinds = _device_types(contexts)
+    if dtype == "float16" and kinds - {"gpu"}:
+        raise common.UserError(
+            "--dtype float16 is for NVIDIA GPUs (train with --gpus 0[,1,...]): MXNet's CPU "
+            "kernels have no float16 convolution; on a CPU use --dtype bfloat16 (needs "
+            "avx512_bf16) or float32")
+    if dtype == "bfloat16":
+        if kinds - {"cpu"}:
+            raise common.UserError(
+                "--dtype bfloat16 runs on CPUs only in MXNet 1.9.1 (its bfloat16 kernels are "
+                "oneDNN's); on GPUs use --dtype float16")
+        _check_bf16_cpu(cpu_flags() if flags is None else frozenset(flags), onednn)
+
+
+def _check_bf16_cpu(flags, onednn):
+    missing = [flag for flag in BF16_FLAGS if flag not in flags]
+    if missing:
+        seen = ", ".join(flag for flag in ISA_FLAGS if flag in flags)
+        raise common.UserError(
+            "--dtype bfloat16 needs a CPU with %s (oneDNN's native bfloat16 kernels); this CPU "
+            "has %s; use --dtype float32"
+            % (", ".join(missing), seen or "none of " + "/".join(ISA_FLAGS)))
+    if not (_onednn_enabled() if onednn is None else onednn):
+        raise common.UserError(
+            "--dtype bfloat16 needs MXNet's oneDNN backend, which is off (MXNET_MKLDNN_ENABLED=0 "
+            "or a build without MKLDNN); unset it or use --dtype float32")
+
+
+def optimizer_params(dtype):
+    """Extra optimizer keyword arguments for training in ``dtype`` (the user's own win).
+
+    float16: ``multi_precision=True``, as MXNet's fit.py passes with ``--dtype float16``.  The
+    graphs of ``training_symbol`` keep float32 weights, for which MXNet's optimizers ignore it;
+    it keeps a float32 master copy where a symbol itself declares float16 weights (one built
+    as MXNet's example builds them, with ``dtype='float16'``).  Otherwise nothing.
+    """
+    _check_dtype(dtype)
+    return {"multi_precision": True} if dtype == "float16" else {}
+
+
+def _graph(sym):
+    return json.loads(sym.tojson(remove_amp_cast=False))
+
+
+def cast_count(sym):
+    """Number of AMP cast nodes (``amp_cast``/``amp_multicast``) in ``sym``."""
+    return sum(node["op"] in CAST_OPS for node in _graph(sym)["nodes"])
+
+
+def _classifier_names(graph, loss_ops):
+    """Names of the layers that compute the logits of each loss output head.
+
+    From each head (an op in ``loss_ops``) back through the layers that only reshape or
+    pool (``THROUGH_OPS``) to the first FullyConnected or Convolution: a classifier's dense
+    layer, or a deeply-supervised head's 1x1 score convolution before its global pool.
+    """
+    nodes = graph["nodes"]
+    names = []
+    for head in graph["heads"]:
+        node = nodes[head[0]]
+        if node["op"] not in loss_ops or not node["inputs"]:
+            continue
+        node = nodes[node["inputs"][0][0]]
+        while node["op"] in THROUGH_OPS and node["inputs"]:
+            node = nodes[node["inputs"][0][0]]
+        if node["op"] in CLASSIFIER_OPS:
+            names.append(node["name"])
+    return names
+
+
+def _stem_names(graph, inputs):
+    """Names of the Convolutions that read a fed input (``data``) directly: the stems."""
+    nodes = graph["nodes"]
+    return [node["name"] for node in nodes if node["op"] == "Convolution" and node["inputs"]
+            and nodes[node["inputs"][0][0]]["op"] == "null"
+            and nodes[node["inputs"][0][0]]["name"] in inputs]
+
+
+def float32_layers(sym):
+    """Names of the layers ``training_symbol`` keeps in float32: stems and logit layers."""
+    from mxnet.contrib import amp
+    graph = _graph(sym)
+    return (_stem_names(graph, _input_names(sym))
+            + _classifier_names(graph, amp.list_loss_output_functions("float16")))
+
+
+def _input_names(sym):
+    """Inputs that are fed, not learned: ``data`` and the ``*_label`` Variables."""
+    return [name for name in sym.list_inputs() if name == "data" or name.endswith("_label")]
+
+
+def training_symbol(sym, dtype):
+    """The graph to bind for training ``sym`` in ``dtype`` (module docstring: the contract)."""
+    _check_dtype(dtype)
+    if dtype == "float32":
+        return sym
+    from mxnet.contrib import amp
+    graph = _graph(sym)
+    if any(node["op"] in CAST_OPS for node in graph["nodes"]):
+        raise ValueError("the symbol already carries AMP casts; convert the float32 graph once")
+    target = amp.amp.bfloat16 if dtype == "bfloat16" else dtype
+    inputs = _input_names(sym)
+    excluded = (_stem_names(graph, inputs)
+                + _classifier_names(graph, amp.list_loss_output_functions(target)))
+    converted = amp.convert_symbol(sym, target_dtype=dtype, data_names=inputs,
+                                   excluded_sym_names=excluded)
+    _check_interface(sym, converted)
+    return converted
+
+
+def _check_interface(sym, converted):
+    """Names unchanged and every argument, auxiliary state and output float32."""
+    import numpy as np
+    if (converted.list_arguments() != sym.list_arguments()
+            or converted.list_auxiliary_states() != sym.list_auxiliary_states()
+            or converted.list_outputs() != sym.list_outputs()):
+        raise AssertionError("AMP conversion changed the symbol's interface; this is a bug")
+    fed = {name: "float32" for name in _input_names(sym)}
+    arg_types, out_types, aux_types = converted.infer_type(**fed)
+    if arg_types is None or any(t != np.float32 for t in arg_types + out_types + aux_types):
+        raise AssertionError("AMP conversion left a parameter, state or output not float32; "
+                             "this is a bug")
+
+
+def low_precision_ops(sym, dtype):
+    """``{op: count}`` of the operators whose output is ``dtype`` in ``sym`` (casts excluded).
+
+    Type inference from float32 inputs; for logs and tests (what actually runs in ``dtype``).
+    """
+    import numpy as np
+    from mxnet.contrib import amp
+    target = amp.amp.bfloat16 if dtype == "bfloat16" else np.dtype(dtype).type
+    graph = _graph(sym)
+    internals = sym.get_internals()
+    _, out_types, _ = internals.infer_type(**{name: "float32" for name in _input_names(sym)})
+    op_of = {}
+    for node in graph["nodes"]:
+        if node["op"] != "null":
+            op_of[node["name"]] = node["op"]
+    counts = {}
+    for name, dtype_ in zip(internals.list_outputs(), out_types or []):
+        node = name.rsplit("_output", 1)[0]
+        op = op_of.get(node)
+        if op and op not in CAST_OPS and dtype_ == target:
+            counts[op] = counts.get(op, 0) + 1
+    return counts

@@ -1,0 +1,34 @@
+"""bench/time_to_accuracy.py's bookkeeping on made-up epoch records (no training here)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import time_to_accuracy as tta_bench  # noqa: E402
+
+
+def result(name, accuracies, epoch_s=100.0, val_s=10.0, startup=5.0):
+    records, wall = [], startup
+    for i, acc in enumerate(accuracies):
+        wall += epoch_s + val_s
+        records.append({"epoch": i + 1, "val_error": 1 - acc, "accuracy": acc, "time": epoch_s,
+                        "val_time": val_s, "wall": wall})
+    return tta_bench.summarise({"name": name, "records": records, "wall": wall + 1,
+                                "command": [], "returncode": 0})
+
+
+def test_first_epoch_at_each_threshold_in_both_clocks():
+    r = result("fast", [0.70, 0.86, 0.84, 0.905, 0.91])
+    assert r["reached"]["80%"]["epoch"] == 2 and r["reached"]["85%"]["epoch"] == 2
+    assert r["reached"]["88%"]["epoch"] == 4 and r["reached"]["92%"] is None
+    # wall: start-up + 4 x (train + eval); training clock: 4 x train + one evaluation
+    assert r["reached"]["90%"]["wall"] == 5 + 4 * 110 and r["reached"]["90%"]["train_clock"] == 410
+    assert r["final_accuracy"] == 0.91 and r["best_accuracy"] == 0.91
+
+
+def test_table_and_peer_ratio():
+    fast, peer = result("fast", [0.85, 0.93], epoch_s=50), result("torch", [0.80, 0.90])
+    text = tta_bench.table([fast, peer], "test CPU")
+    assert "test CPU" in text and text.count("\n") == 4 and "93.00%" in text
+    ratio = tta_bench.peer_ratio([fast, peer])
+    # the peer's 90% at 225 s of wall clock; fast has 93% at its 2nd epoch: 5 + 2 x 60 = 125 s
+    assert "0.56x" in ratio
