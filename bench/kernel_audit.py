@@ -60,7 +60,8 @@ def has_bf16():
 
 
 def variants(network, layout, graphs, dtypes, batch):
-    """``(label, symbol, data_shape)`` jobs of one network in one layout, or a reason string.
+    """``((label, symbol, data_shape) jobs, failures)`` of one network in one layout, or a
+    reason string when the network has no such layout.
 
     ``fused``/``unfused``: ``train.fit.training_graph`` with that ``fuse`` and ``dtype`` (the
     trainer's own conversion); ``built``: the symbol as emitted, converted by
@@ -79,28 +80,37 @@ def variants(network, layout, graphs, dtypes, batch):
                                  image_shape=shape)
     except UserError as err:  # e.g. a network with no such layout
         return str(err).split(";")[0]
-    jobs = []
+    jobs, failed = [], []
     for graph in graphs:
         for dtype in dtypes:
-            if graph == "built":
-                bound = precision.training_symbol(sym, dtype)
-            else:
-                bound = fit.training_graph(sym, [mx.cpu()], data_shape, fuse=graph == "fused",
-                                           dtype=dtype)
-            jobs.append(("%s %s" % (graph, dtype), bound, data_shape))
-    return jobs
+            label = "%s %s" % (graph, dtype)
+            try:
+                if graph == "built":
+                    bound = precision.training_symbol(sym, dtype)
+                else:
+                    bound = fit.training_graph(sym, [mx.cpu()], data_shape,
+                                               fuse=graph == "fused", dtype=dtype)
+            except mx.base.MXNetError as err:  # e.g. a conversion MXNet refuses: report, go on
+                failed.append("%s: %s" % (label, str(err).strip().splitlines()[0]))
+                continue
+            jobs.append((label, bound, data_shape))
+    return jobs, failed
 
 
 def audit_network(network, layout, graphs, dtypes, batch, env, steps=1):
-    """``(jobs' labels, summaries)`` or ``(reason, None)`` for one network and layout."""
+    """``(labels, summaries, failures)``, or ``(reason, None, failures)``, for one network
+    and layout (``failures``: variants that could not be built, with MXNet's message)."""
     from graph import kernel_audit
-    jobs = variants(network, layout, graphs, dtypes, batch)
-    if isinstance(jobs, str):
-        return jobs, None
+    built = variants(network, layout, graphs, dtypes, batch)
+    if isinstance(built, str):
+        return built, None, []
+    jobs, failed = built
+    if not jobs:
+        return "every variant failed", None, failed
     try:
-        return [job[0] for job in jobs], kernel_audit.measure(jobs, steps=steps, env=env)
+        return [job[0] for job in jobs], kernel_audit.measure(jobs, steps=steps, env=env), failed
     except kernel_audit.AuditError as err:
-        return "failed: %s" % err, None
+        return "failed: %s" % err, None, failed
 
 
 def format_network(title, labels, summaries):
@@ -139,20 +149,50 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def _options(args):
+    """``(nets, layouts, graphs, dtypes)`` from the parsed flags; UserError if one is bad."""
     import symbols
+    from graph import kernel_audit
+    nets = _list(args.nets, list(symbols.list_networks()), "network")
+    layouts = _list(args.layouts, list(LAYOUTS), "layout")
+    graphs = _list(args.graphs, GRAPHS, "graph")
+    dtypes = _list(args.dtypes or ("float32,bfloat16" if has_bf16() else "float32"), DTYPES, "dtype")
+    if "bfloat16" in dtypes and not has_bf16():
+        raise UserError("bfloat16 needs a CPU with avx512_bf16; this one has %s"
+                        % " ".join(kernel_audit.isa_flags()))
+    if min(args.cifar_batch, args.imagenet_batch, args.steps) < 1:
+        raise UserError("--steps and the batch sizes must be positive")
+    return nets, layouts, graphs, dtypes
+
+
+def audit_all(nets, layouts, graphs, dtypes, args, env):
+    """Audit and print every network; ``(results, [(ref share, name)], broken variants)``."""
+    results, shares, broken = [], [], []
+    for network in nets:
+        for layout in layouts:
+            batch = args.cifar_batch if layout == "cifar" else args.imagenet_batch
+            title = "%s, %s layout %s, batch %d" % (network, layout,
+                                                    "x".join(map(str, LAYOUTS[layout])), batch)
+            labels, summaries, failed = audit_network(network, layout, graphs, dtypes, batch,
+                                                      env, args.steps)
+            broken.extend("%s %s %s" % (network, layout, why) for why in failed)
+            notes = "".join("  not built: %s\n" % why for why in failed)
+            if summaries is None:
+                print("%s: skipped (%s)\n%s" % (title, labels, notes), flush=True)
+                continue
+            print("\n".join(format_network(title, labels, summaries)) + "\n" + notes, flush=True)
+            for label, summary in zip(labels, summaries):
+                results.append({"network": network, "layout": layout, "batch": batch,
+                                "variant": label, "summary": summary})
+                shares.append((summary["ref_share"], "%s %s %s" % (network, layout, label)))
+    return results, sorted(shares, reverse=True), broken
+
+
+def main(argv=None):
     from graph import kernel_audit
     args = build_parser().parse_args(argv)
     try:
-        nets = _list(args.nets, list(symbols.list_networks()), "network")
-        layouts = _list(args.layouts, list(LAYOUTS), "layout")
-        graphs = _list(args.graphs, GRAPHS, "graph")
-        dtypes = _list(args.dtypes or ("float32,bfloat16" if has_bf16() else "float32"), DTYPES, "dtype")
-        if "bfloat16" in dtypes and not has_bf16():
-            raise UserError("bfloat16 needs a CPU with avx512_bf16; this one has %s"
-                            % " ".join(kernel_audit.isa_flags()))
-        if min(args.cifar_batch, args.imagenet_batch, args.steps) < 1:
-            raise UserError("--steps and the batch sizes must be positive")
+        nets, layouts, graphs, dtypes = _options(args)
     except UserError as err:
         return cli_error(PROG, str(err))
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(usable_cores()))}
@@ -160,34 +200,21 @@ def main(argv=None):
           "OMP_NUM_THREADS=%s; batch: cifar %d, imagenet %d"
           % (args.steps, kernel_audit.cpu_name(), " ".join(kernel_audit.isa_flags()),
              env["OMP_NUM_THREADS"], args.cifar_batch, args.imagenet_batch))
-    started, results, worst = time.time(), [], []
-    for network in nets:
-        for layout in layouts:
-            batch = args.cifar_batch if layout == "cifar" else args.imagenet_batch
-            title = "%s, %s layout %s, batch %d" % (network, layout,
-                                                    "x".join(map(str, LAYOUTS[layout])), batch)
-            labels, summaries = audit_network(network, layout, graphs, dtypes, batch, env,
-                                              args.steps)
-            if summaries is None:
-                print("%s: skipped (%s)\n" % (title, labels), flush=True)
-                continue
-            print("\n".join(format_network(title, labels, summaries)) + "\n", flush=True)
-            for label, summary in zip(labels, summaries):
-                results.append({"network": network, "layout": layout, "batch": batch,
-                                "variant": label, "summary": summary})
-                worst.append((summary["ref_share"], "%s %s %s" % (network, layout, label)))
-    worst.sort(reverse=True)
-    if worst:
+    started = time.time()
+    results, shares, broken = audit_all(nets, layouts, graphs, dtypes, args, env)
+    if shares:
         print("highest ref share: %s" % ", ".join("%s %.1f%%" % (name, 100 * share)
-                                                  for share, name in worst[:5]))
+                                                  for share, name in shares[:5]))
+    if broken:
+        print("%d variant(s) could not be built: %s" % (len(broken), "; ".join(broken)))
     print("%.1f min" % ((time.time() - started) / 60.0))
     if args.json:
         atomic_write_text(args.json, json.dumps({"cpu": kernel_audit.cpu_name(),
                                                  "isa_flags": kernel_audit.isa_flags(),
                                                  "results": results}, indent=1))
-    if args.fail_above is not None and worst and 100 * worst[0][0] > args.fail_above:
+    if args.fail_above is not None and shares and 100 * shares[0][0] > args.fail_above:
         print("FAIL: %s spends %.1f%% of its oneDNN time in ref kernels (> %g%%)"
-              % (worst[0][1], 100 * worst[0][0], args.fail_above))
+              % (shares[0][1], 100 * shares[0][0], args.fail_above))
         return 1
     return 0
 

@@ -419,7 +419,9 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32"):
 
     On oneDNN CPU contexts, global pooling becomes MXNet's own reductions
     (``graph.global_pool``: the pooling's backward runs oneDNN's ``ref`` kernel on AVX-512
-    and drags the BatchNorm backwards behind it onto ``ref`` too), and BatchNorm+ReLU pairs
+    and drags the BatchNorm backwards behind it onto ``ref`` too), grouped convolutions
+    narrower than oneDNN's block get plain-layout barriers (``graph.layout_barrier``: their
+    odd blocked layouts put the BatchNorms around them on ``ref``), and BatchNorm+ReLU pairs
     are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``; memonger-planned graphs
     are not fused).  Both keep every name, so parameters, optimizer states and checkpoints
     are those of ``sym``; ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
@@ -442,7 +444,9 @@ def _onednn_graph(sym, contexts, data_shape, fuse):
     fusion = common.sibling("graph.fusion")
     if any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
         return sym
+    # each keeps a oneDNN reference kernel off the training step (bench/kernel_audit.py)
     sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
+    sym, _ = common.sibling("graph.layout_barrier").plain_around_narrow_groups(sym)
     if not fuse:
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))

@@ -11,40 +11,6 @@ from common.files import FileSet
 
 NAMES = ["run_a.bin", "run_b.bin", "run_meta.json"]
 
-#: the file-system changes a kill is injected before (what FileSet and rmtree call)
-_MUTATORS = [(os, "replace"), (os, "rename"), (os, "symlink"), (os, "link"), (os, "remove"),
-             (os, "unlink"), (os, "rmdir"), (os, "mkdir"), (shutil, "copy2")]
-
-
-def killed_at(k, work):
-    """Run ``work()`` in a forked child that SIGKILLs itself just before its k-th file-system
-    change; True when it was killed there, False when ``work`` finished first."""
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        try:
-            calls = [0]
-
-            def wrap(func):
-                def counted(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == k:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    return func(*args, **kwargs)
-                return counted
-            for module, name in _MUTATORS:
-                setattr(module, name, wrap(getattr(module, name)))
-            work()
-        except BaseException:
-            os._exit(3)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == signal.SIGKILL
-        return True
-    assert os.WEXITSTATUS(status) == 0, "work() failed in the child"
-    return False
-
-
 def visible(folder, names=NAMES):
     """{name: bytes or None} as a reader of the member names sees them."""
     out = {}
@@ -107,7 +73,7 @@ def _legacy(folder, data):
 
 
 @pytest.mark.parametrize("start", ["fresh", "plain files", "a file set"])
-def test_kill_at_every_step_leaves_the_old_or_the_new_complete_set(tmp_path, start):
+def test_kill_at_every_step_leaves_the_old_or_the_new_complete_set(tmp_path, start, killed_at):
     """Kill -9 before each file-system change of a replacement: a reader then sees the old
     complete set or the new complete set, and the next writer removes the leftovers."""
     old, new = contents("old"), contents("new")
@@ -138,7 +104,7 @@ def test_kill_at_every_step_leaves_the_old_or_the_new_complete_set(tmp_path, sta
         assert seen == {"old", "new"}
 
 
-def test_stale_finds_and_removes_what_a_killed_writer_left(tmp_path):
+def test_stale_finds_and_removes_what_a_killed_writer_left(tmp_path, killed_at):
     folder = str(tmp_path)
     fs = FileSet(folder, "run", NAMES)
     write_version(fs, contents("old"))

@@ -205,40 +205,6 @@ def flatten(folder):
             shutil.rmtree(os.path.join(folder, entry))
 
 
-_MUTATORS = [(os, "replace"), (os, "rename"), (os, "symlink"), (os, "link"), (os, "remove"),
-             (os, "unlink"), (os, "rmdir"), (os, "mkdir")]
-
-
-def killed_at(k, work):
-    """Run ``work()`` in a forked child that SIGKILLs itself just before its k-th file-system
-    change (rename, link, remove, mkdir); True when killed there, False when it finished."""
-    import signal
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        try:
-            calls = [0]
-
-            def wrap(func):
-                def counted(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == k:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    return func(*args, **kwargs)
-                return counted
-            for module, attr in _MUTATORS:
-                setattr(module, attr, wrap(getattr(module, attr)))
-            work()
-        except BaseException:
-            os._exit(3)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == signal.SIGKILL
-        return True
-    assert os.WEXITSTATUS(status) == 0, "the work failed in the child"
-    return False
-
-
 @pytest.fixture
 def shared_tmp():
     """A temporary folder that another user may enter (tmp_path may not be): for runs under

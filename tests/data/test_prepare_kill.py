@@ -50,10 +50,10 @@ def _restore(work, pristine):
 
 
 @pytest.mark.parametrize("layout", ["plain files", "file set"])
-def test_kill_before_every_file_system_change(fx, two_sets, layout):
+def test_kill_before_every_file_system_change(fx, two_sets, layout, killed_at):
     work, pristine, old, a, b, new = two_sets(layout)
     seen, k = [], 1
-    while fx.killed_at(k, lambda: _quiet(source=b, output_dir=work, force=True)):
+    while killed_at(k, lambda: _quiet(source=b, output_dir=work, force=True)):
         now = fx.visible(work)
         assert now in (old, new), "kill at change %d left a mixed set" % k
         seen.append("new" if now == new else "old")

@@ -111,6 +111,8 @@ FAMILIES = [
     ("preact_resnet", "preact_resnet", dict(num_layers=20), CIFAR, 4),
     ("wrn", "wrn", dict(num_layers=10, widen_factor=2), CIFAR, 4),
     ("resnext", "resnext", dict(num_layers=29, cardinality=2, bottleneck_width=16), CIFAR, 4),
+    # groups of 4 and 8 channels, as in ResNeXt-50 32x4d: odd blocked layouts around them
+    ("resnext_8x4d", "resnext", dict(num_layers=29, cardinality=8, bottleneck_width=4), CIFAR, 4),
     ("lenet", "lenet", {}, CIFAR, 4),
     ("alexnet", "alexnet", {}, CIFAR, 4),
     ("vgg", "vgg", dict(num_layers=11, batch_norm=True), CIFAR, 4),

@@ -1,0 +1,47 @@
+"""Helpers every test package shares, as fixtures (test files cannot import each other under
+--import-mode=importlib)."""
+import os
+import shutil
+import signal
+
+import pytest
+
+#: the file-system changes a kill is injected before (what FileSet and rmtree call)
+_MUTATORS = [(os, "replace"), (os, "rename"), (os, "symlink"), (os, "link"), (os, "remove"),
+             (os, "unlink"), (os, "rmdir"), (os, "mkdir"), (shutil, "copy2")]
+
+
+def _killed_at(k, work):
+    """Run ``work()`` in a forked child that SIGKILLs itself just before its k-th file-system
+    change; True when it was killed there, False when ``work`` finished first."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            calls = [0]
+
+            def wrap(func):
+                def counted(*args, **kwargs):
+                    calls[0] += 1
+                    if calls[0] == k:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return func(*args, **kwargs)
+                return counted
+            for module, name in _MUTATORS:
+                setattr(module, name, wrap(getattr(module, name)))
+            work()
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, "work() failed in the child"
+    return False
+
+
+@pytest.fixture(scope="session")
+def killed_at():
+    """``killed_at(k, work)``: run ``work()`` in a forked child SIGKILLed before its k-th
+    file-system change (True if killed there, False if ``work`` finished first)."""
+    return _killed_at
