@@ -86,7 +86,8 @@ def _nominal_cycle_flops(info, flags):
         family = int(info.get("cpu family", "0"))
     except ValueError:
         family = 0
-    datapath = min(isa_bits, 256) if info.get("vendor_id") == "AuthenticAMD" and family < 0x1A else isa_bits
+    halves = info.get("vendor_id") == "AuthenticAMD" and family < 0x1A
+    datapath = min(isa_bits, 256) if halves else isa_bits
     label = ("AVX-512" if isa_bits == 512 else "AVX2" if isa_bits == 256 else "SSE") + (
         ", 256-bit datapath" if datapath < isa_bits else "")
     return datapath // 32, 2 if "fma" in flags or "avx512f" in flags else 1, label
@@ -129,15 +130,16 @@ def measure_cpu(cores=None, avx512=None, bf16=None, iterations=100000000):
     source = os.path.join(HERE, "cpu_peak.c")
     if not compiler or not os.path.exists(source) or "fma" not in flags:
         return None
-    base = ["-O2", "-pthread", "-mavx2", "-mfma"] + (["-mavx512f", "-DUSE_AVX512"] if avx512 else [])
+    base = ["-O2", "-pthread", "-mavx2", "-mfma"]
+    base += ["-mavx512f", "-DUSE_AVX512"] if avx512 else []
     binary = _build(source, base + ["-mavx512bf16", "-DUSE_BF16"], compiler) if bf16 else None
     bf16 = binary is not None
     binary = binary or _build(source, base, compiler)
     if binary is None:
         return None
     try:
-        run = subprocess.run([binary, str(cores), str(int(iterations))] + (["bf16"] if bf16 else []),
-                             capture_output=True, text=True, timeout=300)
+        command = [binary, str(cores), str(int(iterations))] + (["bf16"] if bf16 else [])
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300)
         result = json.loads(run.stdout)
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
@@ -171,7 +173,8 @@ def cpu_peak(cores=None, measure=True, dtype="float32"):
     if measured:
         return measured["gflops"], ("FP32 peak %.0f GFLOP/s = measured FMA throughput "
                                     "(bench/cpu_peak.c, %d busy cores, %d lanes); %s"
-                                    % (measured["gflops"], measured["threads"], measured["lanes"], cpu))
+                                    % (measured["gflops"], measured["threads"],
+                                       measured["lanes"], cpu))
     try:
         ghz = float(info.get("cpu MHz", "0")) / 1000.0
     except ValueError:

@@ -116,8 +116,8 @@ def audit_network(network, layout, graphs, dtypes, batch, env, steps=1):
 def format_network(title, labels, summaries):
     from graph import kernel_audit
     lines = [title]
-    header = "  %-18s %10s %6s %8s  %s" % ("graph dtype", "oneDNN ms", "ref", "reorder", "executions")
-    lines.append(header)
+    lines.append("  %-18s %10s %6s %8s  %s" % ("graph dtype", "oneDNN ms", "ref", "reorder",
+                                               "executions"))
     for label, summary in zip(labels, summaries):
         lines.append("  %-18s %10.1f %5.1f%% %7.1f%%  %d"
                      % (label, summary["total_ms"], 100 * summary["ref_share"],
@@ -156,7 +156,8 @@ def _options(args):
     nets = _list(args.nets, list(symbols.list_networks()), "network")
     layouts = _list(args.layouts, list(LAYOUTS), "layout")
     graphs = _list(args.graphs, GRAPHS, "graph")
-    dtypes = _list(args.dtypes or ("float32,bfloat16" if has_bf16() else "float32"), DTYPES, "dtype")
+    default_dtypes = "float32,bfloat16" if has_bf16() else "float32"
+    dtypes = _list(args.dtypes or default_dtypes, DTYPES, "dtype")
     if "bfloat16" in dtypes and not has_bf16():
         raise UserError("bfloat16 needs a CPU with avx512_bf16; this one has %s"
                         % " ".join(kernel_audit.isa_flags()))

@@ -32,8 +32,9 @@ import tempfile
 
 from . import common
 
-__all__ = ["Execution", "parse_line", "parse", "is_ref", "is_reorder", "conv_flops", "by_kind",
-           "summarise", "format_summary", "measure", "isa_flags", "AuditError"]
+__all__ = ["Execution", "parse_line", "parse", "is_ref", "is_reorder", "kind", "conv_flops",
+           "by_kind", "summarise", "format_summary", "measure", "onednn_isa", "isa_flags",
+           "cpu_name", "AuditError"]
 
 #: Printed by the measuring child between steps (``MARKER + json``).
 MARKER = "KERNEL-AUDIT "
@@ -345,4 +346,5 @@ def _worker(spec_path):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         sys.exit(_worker(sys.argv[2]))
-    sys.exit("usage: python -m graph.kernel_audit --worker JOBS.json (bench/kernel_audit.py is the CLI)")
+    sys.exit("usage: python -m graph.kernel_audit --worker JOBS.json "
+             "(bench/kernel_audit.py is the CLI)")
