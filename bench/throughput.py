@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import _common  # noqa: E402
+import _mxnet_steps  # noqa: E402
 
 #: bench name -> (label, network, num_layers, options, GluonCV model or None)
 NETS = {
@@ -105,58 +106,6 @@ class BenchError(Exception):
 # ----------------------------------------------------------------------------------------------
 # measuring subprocesses (run with --worker SPEC)
 
-def _symbol(net):
-    import symbols
-    _, network, num_layers, options, _ = NETS[net]
-    return symbols.get_symbol(network, num_classes=10, num_layers=num_layers, **options)
-
-
-def _module_step(sym, batch_size):
-    """Raw MXNet Module, as MXNet's example/image-classification trains."""
-    import mxnet as mx
-    mod = mx.mod.Module(sym, data_names=("data",), label_names=("softmax_label",), context=mx.cpu())
-    mod.bind(data_shapes=[("data", (batch_size, 3, 32, 32))],
-             label_shapes=[("softmax_label", (batch_size,))], for_training=True)
-    mx.random.seed(0)
-    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.05, "momentum": 0.9,
-                                                          "wd": 1e-4, "rescale_grad": 1.0 / batch_size})
-    batch = mx.io.DataBatch(data=[mx.nd.random.uniform(-1, 1, (batch_size, 3, 32, 32))],
-                            label=[mx.nd.array([i % 10 for i in range(batch_size)])])
-
-    def step():
-        mod.forward_backward(batch)
-        mod.update()
-    return step, lambda _: mx.nd.waitall()
-
-
-def _gluoncv_step(net, batch_size):
-    """GluonCV's CIFAR model, hybridized, trained with autograd + gluon.Trainer."""
-    import mxnet as mx
-    from mxnet import autograd, gluon
-    from gluoncv import model_zoo
-    name, kwargs = NETS[net][4]
-    if name.startswith("get_"):
-        model = getattr(model_zoo, name)(classes=10, **kwargs)
-    else:
-        model = model_zoo.get_model(name, classes=10, **kwargs)
-    mx.random.seed(0)
-    model.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-    model.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(model.collect_params(), "sgd",
-                            {"learning_rate": 0.05, "momentum": 0.9, "wd": 1e-4})
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    data = mx.nd.random.uniform(-1, 1, (batch_size, 3, 32, 32))
-    label = mx.nd.array([i % 10 for i in range(batch_size)])
-
-    def step():
-        with autograd.record():
-            loss = loss_fn(model(data), label)
-        loss.backward()
-        trainer.step(batch_size)
-    return step, lambda _: mx.nd.waitall()
-
-
 def run_worker(spec):
     """Measure one configuration in this process; print ``RESULT_TAG`` + JSON."""
     if os.environ.get("DNNL_MAX_CPU_ISA", "").upper() == "AVX512_CORE_AMX":
@@ -171,7 +120,7 @@ def run_worker(spec):
     net, batch_size, batches = spec["net"], spec["batch_size"], spec["batches"]
     if spec["config"] in ("ours", "ours_bf16", "knob"):
         from train import fit
-        sym = _symbol(net)
+        sym = _mxnet_steps.symbol(NETS[net])
         options = dict(spec.get("options") or {})
         if spec["config"] == "ours_bf16":
             options["dtype"] = "bfloat16"
@@ -181,10 +130,10 @@ def run_worker(spec):
         result = {"img_s": img_s, "batches": batches, "engine": engine,
                   "seconds": batches * batch_size / img_s, "wall": time.perf_counter() - start}
     elif spec["config"] == "module":
-        step, sync = _module_step(_symbol(net), batch_size)
+        step, sync = _mxnet_steps.module_step(_mxnet_steps.symbol(NETS[net]), batch_size)
         result = _common.time_steps(step, sync, batch_size, batches)
     elif spec["config"] == "gluoncv":
-        step, sync = _gluoncv_step(net, batch_size)
+        step, sync = _mxnet_steps.gluoncv_step(NETS[net][4], batch_size)
         result = _common.time_steps(step, sync, batch_size, batches)
     else:
         raise BenchError("unknown configuration %r" % spec["config"])

@@ -1,7 +1,7 @@
 """The one exception type for problems the user can fix (bad input, a missing GPU, a path)."""
 import sys
 
-__all__ = ["UserError", "cli_error"]
+__all__ = ["UserError", "cli_error", "error_line", "short_list"]
 
 
 class UserError(ValueError):
@@ -18,3 +18,22 @@ def cli_error(prog, message, code=2):
     text = str(message).strip()
     print("%s: error: %s" % (prog, text.splitlines()[0] if text else repr(message)), file=sys.stderr)
     return code
+
+
+#: Words that mark the informative line of an MXNet (or Graphviz) error message.
+_TELLING = ("Check failed", "Error in operator", "shape")
+
+
+def error_line(err, limit=400):
+    """The informative line of an MXNet error (the failed check or the operator in error),
+    else its first non-empty line; at most ``limit`` characters, for one-line messages."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = [line for line in lines if any(word in line for word in _TELLING)]
+    return (telling or lines or ["unknown error"])[0][:limit]
+
+
+def short_list(names, limit=8):
+    """``a, b, c ... (N more)``: at most ``limit`` names, for messages."""
+    names = list(names)
+    more = " ... (%d more)" % (len(names) - limit) if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

@@ -24,7 +24,6 @@ fit in :data:`IN_MEMORY_MAX_BYTES` (2 GiB: all of CIFAR-10/100 takes 184 MB), el
 ``ImageRecordIter`` uses with an index file: part k holds records
 ``[k * ceil(N / parts), (k + 1) * ceil(N / parts))``.
 """
-import json
 import logging
 import os
 import warnings
@@ -37,6 +36,7 @@ from . import common
 
 from .errors import DataError
 from .prefetch import Prefetcher
+from .stats import load_stats
 from .recfile import (check_against_stats, count_records, decode_image, read_records,
                       unpack_record)
 
@@ -319,46 +319,6 @@ class SyntheticIter(_EpochIter):
 
 # ---------------------------------------------------------------------------- factory
 
-def _stats_beside(rec_path):
-    """``<prefix>_stats.json`` for ``<prefix>_train.rec`` / ``<prefix>_val.rec``."""
-    stem = os.path.splitext(rec_path)[0]
-    for suffix in ("_train", "_val", "_test"):
-        if stem.endswith(suffix):
-            candidate = stem[:-len(suffix)] + "_stats.json"
-            return candidate if os.path.isfile(candidate) else None
-    return None
-
-
-def load_stats(stats, rec_path=None):
-    """The stats dict from a path, a dict, or (None) the ``<prefix>_stats.json`` beside
-    ``rec_path``; None when there is none.  DataError for an unreadable or invalid file."""
-    source = "stats"
-    if stats is None:
-        stats = _stats_beside(rec_path) if rec_path else None
-        if stats is None:
-            return None
-    if isinstance(stats, (str, os.PathLike)):
-        source = os.fspath(stats)
-        try:
-            with open(source) as f:
-                stats = json.load(f)
-        except OSError as exc:
-            raise DataError("cannot read stats file %s (%s)" % (source, exc.strerror)) from None
-        except ValueError as exc:
-            raise DataError("%s is not valid JSON (%s); convert the data again" % (source, exc)) from None
-    if not isinstance(stats, dict):
-        raise DataError("%s must be a dict with 'mean' and 'std'" % source)
-    for key in ("mean", "std"):
-        value = stats.get(key)
-        if not isinstance(value, (list, tuple)) or len(value) != 3:
-            raise DataError("%s: %r must list 3 per-channel values (R, G, B)" % (source, key))
-    if min(float(v) for v in stats["std"]) <= 0:
-        raise DataError("%s: 'std' values must be positive" % source)
-    stats = dict(stats)
-    stats.setdefault("_source", source)
-    return stats
-
-
 def _check_rec(path, role):
     if not isinstance(path, (str, os.PathLike)):
         raise DataError("%s must be the path of a .rec file, got %r" % (role, path))
@@ -430,9 +390,35 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
     backend already decodes ahead in its own threads.
     """
     image_shape = _as_shape(image_shape)
+    batch_size, num_parts, part_index = _check_arguments(batch_size, num_parts, part_index,
+                                                         backend, data_train, data_val)
+    train_path = _check_rec(data_train, "training data") if data_train is not None else None
+    val_path = _check_rec(data_val, "validation data") if data_val is not None else None
+    stats = load_stats(stats, train_path or val_path)
+    mean, std, classes = _normalisation(stats, train_path, val_path, num_classes)
+    if backend == "auto":
+        backend = _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape)
+    shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
+    train_options = dict(augment=augment, pad=pad, rand_mirror=rand_mirror, shuffle=shuffle,
+                         seed=seed, part_index=part_index)
+    parts = dict(train=(num_parts, part_index), val=(num_parts, part_index) if shard_val else (1, 0))
+    if backend == "memory":
+        threads = int(preprocess_threads) if preprocess_threads else common.usable_cores()
+        train, val = _memory_iters(train_path, val_path, parts, threads, classes, shared,
+                                   train_options, dict(prefetch=prefetch, pin_memory=pin_memory))
+    else:
+        train, val = _native_iters(train_path, val_path, parts, shared, train_options,
+                                   preprocess_threads)
+    for it in (train, val):
+        if it is not None:
+            it.backend = backend
+    return train, val
+
+
+def _check_arguments(batch_size, num_parts, part_index, backend, data_train, data_val):
+    """``(batch_size, num_parts, part_index)`` as ints; ValueError for a caller's mistake."""
     if int(batch_size) < 1:
         raise ValueError("batch_size must be a positive integer, got %r" % (batch_size,))
-    batch_size = int(batch_size)
     if not (int(num_parts) >= 1 and 0 <= int(part_index) < int(num_parts)):
         raise ValueError("need num_parts >= 1 and 0 <= part_index < num_parts, got %r and %r"
                          % (num_parts, part_index))
@@ -440,71 +426,72 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
         raise ValueError("backend must be 'auto', 'memory' or 'native', got %r" % (backend,))
     if data_train is None and data_val is None:
         raise ValueError("get_rec_iters needs data_train, data_val or both")
-    train_path = _check_rec(data_train, "training data") if data_train is not None else None
-    val_path = _check_rec(data_val, "validation data") if data_val is not None else None
-    stats = load_stats(stats, train_path or val_path)
-    if stats is not None:  # a partial or mixed set (interrupted conversion): one clear line
-        check_against_stats(stats, (train_path, val_path))
+    return int(batch_size), int(num_parts), int(part_index)
+
+
+def _normalisation(stats, train_path, val_path, num_classes):
+    """``(mean, std, num_classes)`` from the loaded stats, checked against the .rec files;
+    without stats (None) a warning and no normalisation."""
     if stats is None:
         warnings.warn("no stats for %s (no %s); batches are NOT normalised: pass stats= the "
                       "NAME_stats.json written by data/prepare_cifar.py"
-                      % (train_path or val_path, "<prefix>_stats.json beside it"), stacklevel=2)
-        mean, std, stats_classes = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None
-    else:
-        mean, std = stats["mean"], stats["std"]
-        stats_classes = stats.get("num_classes")
-        if num_classes is not None and stats_classes is not None \
-                and int(num_classes) != int(stats_classes):
-            raise DataError("%s describes %d classes but num_classes is %d; use the stats of "
-                            "this data set or fix num_classes"
-                            % (stats["_source"], stats_classes, num_classes))
-        for path, key in ((train_path, "num_train"), (val_path, "num_val")):
-            if path is not None and stats.get(key) is not None \
-                    and count_records(path) != int(stats[key]):
-                raise DataError("%s has %d records but %s says %s=%d; the stats belong to "
-                                "another conversion" % (path, count_records(path),
-                                                        stats["_source"], key, stats[key]))
+                      % (train_path or val_path, "<prefix>_stats.json beside it"), stacklevel=3)
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None if num_classes is None else int(num_classes)
+    check_against_stats(stats, (train_path, val_path))  # a partial or mixed set: one line
+    stats_classes = stats.get("num_classes")
+    if num_classes is not None and stats_classes is not None \
+            and int(num_classes) != int(stats_classes):
+        raise DataError("%s describes %d classes but num_classes is %d; use the stats of "
+                        "this data set or fix num_classes"
+                        % (stats["_source"], stats_classes, num_classes))
+    for path, key in ((train_path, "num_train"), (val_path, "num_val")):
+        if path is not None and stats.get(key) is not None \
+                and count_records(path) != int(stats[key]):
+            raise DataError("%s has %d records but %s says %s=%d; the stats belong to "
+                            "another conversion" % (path, count_records(path),
+                                                    stats["_source"], key, stats[key]))
     classes = int(num_classes) if num_classes is not None else stats_classes
-    threads = int(preprocess_threads) if preprocess_threads else common.usable_cores()
+    return stats["mean"], stats["std"], classes
 
-    if backend == "auto":
-        stored = _stored_shape(stats, train_path or val_path)
-        n_train = part_range(count_records(train_path), int(num_parts), int(part_index)) \
-            if train_path else (0, 0)
-        n_val = count_records(val_path) if val_path else 0
-        needed = (n_train[1] - n_train[0] + n_val) * int(np.prod(stored))
-        backend = "memory" if needed <= IN_MEMORY_MAX_BYTES and image_shape[0] == 3 else "native"
-        _log.info("data backend %s (%.0f MB of decoded pixels, in-memory limit %.0f MB)",
-                  backend, needed / 2 ** 20, IN_MEMORY_MAX_BYTES / 2 ** 20)
-    shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
-    val_part = (int(num_parts), int(part_index)) if shard_val else (1, 0)
-    if backend == "memory":
-        if image_shape[0] != 3:
-            raise DataError("backend='memory' decodes colour images (3 channels); image_shape "
-                            "%r needs backend='native'" % (image_shape,))
-        train = val = None
-        if train_path is not None:
-            images, labels = _load_memory(train_path, int(num_parts), int(part_index), threads,
-                                          classes)
-            train = InMemoryIter(images, labels, augment=augment, pad=pad,
-                                 rand_mirror=rand_mirror, shuffle=shuffle, seed=seed,
-                                 part_index=int(part_index), prefetch=prefetch,
-                                 pin_memory=pin_memory, **shared)
-        if val_path is not None:
-            images, labels = _load_memory(val_path, *val_part, threads, classes)
-            val = InMemoryIter(images, labels, prefetch=prefetch, pin_memory=pin_memory,
-                               **shared)
-    else:
-        train = NativeRecIter(train_path, augment=augment, pad=pad, rand_mirror=rand_mirror,
-                              shuffle=shuffle, seed=seed, num_parts=int(num_parts),
-                              part_index=int(part_index), preprocess_threads=preprocess_threads,
-                              **shared) if train_path is not None else None
-        val = NativeRecIter(val_path, preprocess_threads=preprocess_threads, num_parts=val_part[0],
-                            part_index=val_part[1], **shared) \
-            if val_path is not None else None
-    for it in (train, val):
-        if it is not None:
-            it.backend = backend
+
+def _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape):
+    """``memory`` when this worker's decoded colour pixels fit IN_MEMORY_MAX_BYTES, else
+    ``native``."""
+    stored = _stored_shape(stats, train_path or val_path)
+    start, stop = part_range(count_records(train_path), num_parts, part_index) \
+        if train_path else (0, 0)
+    n_val = count_records(val_path) if val_path else 0
+    needed = (stop - start + n_val) * int(np.prod(stored))
+    backend = "memory" if needed <= IN_MEMORY_MAX_BYTES and image_shape[0] == 3 else "native"
+    _log.info("data backend %s (%.0f MB of decoded pixels, in-memory limit %.0f MB)",
+              backend, needed / 2 ** 20, IN_MEMORY_MAX_BYTES / 2 ** 20)
+    return backend
+
+
+def _memory_iters(train_path, val_path, parts, threads, classes, shared, train_options, ahead):
+    """``(train, val)`` :class:`InMemoryIter` s over the decoded records (None where no path)."""
+    if shared["data_shape"][0] != 3:
+        raise DataError("backend='memory' decodes colour images (3 channels); image_shape "
+                        "%r needs backend='native'" % (shared["data_shape"],))
+    train = val = None
+    if train_path is not None:
+        images, labels = _load_memory(train_path, *parts["train"], threads, classes)
+        train = InMemoryIter(images, labels, **train_options, **ahead, **shared)
+    if val_path is not None:
+        images, labels = _load_memory(val_path, *parts["val"], threads, classes)
+        val = InMemoryIter(images, labels, **ahead, **shared)
+    return train, val
+
+
+def _native_iters(train_path, val_path, parts, shared, train_options, preprocess_threads):
+    """``(train, val)`` :class:`NativeRecIter` s (MXNet's ``ImageRecordIter``; None where no path)."""
+    train = val = None
+    if train_path is not None:
+        train = NativeRecIter(train_path, num_parts=parts["train"][0],
+                              preprocess_threads=preprocess_threads, **train_options, **shared)
+    if val_path is not None:
+        val = NativeRecIter(val_path, num_parts=parts["val"][0], part_index=parts["val"][1],
+                            preprocess_threads=preprocess_threads, **shared)
     return train, val
 
 

@@ -145,13 +145,7 @@ def _bind(sym, ctx, grad_req, shapes):
         if "out of memory" in text.lower():
             return None
         raise common.UserError("memonger cannot bind on %s to measure the plan: %s"
-                               % (ctx, _first_line(text)))
-
-
-def _first_line(text):
-    lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()]
-    useful = [l for l in lines if "Check failed" in l or "Error" in l[:40]]
-    return (useful or lines or ["unknown error"])[0][:300]
+                               % (ctx, common.error_line(text, 300)))
 
 
 def allocated_mb(sym, ctx=None, **shapes):

@@ -53,8 +53,10 @@ bfloat16 has float32's exponent range and needs none.  MXNet's dynamic loss scal
 (``amp.init_trainer``) requires ``amp.init()``, which patches every ``mx.sym``/``mx.nd``
 operator process-wide, and serves Gluon only; it is not used.
 """
+import contextlib
 import json
 import os
+import re
 
 from . import common
 
@@ -235,6 +237,7 @@ def training_symbol(sym, dtype):
     _check_dtype(dtype)
     if dtype == "float32":
         return sym
+    import mxnet as mx
     from mxnet.contrib import amp
     graph = _graph(sym)
     if any(node["op"] in CAST_OPS for node in graph["nodes"]):
@@ -243,10 +246,76 @@ def training_symbol(sym, dtype):
     inputs = _input_names(sym)
     excluded = (_stem_names(graph, inputs)
                 + _classifier_names(graph, amp.list_loss_output_functions(target)))
-    converted = amp.convert_symbol(sym, target_dtype=dtype, data_names=inputs,
-                                   excluded_sym_names=excluded)
+    converted = _convert(amp, sym, dtype, inputs, excluded, graph)
     _check_interface(sym, converted)
     return converted
+
+
+#: MXNet's message when AMP's pass leaves a Concat with float32 and low-precision inputs.
+_MIXED_CONCAT = re.compile(r"Error in operator (\S+?): .*Non-uniform data type in Concat.*"
+                           r"for input (\d+)", re.S)
+#: Enough repairs for every registered network (Inception-ResNet-v2 needs two).
+_MAX_REPAIRS = 8
+
+
+def _convert(amp, sym, dtype, inputs, excluded, graph):
+    """``amp.convert_symbol``, repairing the mixed Concats its pass leaves in MXNet 1.9.1.
+
+    The pass types a dtype-neutral Pooling as low precision when its float32 input also
+    feeds a low-precision layer, but wires it to the float32 tensor: GoogLeNet's CIFAR
+    stem and Inception-ResNet-v2's float32 trunk (its ``_mul_scalar`` residual scaling is
+    a float32 op) then reach a Concat with mixed inputs, which the pass refuses.  The
+    repair: pin that Pooling to float32 and let Concat cast to its widest input type.
+    Graphs that convert cleanly are converted exactly as before.
+    """
+    import mxnet as mx
+    pinned = []
+    for _ in range(_MAX_REPAIRS):
+        try:
+            with _concat_as_widest_cast(amp.amp, enabled=bool(pinned)):
+                return amp.convert_symbol(sym, target_dtype=dtype, data_names=inputs,
+                                          excluded_sym_names=list(excluded) + pinned)
+        except mx.base.MXNetError as err:
+            match = _MIXED_CONCAT.search(str(err))
+            pool = match and _pool_feeding(graph, match.group(1), int(match.group(2)))
+            if not pool or pool in pinned:
+                raise
+            pinned.append(pool)
+    raise AssertionError("AMP conversion still leaves a mixed Concat; this is a bug")
+
+
+def _pool_feeding(graph, concat, index):
+    """Name of the first Pooling on input ``index`` of the Concat named ``concat``, walking
+    back along first inputs (through at most one layer: conv, BN, activation), or None."""
+    nodes = graph["nodes"]
+    by_name = {node["name"]: node for node in nodes}
+    node = by_name.get(concat)
+    if node is None or node["op"] not in ("Concat", "concat") or index >= len(node["inputs"]):
+        return None
+    node = nodes[node["inputs"][index][0]]
+    for _ in range(6):
+        if node["op"] == "Pooling":
+            return node["name"]
+        if node["op"] == "null" or not node["inputs"]:
+            return None
+        node = nodes[node["inputs"][0][0]]
+    return None
+
+
+@contextlib.contextmanager
+def _concat_as_widest_cast(amp_module, enabled=True):
+    """AMP with Concat among its widest-type ops, as its float16 lists have it: a Concat whose
+    inputs mix float32 and bfloat16 then concatenates in float32 (``amp_multicast``).  Only
+    while repairing (``_convert``): elsewhere the extra ``amp_multicast`` nodes would only
+    add reorders between Concat and oneDNN's blocked layouts."""
+    original = amp_module.list_widest_type_cast
+    if enabled:
+        amp_module.list_widest_type_cast = lambda target: list(original(target)) + ["Concat",
+                                                                                  "concat"]
+    try:
+        yield
+    finally:
+        amp_module.list_widest_type_cast = original
 
 
 def _check_interface(sym, converted):

@@ -38,6 +38,10 @@ class TrainingDiverged(RuntimeError):
     checkpoint."""
 
 
+#: More CPU contexts than this is a typo (each context holds a whole copy of the model).
+MAX_CPU_CONTEXTS = 64
+
+
 def parse_devices(gpus=None, cpus=None):
     """``--gpus 0,1`` -> [mx.gpu(0), mx.gpu(1)]; ``--cpus N`` -> [mx.cpu(0), ..., mx.cpu(N-1)].
 
@@ -55,8 +59,10 @@ def parse_devices(gpus=None, cpus=None):
             raise common.UserError("--gpus %r lists a device twice" % (gpus,))
         return [mx.gpu(i) for i in ids]
     count = 1 if cpus is None else int(cpus)
-    if count < 1:
-        raise common.UserError("--cpus must be a positive number of CPU contexts, got %r" % (cpus,))
+    if not 1 <= count <= MAX_CPU_CONTEXTS:
+        raise common.UserError("--cpus must be a positive number of CPU contexts, from 1 to %d, "
+                               "got %r (it counts contexts; omit it for one)"
+                               % (MAX_CPU_CONTEXTS, cpus))
     return [mx.cpu(i) for i in range(count)]
 
 

@@ -291,6 +291,41 @@ def run_job(command, num_workers, num_servers=None, launcher="local", hostfile=N
     ``gpus`` (ids) / ``gpus_per_worker`` give each worker of a host its own GPUs
     (:func:`split_gpus`, :func:`node_command`).
     """
+    num_servers = _check_job(command, num_workers, num_servers, launcher)
+    role_env = {"server": _parse_pairs(env_server, "--env-server"),
+                "worker": _parse_pairs(env_worker, "--env-worker")}
+    role_env["scheduler"] = role_env["server"]
+    missing = [name for name in env if name not in os.environ]
+    if missing:
+        raise JobFailed("--env names variable(s) not set in this shell: %s" % ", ".join(missing), 2)
+    passed = {name: os.environ[name] for name in env}
+    hosts, root_uri = _root_address(launcher, hostfile, host_ip)
+    root_port = free_port("0.0.0.0" if launcher == "ssh" else root_uri)
+    workdir = sync_dst_dir or os.getcwd()
+    if sync_dst_dir and launcher == "ssh":
+        _sync_checkout(hosts, sync_dst_dir)
+    nodes = plan_nodes(num_workers, num_servers, hosts)
+    assigned = split_gpus(nodes, gpus, gpus_per_worker)
+    job = Job(nodes, stdout, stderr)
+    _warn_shared_gpus(job, nodes, command, assigned)
+    try:
+        for node in nodes:
+            dmlc = node_env(node, root_uri, root_port, num_workers, num_servers,
+                            dict(role_env[node.role]))
+            argv, node_vars = node_command(node, command, assigned, _workers_on(nodes, node.host))
+            _start_node(job, node, argv, node_vars, dmlc, passed, workdir)
+    except OSError as exc:
+        job.terminate()
+        raise JobFailed("cannot start %r: %s" % (command[0], exc.strerror), 2)
+    except BaseException:
+        job.terminate()
+        raise
+    return job.supervise(timeout=timeout, shutdown_grace=shutdown_grace,
+                         traceback_grace=traceback_grace)
+
+
+def _check_job(command, num_workers, num_servers, launcher):
+    """The number of servers (default: one per worker); ``JobFailed`` (exit 2) for bad flags."""
     if not command:
         raise JobFailed("no command to launch; put it after '--', e.g. "
                         "-- python train/train_cifar.py --kv-store dist_sync", 2)
@@ -301,63 +336,45 @@ def run_job(command, num_workers, num_servers=None, launcher="local", hostfile=N
         raise JobFailed("-s/--num-servers must be at least 1, got %d" % num_servers, 2)
     if launcher not in ("local", "ssh"):
         raise JobFailed("--launcher must be 'local' or 'ssh', got %r" % (launcher,), 2)
-    role_env = {"server": _parse_pairs(env_server, "--env-server"),
-                "worker": _parse_pairs(env_worker, "--env-worker")}
-    role_env["scheduler"] = role_env["server"]
-    missing = [name for name in env if name not in os.environ]
-    if missing:
-        raise JobFailed("--env names variable(s) not set in this shell: %s" % ", ".join(missing), 2)
-    passed = {name: os.environ[name] for name in env}
+    return num_servers
 
-    hosts = None
+
+def _root_address(launcher, hostfile, host_ip):
+    """``(hosts, scheduler address)``: the hostfile's hosts with ssh, None and loopback locally."""
     if launcher == "ssh":
         if not hostfile:
             raise JobFailed("--launcher ssh needs -H/--hostfile (one host or host:port a line)", 2)
         hosts = read_hostfile(hostfile)
-        root_uri = host_ip or reachable_ip(hosts[0][0])
+        return hosts, host_ip or reachable_ip(hosts[0][0])
+    if hostfile:
+        raise JobFailed("-H/--hostfile is only used with --launcher ssh", 2)
+    return None, host_ip or "127.0.0.1"
+
+
+def _sync_checkout(hosts, sync_dst_dir):
+    """rsync this directory to ``sync_dst_dir`` on every host; ``JobFailed`` if one fails."""
+    for host, port in sorted(set(hosts)):
+        result = subprocess.run(rsync_command(host, port, os.getcwd(), sync_dst_dir))
+        if result.returncode != 0:
+            raise JobFailed("rsync of %s to %s:%s failed (%s)"
+                            % (os.getcwd(), host, sync_dst_dir, describe(result.returncode)))
+
+
+def _start_node(job, node, argv, node_vars, dmlc, passed, workdir):
+    """Start one node: locally with this environment (the node's own variables win only
+    where unset here, but ``CUDA_VISIBLE_DEVICES`` always), or over ssh with ``passed``."""
+    if node.host is None:  # the scheduler always, everything with --launcher local
+        child_env = dict(os.environ)
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        for key, value in node_vars.items():
+            if key not in os.environ or key == "CUDA_VISIBLE_DEVICES":
+                child_env[key] = value
+        child_env.update(dmlc)
+        job.start(node, argv, child_env)
     else:
-        if hostfile:
-            raise JobFailed("-H/--hostfile is only used with --launcher ssh", 2)
-        root_uri = host_ip or "127.0.0.1"
-    root_port = free_port("0.0.0.0" if launcher == "ssh" else root_uri)
-
-    workdir = sync_dst_dir or os.getcwd()
-    if sync_dst_dir and launcher == "ssh":
-        for host, port in sorted(set(hosts)):
-            result = subprocess.run(rsync_command(host, port, os.getcwd(), sync_dst_dir))
-            if result.returncode != 0:
-                raise JobFailed("rsync of %s to %s:%s failed (%s)"
-                                % (os.getcwd(), host, sync_dst_dir, describe(result.returncode)))
-
-    nodes = plan_nodes(num_workers, num_servers, hosts)
-    assigned = split_gpus(nodes, gpus, gpus_per_worker)
-    job = Job(nodes, stdout, stderr)
-    _warn_shared_gpus(job, nodes, command, assigned)
-    try:
-        for node in nodes:
-            extra = dict(role_env[node.role])
-            dmlc = node_env(node, root_uri, root_port, num_workers, num_servers, extra)
-            argv, env = node_command(node, command, assigned, _workers_on(nodes, node.host))
-            if node.host is None:  # the scheduler always, everything with --launcher local
-                child_env = dict(os.environ)
-                child_env.setdefault("PYTHONUNBUFFERED", "1")
-                for key, value in env.items():
-                    if key not in os.environ or key == "CUDA_VISIBLE_DEVICES":
-                        child_env[key] = value
-                child_env.update(dmlc)
-                job.start(node, argv, child_env)
-            else:
-                remote = dict(env, **passed)
-                remote.update(PYTHONUNBUFFERED="1", **dmlc)
-                job.start(node, ssh_command(node.host, node.port, remote, argv, workdir), None)
-    except OSError as exc:
-        job.terminate()
-        raise JobFailed("cannot start %r: %s" % (command[0], exc.strerror), 2)
-    except BaseException:
-        job.terminate()
-        raise
-    return job.supervise(timeout=timeout, shutdown_grace=shutdown_grace,
-                         traceback_grace=traceback_grace)
+        remote = dict(node_vars, **passed)
+        remote.update(PYTHONUNBUFFERED="1", **dmlc)
+        job.start(node, ssh_command(node.host, node.port, remote, argv, workdir), None)
 
 
 def build_parser():

@@ -32,8 +32,6 @@ __all__ = ["PredictError", "data_module", "inference_symbol", "input_name", "che
            "preprocess_record", "checkpoint_preprocess", "resolve_preprocess", "preprocess_image",
            "Predictor"]
 
-#: MXNet runs an executor and worker threads per context; beyond this a typo, not a device count.
-MAX_CPU_CONTEXTS = 64
 #: MXNet 1.9.1 indexes tensors with int32 (without the large-tensor build): "larger than 2^31".
 MAX_ELEMENTS = 2 ** 31 - 1
 
@@ -77,7 +75,7 @@ def input_name(sym, arg_params):
         if not candidates:
             raise PredictError("the symbol has no data input left: every argument is in the params file")
         raise PredictError("the params file lacks %s: it does not match the symbol (was it saved "
-                           "from another network or configuration?)" % _names(candidates))
+                           "from another network or configuration?)" % common.short_list(candidates, 4))
     return candidates[0]
 
 
@@ -87,14 +85,14 @@ def check_params(sym, arg_params, aux_params, data_shape, source="the params fil
     missing_aux = [n for n in sym.list_auxiliary_states() if n not in aux_params]
     if missing_aux:
         raise PredictError("%s does not match the symbol: missing auxiliary state(s) %s"
-                           % (source, _names(missing_aux)))
+                           % (source, common.short_list(missing_aux, 4)))
     import mxnet as mx
     _check_elements(data_shape, int(np.prod(data_shape)))
     try:
         arg_shapes, _, aux_shapes = _infer_shape(sym, name, data_shape)
     except mx.base.MXNetError as err:
         raise PredictError("input shape %s does not fit the network: %s"
-                           % (tuple(data_shape), _first_line(err)))
+                           % (tuple(data_shape), common.error_line(err, 300)))
     wrong = []
     for names, shapes, params in ((sym.list_arguments(), arg_shapes, arg_params),
                                   (sym.list_auxiliary_states(), aux_shapes, aux_params)):
@@ -107,17 +105,6 @@ def check_params(sym, arg_params, aux_params, data_shape, source="the params fil
                            "depth or width?)" % (source, tuple(data_shape), "; ".join(wrong[:3]),
                                                  " ... (%d more)" % (len(wrong) - 3) if len(wrong) > 3 else ""))
     return name
-
-
-def _names(names, limit=4):
-    names = list(names)
-    return ", ".join(names[:limit]) + (" ... (%d more)" % (len(names) - limit) if len(names) > limit else "")
-
-
-def _first_line(err):
-    lines = [l.strip() for l in str(err).splitlines() if l.strip()]
-    useful = [l for l in lines if "Check failed" in l or "Error in operator" in l]
-    return (useful or lines or ["MXNet error"])[0][:300]
 
 
 def _available_bytes():
@@ -185,19 +172,10 @@ def _context_count(cpus):
 
 def make_contexts(gpus=None, cpus=None):
     """Devices as train_cifar.py reads them: ``--gpus 0,1`` -> [gpu(0), gpu(1)]; ``--cpus N``
-    -> [cpu(0), ..., cpu(N-1)]; neither -> [cpu()].  ``PredictError`` for a GPU this MXNet lacks."""
-    import mxnet as mx
-    from .fit import parse_devices
-    count = _context_count(cpus)
-    if count is not None and not 1 <= count <= MAX_CPU_CONTEXTS:
-        raise PredictError("--cpus must be a number of CPU contexts from 1 to %d, got %d (it counts "
-                           "contexts, as in train_cifar.py; omit it for one)" % (MAX_CPU_CONTEXTS, count))
-    contexts = parse_devices(gpus, count)
-    gpu_ids = [c.device_id for c in contexts if c.device_type == "gpu"]
-    if gpu_ids and mx.context.num_gpus() < max(gpu_ids) + 1:
-        raise PredictError("--gpus %s asked for, but this MXNet sees %d GPU(s); use --cpus"
-                           % (gpus, mx.context.num_gpus()))
-    return contexts
+    -> [cpu(0), ..., cpu(N-1)]; neither -> [cpu()].  ``common.UserError`` for a GPU this
+    MXNet lacks or a count out of range."""
+    from .fit import check_gpus, parse_devices
+    return check_gpus(parse_devices(gpus, _context_count(cpus)))
 
 
 def read_checkpoint(prefix, epoch):
@@ -219,7 +197,7 @@ def read_checkpoint(prefix, epoch):
         try:
             mx.sym.load(path)
         except mx.base.MXNetError as err:
-            raise PredictError("MXNet cannot load %s: %s" % (path, _first_line(err)))
+            raise PredictError("MXNet cannot load %s: %s" % (path, common.error_line(err, 300)))
     try:
         return load_params(prefix, int(epoch))
     except CheckpointError as err:
@@ -265,7 +243,7 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
             module.bind(data_shapes=[(data_name, tuple(data_shape))], for_training=False)
     except mx.base.MXNetError as err:  # e.g. out of memory
         raise PredictError("MXNet cannot bind the network for input %s on %d device(s): %s; "
-                           "lower --batch-size" % (tuple(data_shape), len(contexts), _first_line(err)))
+                           "lower --batch-size" % (tuple(data_shape), len(contexts), common.error_line(err, 300)))
     module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
     return module
 

@@ -51,23 +51,17 @@ def _check_input_file(path, what):
         raise PredictError("%s %s does not exist" % (what, path))
 
 
-def _stats_beside(rec_path):
-    """Stats files that would describe ``rec_path`` by name: NAME_stats.json for NAME_val.rec."""
-    stem = os.path.splitext(rec_path)[0]
-    names = [stem[:-len(s)] for s in ("_train", "_val", "_test") if stem.endswith(s)] + [stem]
-    return [n + "_stats.json" for n in names if os.path.isfile(n + "_stats.json")]
-
-
 def _describes(stats, rec_path):
     """True when ``stats`` came from the stats file of ``rec_path``'s own data set."""
     source = stats.get("_source")
     return bool(source) and os.path.isfile(source) and any(
-        os.path.samefile(source, s) for s in _stats_beside(rec_path))
+        os.path.samefile(source, s) for s in data_module("stats").stats_files_beside(rec_path))
 
 
 def _check_classes(stats, rec_path):
     """The data set of ``rec_path`` (its stats beside it) must name the same classes."""
-    own = [s for s in _stats_beside(rec_path) if not stats.get("_source") == s]
+    own = [s for s in data_module("stats").stats_files_beside(rec_path)
+           if not stats.get("_source") == s]
     if not own or not stats.get("classes"):
         return
     try:
@@ -91,7 +85,7 @@ def rec_preprocess(prefix, epoch, data_val, stats=None):
     else:
         chosen = checkpoint_preprocess(prefix, epoch)
         if chosen is None:  # older checkpoints: the data set's own stats
-            beside = _stats_beside(data_val)
+            beside = data_module("stats").stats_files_beside(data_val)
             return iterators.load_stats(beside[0]) if beside else None
     _check_classes(chosen, data_val)
     return chosen

@@ -19,7 +19,7 @@ from .. import common
 from .counting import count_operator, prod
 from .summary import InspectError, LayerRow, Summary, assign_groups, group_names
 
-__all__ = ["summarize", "load_symbol", "max_dimension", "check_shape", "first_line", "short_list"]
+__all__ = ["summarize", "load_symbol", "max_dimension", "check_shape"]
 
 
 def max_dimension():
@@ -52,18 +52,6 @@ def check_shape(name, value):
     return shape
 
 
-def short_list(names, limit=8):
-    names = list(names)
-    return ", ".join(names[:limit]) + (" ... (%d more)" % (len(names) - limit) if len(names) > limit else "")
-
-
-def first_line(err):
-    """The informative line of an MXNet (or Graphviz) error message, at most 400 characters."""
-    lines = [l.strip() for l in str(err).splitlines() if l.strip()]
-    useful = [l for l in lines if "Error in operator" in l or "Check failed" in l or "shape" in l.lower()]
-    return (useful or lines or ["unknown MXNet error"])[0][:400]
-
-
 def _is_label(name):
     return name.endswith("label")
 
@@ -87,7 +75,7 @@ def _input_shapes(sym, input_shapes):
     unknown_inputs = sorted(set(shapes) - set(arguments))
     if unknown_inputs:
         raise InspectError("the symbol has no input named %s; its arguments are: %s"
-                           % (", ".join(unknown_inputs), short_list(arguments)))
+                           % (", ".join(unknown_inputs), common.short_list(arguments)))
     return shapes
 
 
@@ -97,7 +85,7 @@ def _infer_shapes(internals, shapes):
     try:
         arg_shapes, out_shapes, aux_shapes = internals.infer_shape_partial(**shapes)
     except mx.base.MXNetError as err:
-        raise InspectError("shape inference failed for inputs %s: %s" % (shapes, first_line(err)))
+        raise InspectError("shape inference failed for inputs %s: %s" % (shapes, common.error_line(err)))
     arg_shape = dict(zip(internals.list_arguments(), arg_shapes))
     missing = [n for n in internals.list_arguments() if not arg_shape[n] or 0 in arg_shape[n]]
     if missing:
@@ -235,7 +223,7 @@ def _load_symbol_file(source):
     try:
         return mx.sym.load(source)
     except mx.base.MXNetError as err:
-        raise InspectError("MXNet cannot load %s as a symbol: %s" % (source, first_line(err)))
+        raise InspectError("MXNet cannot load %s as a symbol: %s" % (source, common.error_line(err)))
 
 
 def load_symbol(source, num_layers=None, num_classes=10, image_shape=(3, 32, 32), options=None):
@@ -251,6 +239,6 @@ def load_symbol(source, num_layers=None, num_classes=10, image_shape=(3, 32, 32)
         raise InspectError("network %r is registered but its module cannot be imported (%s)"
                            % (source, err))
     except mx.base.MXNetError as err:  # an option MXNet refuses (num_filter out of range, ...)
-        raise InspectError("cannot build %s with these options: %s" % (source, first_line(err)))
+        raise InspectError("cannot build %s with these options: %s" % (source, common.error_line(err)))
     except (ValueError, TypeError) as err:
         raise InspectError(str(err))

@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from .. import common
-from .analysis import load_symbol, max_dimension, short_list, summarize
+from .analysis import load_symbol, max_dimension, summarize
 from .render import write_graphviz, write_html, write_output
 from .summary import GROUP_BY, SORT_KEYS, InspectError
 
@@ -110,7 +110,7 @@ def _summary_of(args):
         if "data" not in sym.list_arguments():
             raise InspectError("the symbol has no input named 'data'; give its input shapes with "
                                "--input-shape NAME=N,C,H,W (arguments: %s)"
-                               % short_list(sym.list_arguments()))
+                               % common.short_list(sym.list_arguments()))
         shapes = {"data": (args.batch_size,) + image_shape}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported in the table footer instead

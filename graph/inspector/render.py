@@ -9,7 +9,6 @@ import os
 import subprocess
 
 from .. import common
-from .analysis import first_line
 from .layout import NODE_H, NODE_W, fold_graph, layout_graph
 from .summary import InspectError, human_count, shape_text
 
@@ -82,7 +81,7 @@ def _pipe(source, fmt):
     except (graphviz.ExecutableNotFound, subprocess.CalledProcessError, OSError) as err:
         raise InspectError("cannot render %s with Graphviz (%s); install the 'dot' binary "
                            "(apt-get install graphviz) or write --dot instead"
-                           % (fmt.upper(), first_line(err)))
+                           % (fmt.upper(), common.error_line(err)))
 
 
 def write_graphviz(summary, path, fmt=None, title=None):

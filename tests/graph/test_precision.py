@@ -28,6 +28,7 @@ NETS = {
     "preact20": ("preact_resnet", dict(num_layers=20)),
     "densenet40": ("densenet", dict(num_layers=40, growth_rate=12, bottleneck=True)),
     "inception_dsn": ("inception_bn", dict(deep_supervision="inception3c_output:0.2")),
+    "googlenet": ("googlenet", {}),  # its first Concat needs graph.precision's repair
 }
 
 
@@ -191,8 +192,40 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.parametrize("network,shape,pinned", [
+    ("googlenet", (3, 32, 32), ["inception3a_pool"]),
+    ("inception_resnet_v2", (3, 224, 224), ["mixed6a_pool", "mixed7a_pool"]),
+])
+def test_mixed_concats_are_repaired(network, shape, pinned):
+    """AMP's bfloat16 pass leaves these Concats with float32 and bfloat16 inputs (MXNet 1.9.1:
+    "Non-uniform data type in Concat"); the repair pins the Pooling on the float32 side."""
+    dtype = "bfloat16"
+    sym = symbols.get_symbol(network, num_classes=10, image_shape=shape)
+    from mxnet.contrib import amp
+    with pytest.raises(mx.base.MXNetError, match="Non-uniform data type in Concat"):
+        amp.convert_symbol(sym, target_dtype=dtype, data_names=["data", "softmax_label"],
+                           excluded_sym_names=precision.float32_layers(sym))
+    low = precision.training_symbol(sym, dtype)
+    types = _internal_types(low)
+    for name in pinned:
+        assert types[name + "_output"] == np.float32
+    kept = precision.float32_layers(sym)
+    convs = sum(node["op"] == "Convolution" and node["name"] not in kept for node in _nodes(sym))
+    assert precision.low_precision_ops(low, dtype).get("Convolution") == convs
+
+
+def test_clean_graphs_convert_as_amp_does():
+    """No repair, so no extra casts, where AMP's own pass succeeds (DenseNet's many Concats)."""
+    sym = _net("densenet40")
+    from mxnet.contrib import amp
+    plain = amp.convert_symbol(sym, target_dtype="bfloat16", data_names=["data", "softmax_label"],
+                               excluded_sym_names=precision.float32_layers(sym))
+    assert (precision.training_symbol(sym, "bfloat16").tojson(remove_amp_cast=False)
+            == plain.tojson(remove_amp_cast=False))
+
+
 @needs_bf16
-@pytest.mark.parametrize("name", ["resnet8", "preact20"])
+@pytest.mark.parametrize("name", ["resnet8", "preact20", "googlenet"])
 def test_bfloat16_step_is_close_to_float32(name):
     sym = _net(name)
     fused, _ = fusion.fuse_bn_relu(sym, data=SHAPE)
