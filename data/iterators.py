@@ -36,9 +36,9 @@ from . import common
 
 from .errors import DataError
 from .prefetch import Prefetcher
-from .stats import load_stats
 from .recfile import (check_against_stats, count_records, decode_image, read_records,
                       unpack_record)
+from .stats import load_stats
 
 __all__ = ["get_rec_iters", "InMemoryIter", "NativeRecIter", "SyntheticIter", "load_stats",
            "IN_MEMORY_MAX_BYTES", "part_range"]

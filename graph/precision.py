@@ -237,7 +237,6 @@ def training_symbol(sym, dtype):
     _check_dtype(dtype)
     if dtype == "float32":
         return sym
-    import mxnet as mx
     from mxnet.contrib import amp
     graph = _graph(sym)
     if any(node["op"] in CAST_OPS for node in graph["nodes"]):
@@ -286,7 +285,8 @@ def _convert(amp, sym, dtype, inputs, excluded, graph):
 
 def _pool_feeding(graph, concat, index):
     """Name of the first Pooling on input ``index`` of the Concat named ``concat``, walking
-    back along first inputs (through at most one layer: conv, BN, activation), or None."""
+    back along first inputs for at most six nodes (a branch's activation, BN and conv before
+    its pool), or None."""
     nodes = graph["nodes"]
     by_name = {node["name"]: node for node in nodes}
     node = by_name.get(concat)
