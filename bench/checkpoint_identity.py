@@ -58,8 +58,11 @@ def train(tree, prefix, data, args, env, epochs, examples):
                "--lr-step-epochs", str(epochs), "--batch-size", "64", "--seed", "7",
                "--deterministic", "1", "--model-prefix", prefix, "--no-plot"] + args
     child = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="2", **env)
-    subprocess.run(command, check=True, cwd=tree, env=child, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)
+    done = subprocess.run(command, cwd=tree, env=child, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit("checkpoint_identity: training in %s failed: %s" % (tree, last))
     return "%s-%04d.params" % (prefix, epochs)
 
 
