@@ -4,10 +4,17 @@
 * ``fusion`` -- the training-graph rewrite that fuses BatchNorm+ReLU on oneDNN CPUs.
 * ``global_pool`` -- the training-graph rewrite that computes global pooling with MXNet's
   reductions on oneDNN CPUs (the pooling's backward runs a ``ref`` kernel on AVX-512).
+* ``layout_barrier`` -- plain-layout barriers around grouped convolutions narrower than
+  oneDNN's channel block (their odd layouts put the BatchNorms around them on ``ref``).
+* ``precision`` -- the bfloat16/float16 training graph through MXNet's AMP (float32 master
+  weights and BatchNorm), with the repair of AMP's mixed Concats.
 * ``kernel_audit`` -- which oneDNN kernels a training step runs (DNNL_VERBOSE parser, one
   step in a subprocess, ``ref`` and reorder shares); bench/kernel_audit.py is its CLI.
 * ``inspector`` -- counting rules and summary tables (``analysis``), DOT/HTML renderers
   and the ``mxcnn-inspect`` CLI: ``python -m graph.inspector NAME|symbol.json``.
+
+Every training-graph pass keeps the symbol's arguments, auxiliary states and outputs
+(``_rebuild.check_interface``), so parameters and checkpoints are those of the original.
 
 ``symbols`` builds networks and knows nothing of these; ``train`` applies them.
 """

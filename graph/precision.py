@@ -59,6 +59,7 @@ import os
 import re
 
 from . import common
+from ._rebuild import check_interface
 
 DTYPES = ("float32", "float16", "bfloat16")
 #: CPU flags (as /proc/cpuinfo spells them) oneDNN needs for native bfloat16 kernels.
@@ -321,10 +322,7 @@ def _concat_as_widest_cast(amp_module, enabled=True):
 def _check_interface(sym, converted):
     """Names unchanged and every argument, auxiliary state and output float32."""
     import numpy as np
-    if (converted.list_arguments() != sym.list_arguments()
-            or converted.list_auxiliary_states() != sym.list_auxiliary_states()
-            or converted.list_outputs() != sym.list_outputs()):
-        raise AssertionError("AMP conversion changed the symbol's interface; this is a bug")
+    check_interface(sym, converted, "AMP conversion")
     fed = {name: "float32" for name in _input_names(sym)}
     arg_types, out_types, aux_types = converted.infer_type(**fed)
     if arg_types is None or any(t != np.float32 for t in arg_types + out_types + aux_types):

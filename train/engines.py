@@ -411,7 +411,12 @@ def _restore_states(engine, target, path, mxnet_loader):
             % (path, len(restored), len(engine.contexts)))
 
 
-def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32"):
+#: The oneDNN CPU rewrites of ``training_graph``, in the order they run.
+ONEDNN_REWRITES = ("global_pool", "layout_barrier", "fusion")
+
+
+def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
+                   rewrites=ONEDNN_REWRITES):
     """The graph the engines bind: ``sym`` rewritten for oneDNN's fast kernels on CPUs, then
     converted to the compute ``dtype`` (``graph.precision.training_symbol``: float32 weights,
     BatchNorm statistics and outputs).  The conversion comes last because the other passes
@@ -426,8 +431,11 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32"):
     are not fused).  Both keep every name, so parameters, optimizer states and checkpoints
     are those of ``sym``; ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
     for ONNX, cuDNN pooling on GPUs).  GPU contexts and a build without oneDNN train ``sym``.
+    ``rewrites``: the subset of :data:`ONEDNN_REWRITES` to apply (bench/throughput.py's knobs
+    measure each one's worth).
     """
-    sym = _onednn_graph(sym, contexts, data_shape, fuse)
+    rewrites = [r for r in rewrites if fuse or r != "fusion"]
+    sym = _onednn_graph(sym, contexts, data_shape, rewrites)
     if dtype == "float32":
         return sym
     precision = common.sibling("graph.precision")
@@ -439,15 +447,21 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32"):
     return low
 
 
-def _onednn_graph(sym, contexts, data_shape, fuse):
-    """``sym`` with the oneDNN CPU rewrites of ``training_graph`` (itself elsewhere)."""
+def _onednn_graph(sym, contexts, data_shape, rewrites):
+    """``sym`` with the oneDNN CPU ``rewrites`` of ``training_graph`` (itself elsewhere)."""
+    unknown = set(rewrites) - set(ONEDNN_REWRITES)
+    if unknown:
+        raise ValueError("unknown graph rewrite(s) %s; choose from %s"
+                         % (", ".join(sorted(unknown)), ", ".join(ONEDNN_REWRITES)))
     fusion = common.sibling("graph.fusion")
     if any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
         return sym
     # each keeps a oneDNN reference kernel off the training step (bench/kernel_audit.py)
-    sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
-    sym, _ = common.sibling("graph.layout_barrier").plain_around_narrow_groups(sym)
-    if not fuse:
+    if "global_pool" in rewrites:
+        sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
+    if "layout_barrier" in rewrites:
+        sym, _ = common.sibling("graph.layout_barrier").plain_around_narrow_groups(sym)
+    if "fusion" not in rewrites:
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))
     if count:
@@ -467,7 +481,7 @@ def make_engine(engine, *args, **kwargs):
 
 def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=DEFAULT_ENGINE,
               contexts=None, kvstore="local", warmup=3, num_classes=None, optimizer="sgd",
-              fuse=True, dtype="float32"):
+              fuse=True, dtype="float32", rewrites=ONEDNN_REWRITES):
     """Training throughput (images/s) of ``sym`` on one fixed synthetic batch.
 
     The timed loop is the engine's bare step (forward, backward, update) with no data
@@ -483,8 +497,9 @@ def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=D
         num_classes = sym.infer_shape(**input_shapes(sym, data_shape, label_shape))[1][0][1]
     params = dict(common.sibling("graph.precision").optimizer_params(dtype),
                   learning_rate=0.01, momentum=0.9, wd=1e-4)
-    runner = make_engine(engine, training_graph(sym, contexts, data_shape, fuse, dtype), contexts,
-                         data_shape, label_shape, arg_params, aux_params, optimizer, params, kvstore)
+    graph = training_graph(sym, contexts, data_shape, fuse, dtype, rewrites)
+    runner = make_engine(engine, graph, contexts, data_shape, label_shape, arg_params, aux_params,
+                         optimizer, params, kvstore)
     data = mx.nd.random.uniform(-1, 1, shape=data_shape)
     label = mx.nd.array(np.arange(batch_size) % num_classes)
     for _ in range(warmup):

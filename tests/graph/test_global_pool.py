@@ -17,20 +17,6 @@ def _ops(sym):
     return [node["op"] for node in json.loads(sym.tojson())["nodes"]]
 
 
-def _step(sym, arg_params, aux_params, data, label, dtype="float32"):
-    exe = sym.simple_bind(mx.cpu(), data=data.shape, softmax_label=label.shape,
-                          type_dict={"data": dtype})
-    for name, value in list(arg_params.items()) + list(aux_params.items()):
-        (exe.arg_dict[name] if name in exe.arg_dict else exe.aux_dict[name])[:] = value.astype(dtype)
-    exe.arg_dict["data"][:] = data.astype(dtype)
-    exe.arg_dict["softmax_label"][:] = label.astype(dtype)
-    exe.forward(is_train=True)
-    exe.backward()
-    return (exe.outputs[0].asnumpy(),
-            {n: exe.grad_dict[n].asnumpy().astype("f8") for n in arg_params},
-            {n: exe.aux_dict[n].asnumpy() for n in aux_params})
-
-
 CASES = [  # (network, options, global average pools)
     ("resnet", dict(num_layers=20), 1),
     ("se_resnet", dict(num_layers=20), 10),     # 9 squeeze pools + the classifier's
@@ -44,7 +30,7 @@ CASES = [  # (network, options, global average pools)
 
 
 @pytest.mark.parametrize("network,options,expected", CASES, ids=[c[0] for c in CASES])
-def test_rewritten_training_step_matches(network, options, expected):
+def test_rewritten_training_step_matches(network, options, expected, same_training_step):
     sym = symbols.get_symbol(network, num_classes=10, **options)
     rewritten, count = global_pool.reduce_global_pools(sym, data=SHAPE)
     assert count == expected
@@ -57,23 +43,7 @@ def test_rewritten_training_step_matches(network, options, expected):
                              if n.get("attrs", {}).get("global_pool") == "True"]
     internals = rewritten.get_internals().list_outputs()
     assert all(name in internals for name in sym.get_internals().list_outputs())  # same names
-    mx.random.seed(3)
-    arg_params, aux_params = fit.initial_params(sym, SHAPE)
-    data = mx.nd.random.uniform(-1, 1, SHAPE)
-    label = mx.nd.array(np.arange(BATCH) % 10)
-    out_ref, grads_ref, aux_ref = _step(sym, arg_params, aux_params, data, label)
-    out, grads, aux = _step(rewritten, arg_params, aux_params, data, label)
-    _, grads64, _ = _step(sym, arg_params, aux_params, data, label, "float64")
-    np.testing.assert_allclose(out, out_ref, rtol=1e-5, atol=1e-6)
-    for name in grads_ref:
-        # float tolerance: 1e-4 of the gradient, or (ill-conditioned gradients: MobileNet's
-        # stem BatchNorm at batch 4 is off by 6% in float32 either way) 3x today's float32
-        # error against float64
-        today = np.abs(grads_ref[name] - grads64[name]).max()
-        tolerance = max(1e-4 * (np.abs(grads_ref[name]).max() + 1e-12), 3 * today)
-        assert np.abs(grads[name] - grads_ref[name]).max() <= tolerance, name
-    for name in aux_ref:
-        np.testing.assert_allclose(aux[name], aux_ref[name], rtol=1e-5, atol=1e-6)
+    same_training_step(sym, rewritten, SHAPE, seed=3)
 
 
 def _pools():
@@ -143,3 +113,15 @@ def test_trainer_rewrites_on_onednn_cpus_only():
     # a GPU context trains the symbol as built (cuDNN's pooling has no such slow path);
     # building the graph needs no GPU
     assert fit.training_graph(sym, [mx.gpu(0)], SHAPE) is sym
+
+
+@pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
+def test_each_rewrite_can_be_left_out():
+    sym = symbols.get_symbol("resnet", num_classes=10, num_layers=8)
+    assert fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=()) is sym
+    pooled = _ops(fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("global_pool",)))
+    assert "mean" in pooled and fusion.FUSED_OP not in pooled
+    fused = _ops(fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("fusion",)))
+    assert "mean" not in fused and fusion.FUSED_OP in fused
+    with pytest.raises(ValueError, match="unknown graph rewrite.*choose from global_pool"):
+        fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("speed",))

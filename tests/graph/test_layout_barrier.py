@@ -16,19 +16,6 @@ def _nodes(sym):
     return json.loads(sym.tojson())["nodes"]
 
 
-def _step(sym, arg_params, aux_params, data, label, dtype="float32"):
-    exe = sym.simple_bind(mx.cpu(), data=data.shape, softmax_label=label.shape,
-                          type_dict={"data": dtype})
-    for name, value in list(arg_params.items()) + list(aux_params.items()):
-        (exe.arg_dict[name] if name in exe.arg_dict else exe.aux_dict[name])[:] = value.astype(dtype)
-    exe.arg_dict["data"][:] = data.astype(dtype)
-    exe.arg_dict["softmax_label"][:] = label.astype(dtype)
-    exe.forward(is_train=True)
-    exe.backward()
-    return (exe.outputs[0].asnumpy(),
-            {n: exe.grad_dict[n].asnumpy().astype("f8") for n in arg_params})
-
-
 CASES = [  # (network, options, convolutions that get barriers)
     ("resnext", dict(num_layers=29, cardinality=8, bottleneck_width=4), 6),   # 4 and 8 per group
     ("se_resnext", dict(num_layers=29, cardinality=2, bottleneck_width=24), 3),  # 24 (48, 96 fit)
@@ -39,7 +26,7 @@ CASES = [  # (network, options, convolutions that get barriers)
 
 @pytest.mark.parametrize("network,options,expected", CASES,
                          ids=["%s-%s" % (c[0], c[1].get("bottleneck_width", "dw")) for c in CASES])
-def test_barriers_change_nothing_but_the_layout(network, options, expected):
+def test_barriers_change_nothing_but_the_layout(network, options, expected, same_training_step):
     sym = symbols.get_symbol(network, num_classes=10, **options)
     barred, count = layout_barrier.plain_around_narrow_groups(sym)
     assert count == expected
@@ -54,20 +41,7 @@ def test_barriers_change_nothing_but_the_layout(network, options, expected):
     assert len(clips) == 2 * count and len(grouped) == count
     assert {g[:-len("_grouped")] for g in grouped} <= set(clips)  # the outer barrier has its name
     assert set(sym.get_internals().list_outputs()) <= set(barred.get_internals().list_outputs())
-    mx.random.seed(5)
-    arg_params, aux_params = fit.initial_params(sym, SHAPE)
-    data = mx.nd.random.uniform(-1, 1, SHAPE)
-    label = mx.nd.array(np.arange(SHAPE[0]) % 10)
-    out_ref, grads_ref = _step(sym, arg_params, aux_params, data, label)
-    out, grads = _step(barred, arg_params, aux_params, data, label)
-    _, grads64 = _step(sym, arg_params, aux_params, data, label, "float64")
-    np.testing.assert_allclose(out, out_ref, rtol=1e-5, atol=1e-6)
-    for name in grads_ref:
-        # 1e-4 of the gradient, or 3x today's float32 error against float64 (the reference
-        # BatchNorm kernels today's graph runs sum in another order than the JIT ones)
-        today = np.abs(grads_ref[name] - grads64[name]).max()
-        tolerance = max(1e-4 * (np.abs(grads_ref[name]).max() + 1e-12), 3 * today)
-        assert np.abs(grads[name] - grads_ref[name]).max() <= tolerance, name
+    same_training_step(sym, barred, SHAPE, seed=5)
 
 
 def test_barrier_is_the_identity_for_every_float():
