@@ -209,11 +209,8 @@ def batches_for(macs, batch_size, explicit=None):
 def forward_macs(net):
     """Forward multiply-accumulates per 3x32x32 image (graph.inspector)."""
     sys.path.insert(0, ROOT)
-    import symbols
     from graph import inspector as sym_inspect
-    _, network, num_layers, options, _ = NETS[net]
-    sym = symbols.get_symbol(network, num_classes=10, num_layers=num_layers, **options)
-    return sym_inspect.summarize(sym, data=(1, 3, 32, 32)).total_macs
+    return sym_inspect.summarize(_mxnet_steps.symbol(NETS[net]), data=(1, 3, 32, 32)).total_macs
 
 
 def bf16_unsupported():

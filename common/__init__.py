@@ -20,8 +20,9 @@ from .files import (TMP_SUFFIX, FileSet, atomic_write, atomic_write_text, digest
                     file_digest, stale_temp_files, umask)
 from .system import usable_cores
 
-__all__ = ["UserError", "cli_error", "error_line", "short_list", "TMP_SUFFIX", "FileSet", "atomic_write", "atomic_write_text",
-           "stale_temp_files", "file_digest", "digest_mismatch", "umask", "usable_cores", "sibling"]
+__all__ = ["UserError", "cli_error", "error_line", "short_list", "TMP_SUFFIX", "FileSet",
+           "atomic_write", "atomic_write_text", "stale_temp_files", "file_digest",
+           "digest_mismatch", "umask", "usable_cores", "sibling"]
 
 
 def sibling(name):

@@ -124,9 +124,11 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
     train_path = _check_rec(data_train, "training data") if data_train is not None else None
     val_path = _check_rec(data_val, "validation data") if data_val is not None else None
     stats = load_stats(stats, train_path or val_path)
-    mean, std, classes = _normalisation(stats, train_path, val_path, num_classes)
+    counts = {path: count_records(path) for path in (train_path, val_path) if path is not None}
+    mean, std, classes = _normalisation(stats, train_path, val_path, num_classes, counts)
     if backend == "auto":
-        backend = _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape)
+        backend = _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape,
+                                  counts)
     shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
     train_options = dict(augment=augment, pad=pad, rand_mirror=rand_mirror, shuffle=shuffle,
                          seed=seed, part_index=part_index)
@@ -158,9 +160,10 @@ def _check_arguments(batch_size, num_parts, part_index, backend, data_train, dat
     return int(batch_size), int(num_parts), int(part_index)
 
 
-def _normalisation(stats, train_path, val_path, num_classes):
-    """``(mean, std, num_classes)`` from the loaded stats, checked against the .rec files;
-    without stats (None) a warning and no normalisation."""
+def _normalisation(stats, train_path, val_path, num_classes, counts):
+    """``(mean, std, num_classes)`` from the loaded stats, checked against the .rec files
+    (``counts``: their record counts by path); without stats (None) a warning and no
+    normalisation."""
     if stats is None:
         warnings.warn("no stats for %s (no %s); batches are NOT normalised: pass stats= the "
                       "NAME_stats.json written by data/prepare_cifar.py"
@@ -174,22 +177,20 @@ def _normalisation(stats, train_path, val_path, num_classes):
                         "this data set or fix num_classes"
                         % (stats["_source"], stats_classes, num_classes))
     for path, key in ((train_path, "num_train"), (val_path, "num_val")):
-        if path is not None and stats.get(key) is not None \
-                and count_records(path) != int(stats[key]):
+        if path is not None and stats.get(key) is not None and counts[path] != int(stats[key]):
             raise DataError("%s has %d records but %s says %s=%d; the stats belong to "
-                            "another conversion" % (path, count_records(path),
+                            "another conversion" % (path, counts[path],
                                                     stats["_source"], key, stats[key]))
     classes = int(num_classes) if num_classes is not None else stats_classes
     return stats["mean"], stats["std"], classes
 
 
-def _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape):
+def _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape, counts):
     """``memory`` when this worker's decoded colour pixels fit IN_MEMORY_MAX_BYTES, else
-    ``native``."""
+    ``native`` (``counts``: the record counts by path)."""
     stored = _stored_shape(stats, train_path or val_path)
-    start, stop = part_range(count_records(train_path), num_parts, part_index) \
-        if train_path else (0, 0)
-    n_val = count_records(val_path) if val_path else 0
+    start, stop = part_range(counts[train_path], num_parts, part_index) if train_path else (0, 0)
+    n_val = counts[val_path] if val_path else 0
     needed = (stop - start + n_val) * int(np.prod(stored))
     backend = "memory" if needed <= IN_MEMORY_MAX_BYTES and image_shape[0] == 3 else "native"
     _log.info("data backend %s (%.0f MB of decoded pixels, in-memory limit %.0f MB)",
