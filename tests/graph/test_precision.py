@@ -225,8 +225,17 @@ def test_clean_graphs_convert_as_amp_does():
 
 
 @needs_bf16
-@pytest.mark.parametrize("name", ["resnet8", "preact20", "googlenet"])
-def test_bfloat16_step_is_close_to_float32(name):
+@pytest.mark.parametrize("name,min_cosine", [("resnet8", 0.95), ("preact20", 0.95),
+                                             ("googlenet", 0.7)])
+def test_bfloat16_step_is_close_to_float32(name, min_cosine):
+    """One bfloat16 step against float32 from the same weights, data and dropout mask.
+
+    GoogLeNet's bound is lower: without residual paths its weight gradients grow 10-20x from
+    the last inception block to the first at initialisation, and bf16's rounding grows with
+    them (measured on a Sapphire Rapids Xeon: cosine 0.96-0.999 in inception5b, 0.64-0.80 in
+    inception3a, the same with and without fusion and at batch 8 or 32).  A miswired branch
+    gives a cosine near 0.
+    """
     sym = _net(name)
     fused, _ = fusion.fuse_bn_relu(sym, data=SHAPE)
     mx.random.seed(3)
@@ -234,12 +243,14 @@ def test_bfloat16_step_is_close_to_float32(name):
     rs = np.random.RandomState(3)
     data = mx.nd.array(rs.uniform(-1, 1, SHAPE))
     label = mx.nd.array(rs.randint(0, 10, BATCH))
+    mx.random.seed(4)  # GoogLeNet's dropout: the same mask in both runs
     out32, grads32, aux32 = _forward_backward(sym, arg_params, aux_params, data, label)
+    mx.random.seed(4)
     out16, grads16, aux16 = _forward_backward(precision.training_symbol(fused, "bfloat16"),
                                               arg_params, aux_params, data, label)
     assert not np.array_equal(out16, out32)  # bfloat16 really ran
     np.testing.assert_allclose(out16, out32, atol=0.03)  # probabilities; bf16 has 8 bits
-    assert _cosine(grads16, grads32) > 0.95
+    assert _cosine(grads16, grads32) > min_cosine
     for key in aux32:  # moving statistics after one step (float32, from bf16 activations)
         np.testing.assert_allclose(aux16[key], aux32[key], rtol=0.02, atol=0.02)
 
