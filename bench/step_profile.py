@@ -42,8 +42,8 @@ def profile(net, steps, fuse, batch_size):
             "from train import runtime; runtime.configure()\n"
             "import mxnet as mx\n"
             "from train import fit\n"
-            "import throughput\n"
-            "sym = throughput._symbol(%r)\n"
+            "import throughput, _mxnet_steps\n"
+            "sym = _mxnet_steps.symbol(throughput.NETS[%r])\n"
             "speed = fit.benchmark(sym, %d, num_batches=%d, warmup=%d, fuse=%r)\n"
             "print('STEP-SECONDS', %d / speed)\n" % (ROOT, net, batch_size, steps, WARMUP, fuse,
                                                       batch_size))
