@@ -1,6 +1,6 @@
 """Training throughput of this project against raw MXNet Module, GluonCV and PyTorch.
 
-    python bench/throughput.py                       # full table, ~15-20 min on 2 cores
+    python bench/throughput.py                       # full table, ~15-25 min on 2 cores
     python bench/throughput.py --nets resnet20 --repeats 2      # a quick look
     python bench/throughput.py --knobs               # each runtime knob's ratio (ResNet-20)
     python bench/throughput.py --torch-python /path/to/venv/bin/python
