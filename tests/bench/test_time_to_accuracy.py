@@ -1,9 +1,6 @@
 """bench/time_to_accuracy.py's bookkeeping on made-up epoch records (no training here)."""
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-import time_to_accuracy as tta_bench  # noqa: E402
+import time_to_accuracy as tta_bench
 
 
 def result(name, accuracies, epoch_s=100.0, val_s=10.0, startup=5.0):

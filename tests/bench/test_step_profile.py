@@ -3,14 +3,11 @@
 A tiny batch keeps it to seconds; the point is that the script still builds its networks
 through the shared bench helpers and parses oneDNN's verbose output into per-kind times.
 """
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-import step_profile  # noqa: E402
-from graph import fusion  # noqa: E402
+import step_profile
+from graph import fusion
 
 
 @pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")

@@ -8,12 +8,10 @@ time, so other processes sharing the core do not lower the figure.
 """
 import os
 import shutil
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-import _common  # noqa: E402
+import _common
 
 needs_cc = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
 #: Plausible per-core clock range (GHz) and vector pipes per core.
