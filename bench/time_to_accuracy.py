@@ -8,7 +8,8 @@
 Steps: ``data/prepare_cifar.py --source ARCHIVE`` (the 50,000 training JPEGs and the 5,000
 test images, stored losslessly as decoded) -> ``.rec`` -> for each run a fresh process:
 
-* ``fast``: ``train/train_cifar.py --preset fast`` (airbench network, EMA, flip+translate TTA);
+* ``fast``: ``train/train_cifar.py --preset fast`` (airbench network, lookahead, alternating
+  flip, flip+translate TTA);
 * ``torch``: ``bench/airbench_torch.py`` in ``.venv-torch`` (airbench94 in PyTorch, fp32),
   fed the very pixels of the same ``.rec`` files (an ``.npz`` written here);
 * ``resnet20``: He et al.'s ResNet-20 recipe (``--preset resnet``: lr 0.1, x0.1 at 50% and 75%

@@ -16,7 +16,10 @@ from .errors import DataError
 from .prefetch import Prefetcher
 from .recfile import count_records
 
-__all__ = ["InMemoryIter", "NativeRecIter", "SyntheticIter", "part_range"]
+__all__ = ["InMemoryIter", "NativeRecIter", "SyntheticIter", "part_range", "PAD_MODES"]
+
+#: How a training crop's padding is filled: black (zeros) or the image reflected at its edge.
+PAD_MODES = ("zero", "reflect")
 
 
 def part_range(num_records, num_parts, part_index):
@@ -76,8 +79,11 @@ class InMemoryIter(_EpochIter):
     ``images``: uint8 (N, Hs, Ws, 3) RGB; ``labels``: (N,).  Output ``data`` is float32
     (B, 3, H, W) = (pixel - mean) / std per channel, with ``data_shape = (3, H, W)`` no
     larger than the stored images (+ 2 * pad when augmenting).  With ``augment`` each sample
-    is zero-padded by ``pad``, randomly cropped to H x W and (``rand_mirror``) flipped with
-    probability 0.5; otherwise it is centre-cropped.
+    is padded by ``pad`` (``pad_mode`` ``'zero'``, or ``'reflect'`` as airbench does),
+    randomly cropped to H x W and (``rand_mirror=True``) flipped with probability 0.5;
+    otherwise it is centre-cropped.  ``rand_mirror='alternate'`` is airbench94's alternating
+    flip (Jordan 2024, Sec. 3.6): each image's flip is drawn once, and the image is mirrored
+    that way in even epochs and the other way in odd ones, so consecutive epochs see both.
 
     ``prefetch=K`` assembles up to K batches ahead on a background thread (numpy releases
     the GIL in its bulk copies), so a fast GPU does not wait for augmentation; the batches
@@ -89,7 +95,7 @@ class InMemoryIter(_EpochIter):
     def __init__(self, images, labels, batch_size, data_shape=(3, 32, 32), mean=(0, 0, 0),
                  std=(1, 1, 1), augment=False, pad=4, rand_mirror=True, shuffle=False, seed=0,
                  part_index=0, data_name="data", label_name="softmax_label", prefetch=0,
-                 pin_memory=False):
+                 pin_memory=False, pad_mode="zero"):
         super().__init__(batch_size, data_shape, data_name, label_name)
         if int(prefetch) < 0:
             raise ValueError("prefetch must be >= 0 batches, got %r" % (prefetch,))
@@ -104,9 +110,15 @@ class InMemoryIter(_EpochIter):
         self.images = images
         self.labels = np.asarray(labels, np.float32)
         self.num_samples = images.shape[0]
-        self.augment, self.pad, self.rand_mirror = bool(augment), int(pad) if augment else 0, \
-            bool(rand_mirror) and bool(augment)
+        if pad_mode not in PAD_MODES:
+            raise ValueError("pad_mode must be one of %s, got %r" % (PAD_MODES, pad_mode))
+        self.augment, self.pad, self.pad_mode = bool(augment), int(pad) if augment else 0, pad_mode
+        self.rand_mirror = (rand_mirror if rand_mirror == "alternate" else bool(rand_mirror)) \
+            if augment else False
         self.shuffle, self.seed, self.part_index = bool(shuffle), seed, part_index
+        # the alternating flip's first-epoch draw, from a stream of its own
+        self._flip0 = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(part_index), 0xF1]) \
+            .random(images.shape[0]) < 0.5 if self.rand_mirror == "alternate" else None
         stored_h, stored_w = images.shape[1:3]
         self._span_h = stored_h + 2 * self.pad - height  # crop offsets 0..span in padded image
         self._span_w = stored_w + 2 * self.pad - width
@@ -129,6 +141,8 @@ class InMemoryIter(_EpochIter):
             self._dy = rng.integers(0, self._span_h + 1, n)
             self._dx = rng.integers(0, self._span_w + 1, n)
             self._flip = (rng.random(n) < 0.5) if self.rand_mirror else np.zeros(n, bool)
+            if self._flip0 is not None:
+                self._flip = self._flip0 ^ bool(epoch % 2)
         else:
             self._dy = np.full(n, self._span_h // 2)
             self._dx = np.full(n, self._span_w // 2)
@@ -143,7 +157,9 @@ class InMemoryIter(_EpochIter):
         _, height, width = self.data_shape
         p = self.pad
         src = self.images[index].transpose(0, 3, 1, 2)                     # (B, C, Hs, Ws)
-        if p:
+        if p and self.pad_mode == "reflect":
+            src = np.pad(src, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+        elif p:
             padded = np.zeros(src.shape[:2] + (src.shape[2] + 2 * p, src.shape[3] + 2 * p),
                               np.uint8)
             padded[:, :, p:p + src.shape[2], p:p + src.shape[3]] = src
@@ -206,8 +222,12 @@ class NativeRecIter(_EpochIter):
     def __init__(self, path_imgrec, batch_size, data_shape=(3, 32, 32), mean=(0, 0, 0),
                  std=(1, 1, 1), augment=False, pad=4, rand_mirror=True, shuffle=False, seed=0,
                  num_parts=1, part_index=0, preprocess_threads=None, data_name="data",
-                 label_name="softmax_label"):
+                 label_name="softmax_label", pad_mode="zero"):
         super().__init__(batch_size, data_shape, data_name, label_name)
+        if augment and (rand_mirror == "alternate" or pad_mode != "zero"):
+            raise DataError("ImageRecordIter (backend='native') has neither the alternating flip "
+                            "nor reflect padding; use backend='memory' (data sets that fit in "
+                            "memory) or random flips and zero padding")
         path_imgidx = os.path.splitext(path_imgrec)[0] + ".idx"
         if not os.path.isfile(path_imgidx):
             raise DataError("%s is missing; backend='native' needs the index written beside "

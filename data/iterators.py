@@ -99,7 +99,7 @@ def _stored_shape(stats, path):
 def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), stats=None,
                   augment=True, pad=4, rand_mirror=True, shuffle=True, seed=0, num_parts=1,
                   part_index=0, preprocess_threads=None, backend="auto", num_classes=None,
-                  prefetch=0, pin_memory=False, shard_val=False):
+                  prefetch=0, pin_memory=False, shard_val=False, pad_mode="zero"):
     """``(train_iter, val_iter)`` over ``<prefix>_train.rec`` and ``<prefix>_val.rec``
     (either may be None -> that iterator is None; scoring passes only ``data_val``).
     See the module docstring.
@@ -116,7 +116,9 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
     backend's ``ImageRecordIter``, default 4, which MXNet itself caps at
     ``max(1, omp_get_num_procs() / 2 - 1)``).  ``prefetch`` / ``pin_memory``: the memory
     backend's background batches and page-locked output (:class:`InMemoryIter`); the native
-    backend already decodes ahead in its own threads.
+    backend already decodes ahead in its own threads.  ``rand_mirror`` (True, False or
+    ``'alternate'``) and ``pad_mode`` (``'zero'`` or ``'reflect'``) are :class:`InMemoryIter`'s;
+    the native backend has only random flips and zero padding.
     """
     image_shape = _as_shape(image_shape)
     batch_size, num_parts, part_index = _check_arguments(batch_size, num_parts, part_index,
@@ -131,7 +133,7 @@ def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), sta
                                   counts)
     shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
     train_options = dict(augment=augment, pad=pad, rand_mirror=rand_mirror, shuffle=shuffle,
-                         seed=seed, part_index=part_index)
+                         seed=seed, part_index=part_index, pad_mode=pad_mode)
     parts = dict(train=(num_parts, part_index), val=(num_parts, part_index) if shard_val else (1, 0))
     if backend == "memory":
         threads = int(preprocess_threads) if preprocess_threads else common.usable_cores()

@@ -10,6 +10,7 @@ For a prefix ``runs/r20`` and N = the number of epochs COMPLETED (MXNet's conven
     r20-0003.states   optimizer state (momentum, ...) of the engine that wrote it
     r20-0003.live     with --ema-decay only: the live training weights ('arg:'/'aux:' as in
                       .params, which then holds the averaged weights to use; train/ema.py)
+    r20-0003.slow     with --lookahead-every only: the lookahead's slow weights (train/lookahead.py)
     r20-0003.json     training state: epoch, num_update, lr, best metric, seeds, engine, and
                       ``preprocess`` (mean/std, image shape, class names: train/predict.py)
 
@@ -48,13 +49,14 @@ class CheckpointError(common.UserError):
 
 
 def checkpoint_paths(prefix, epoch):
-    """``{'symbol', 'params', 'states', 'state', 'live', ...}`` file names for ``epoch`` epochs completed."""
+    """``{'symbol', 'params', 'states', 'state', 'live', 'slow', ...}`` file names for ``epoch`` epochs completed."""
     return {"symbol": "%s-symbol.json" % prefix,
             "inference_symbol": "%s-inference-symbol.json" % prefix,
             "params": "%s-%04d.params" % (prefix, epoch),
             "states": "%s-%04d.states" % (prefix, epoch),
             "state": "%s-%04d.json" % (prefix, epoch),
-            "live": "%s-%04d.live" % (prefix, epoch)}
+            "live": "%s-%04d.live" % (prefix, epoch),
+            "slow": "%s-%04d.slow" % (prefix, epoch)}
 
 
 def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, save_states=None, state=None):

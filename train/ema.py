@@ -19,7 +19,7 @@ import mxnet as mx
 
 from . import common
 
-__all__ = ["WeightEMA", "check_decay", "save_live", "load_live"]
+__all__ = ["WeightEMA", "check_decay", "merged", "snapshot", "save_live", "load_live"]
 
 
 def check_decay(decay, every):
@@ -31,11 +31,26 @@ def check_decay(decay, every):
     return None
 
 
-def _merged(arrays, ctx):
+def merged(arrays, ctx):
     """One array from the per-device copies (identical weights; BN statistics averaged)."""
     if len(arrays) == 1:
         return arrays[0]
     return mx.nd.add_n(*[a.as_in_context(ctx) for a in arrays]) / len(arrays)
+
+
+def snapshot(live, saved=None):
+    """``(arg, aux)``: one copy of each of an engine's ``live`` arrays on its first device,
+    taken from ``saved`` ``(arg, aux)`` where that has the name (a resumed run)."""
+    args, auxs = live
+    ctx = next(iter(args.values()))[0].context
+    copies = ({}, {})
+    for target, source, key in ((copies[0], args, 0), (copies[1], auxs, 1)):
+        for name, arrays in source.items():
+            if saved is not None and name in saved[key]:
+                target[name] = saved[key][name].as_in_context(ctx).copy()
+            else:
+                target[name] = merged(arrays, ctx).copy()
+    return copies
 
 
 class WeightEMA:
@@ -52,14 +67,7 @@ class WeightEMA:
 
     def start(self, live, saved=None):
         """Begin from ``saved`` ``(arg, aux)`` (a resumed average) or a copy of ``live``."""
-        args, auxs = live
-        ctx = next(iter(args.values()))[0].context
-        for target, source, key in ((self.arg, args, 0), (self.aux, auxs, 1)):
-            for name, arrays in source.items():
-                if saved is not None and name in saved[key]:
-                    target[name] = saved[key][name].as_in_context(ctx).copy()
-                else:
-                    target[name] = _merged(arrays, ctx).copy()
+        self.arg, self.aux = snapshot(live, saved)
         return self
 
     def step(self, live):
@@ -70,7 +78,7 @@ class WeightEMA:
         d = self.decay_at(self.updates)
         for target, source in ((self.arg, live[0]), (self.aux, live[1])):
             for name, avg in target.items():
-                current = _merged(source[name], avg.context)
+                current = merged(source[name], avg.context)
                 avg *= d
                 avg += (1.0 - d) * current
         self.updates += 1
@@ -109,12 +117,12 @@ def save_live(path, arg, aux):
     common.atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays))
 
 
-def load_live(path):
-    """``(arg, aux)`` saved by :func:`save_live`; ``common.UserError`` naming a missing file."""
+def load_live(path, holds="the live weights, which a checkpoint of averaged (EMA) weights needs"):
+    """``(arg, aux)`` saved by :func:`save_live`; ``common.UserError`` naming a missing file
+    and what it ``holds``."""
     if not os.path.isfile(path):
-        raise common.UserError("%s is missing: its checkpoint holds averaged (EMA) weights and "
-                               "needs the live ones to resume; resume from an earlier epoch with "
-                               "--load-epoch" % path)
+        raise common.UserError("%s is missing: it holds %s to resume; resume from an earlier "
+                               "epoch with --load-epoch" % (path, holds))
     arg, aux = {}, {}
     for key, value in mx.nd.load(path).items():
         kind, _, name = key.partition(":")

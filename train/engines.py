@@ -159,7 +159,7 @@ class ModuleEngine:
     name = "module"
 
     def __init__(self, sym, contexts, data_shape, label_shape, arg_params, aux_params,
-                 optimizer, optimizer_params, kvstore="local"):
+                 optimizer, optimizer_params, kvstore="local", local_updates=False):
         self.contexts = contexts
         labels = label_names(sym)
         self.mod = mx.mod.Module(sym, data_names=("data",), label_names=labels, context=contexts,
@@ -169,8 +169,10 @@ class ModuleEngine:
                       for_training=True)
         self.mod.init_params(arg_params=arg_params, aux_params=aux_params, force_init=True)
         # dist_sync: workers sum gradients through the servers and each applies the same
-        # update, so the optimizer state is local and can be checkpointed (rank 0)
-        with runtime.temporary_env("MXNET_UPDATE_ON_KVSTORE", "0" if _is_dist_sync(kvstore) else None):
+        # update, so the optimizer state is local and can be checkpointed (rank 0);
+        # local_updates (train/lookahead.py writes the weights): no kvstore copy of them either
+        local = local_updates or _is_dist_sync(kvstore)
+        with runtime.temporary_env("MXNET_UPDATE_ON_KVSTORE", "0" if local else None):
             self.mod.init_optimizer(kvstore=kvstore, optimizer=optimizer,
                                     optimizer_params=dict(optimizer_params))
         self.can_save_states = not (_is_dist(kvstore) and self.mod._update_on_kvstore)
@@ -226,7 +228,7 @@ class GluonEngine:
     name = "gluon"
 
     def __init__(self, sym, contexts, data_shape, label_shape, arg_params, aux_params,
-                 optimizer, optimizer_params, kvstore="local"):
+                 optimizer, optimizer_params, kvstore="local", local_updates=False):
         from mxnet import gluon
         self.contexts = contexts
         heads = softmax_heads(sym)
@@ -254,7 +256,8 @@ class GluonEngine:
         self.scale_batch = self.batch_size
         if _is_dist_sync(kvstore):
             self.scale_batch *= kvstore.num_workers  # gradients are summed over workers
-        update_on_kv = False if _is_dist_sync(kvstore) else (True if _is_dist(kvstore) else None)
+        local = local_updates or _is_dist_sync(kvstore)  # as in ModuleEngine
+        update_on_kv = False if local else (True if _is_dist(kvstore) else None)
         kv = kvstore if len(contexts) > 1 or _is_dist(kvstore) else None
         self.trainer = gluon.Trainer(self.net.collect_params(), opt, kvstore=kv,
                                      update_on_kvstore=update_on_kv)

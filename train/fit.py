@@ -23,7 +23,7 @@ import mxnet as mx
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import common, data_init, ema, tta
+from . import common, data_init, ema, lookahead, tta
 from .engines import (DEFAULT_ENGINE, ENGINES, benchmark, initial_params, kv_type,  # noqa: F401
                       label_names, make_engine, nonfinite_arrays, nonfinite_params,
                       training_graph)
@@ -162,6 +162,9 @@ class FitConfig:
         self.ema_decay = 0.0             # weight EMA (train/ema.py); 0: none
         self.ema_every = 1               # EMA update every N optimizer steps
         self.ema_resume = None           # (state dict, (arg, aux) average) of a resumed run
+        self.lookahead_every = 0         # lookahead (train/lookahead.py) every N steps; 0: none
+        self.lookahead_decay = 0.95 ** 5  # its decay at the end of the run
+        self.lookahead_resume = None     # (state dict, (arg, aux) slow weights) of a resumed run
         self.tta = ()                    # test-time augmentation views (train/tta.py)
         self.init_images = None          # training images for __data_init__ (train/data_init.py)
         self.lr_multipliers = None       # {param name: m}: lr x m, wd x 1/m (engine.scale_lr)
@@ -190,6 +193,7 @@ class _Run:
         if cfg.lr_multipliers:
             self.engine.scale_lr(cfg.lr_multipliers)
         self.ema = _make_ema(self.engine, cfg, self.log)
+        self.lookahead = _make_lookahead(self.engine, cfg, self.log)
         self.writer = bool(cfg.rank == 0 and cfg.model_prefix)  # the log and the curves
         # every worker checkpoints, rank r > 0 under PREFIX-r: each host can resume alone
         self.save_prefix = ckpt.rank_prefix(cfg.model_prefix, cfg.rank) if cfg.model_prefix else None
@@ -226,6 +230,20 @@ def _make_ema(engine, cfg, log):
     return average
 
 
+def _make_lookahead(engine, cfg, log):
+    """The slow weights of ``--lookahead-every`` (None without), resumed from
+    ``cfg.lookahead_resume``; the run's total steps set its schedule."""
+    if not cfg.lookahead_every:
+        return None
+    state, saved = cfg.lookahead_resume or ({}, None)
+    total = int(cfg.iters_per_epoch or 1) * int(cfg.num_epochs)
+    slow = lookahead.Lookahead(cfg.lookahead_every, cfg.lookahead_decay, total,
+                               state.get("steps", 0)).start(engine.live_params(), saved)
+    log.info("lookahead: every %d step(s), decay %g x (step/%d)^3%s", slow.every, slow.decay,
+             total, ", resumed after %d steps" % slow.steps if saved else "")
+    return slow
+
+
 def _make_engine(sym, data_shape, cfg):
     """The configured engine bound on ``training_graph(sym)``, from the initial or given params."""
     label_shape = (data_shape[0], cfg.num_classes) if cfg.soft_labels else (data_shape[0],)
@@ -248,7 +266,7 @@ def _make_engine(sym, data_shape, cfg):
     contexts = list(cfg.contexts)
     return make_engine(cfg.engine, training_graph(sym, contexts, data_shape, cfg.fuse, cfg.dtype),
                        contexts, data_shape, label_shape, arg_params, aux_params, cfg.optimizer,
-                       params, cfg.kvstore)
+                       params, cfg.kvstore, local_updates=bool(cfg.lookahead_every))
 
 
 def fit(sym, train_iter, val_iter, config):
@@ -272,6 +290,8 @@ def fit(sym, train_iter, val_iter, config):
             stack.enter_context(logging_redirect_tqdm(loggers=[run.log]))
         for epoch in range(cfg.begin_epoch, cfg.num_epochs):
             record = _train_epoch(run, epoch, train_iter, show_bar)
+            if run.lookahead is not None and epoch + 1 == cfg.num_epochs:
+                run.lookahead.finish(run.engine.live_params())  # the run ends on the slow weights
             if val_iter is not None:
                 _validate(run, epoch, val_iter, record)
             records.append(record)
@@ -355,6 +375,8 @@ def _train_step(run, batch, rng, epoch, nbatch):
     n = run.batch_size - (batch.pad or 0)
     data, label, hard, target = _batch_targets(batch, run.cfg, rng, run.batch_size)
     run.engine.step(data, label)
+    if run.lookahead is not None:
+        run.lookahead.step(run.engine.live_params())
     if run.ema is not None:
         run.ema.step(run.engine.live_params())
     probs = run.engine.output().asnumpy()
@@ -429,6 +451,9 @@ def _save_epoch(run, done, record):
         ema.save_live(ckpt.checkpoint_paths(run.save_prefix, done)["live"], arg, aux)
         arg, aux = run.ema.params()
         state["ema"] = run.ema.state()
+    if run.lookahead is not None:  # what --resume needs besides the live weights
+        ema.save_live(ckpt.checkpoint_paths(run.save_prefix, done)["slow"], *run.lookahead.params())
+        state["lookahead"] = run.lookahead.state()
     paths = ckpt.save_checkpoint(run.save_prefix, done, run.save_symbol, arg, aux,
                                  engine.save_states if engine.can_save_states else None, state)
     run.last_saved = done

@@ -30,6 +30,7 @@ class Job:
         self.states_note = None  # why the optimizer state is not restored, when it is not
         self.resume_prefix = None  # the checkpoint copy resumed from (PREFIX or PREFIX-rank)
         self.ema_resume = None  # (ema state, (arg, aux) average) of an EMA checkpoint
+        self.lookahead_resume = None  # (lookahead state, (arg, aux) slow weights)
         self.discard_epochs, self.discard_files = [], []  # run_prefix.clear_prefix removes them
 
 
@@ -115,11 +116,15 @@ def _check_ranges(args):
 
 
 def _check_fast_flags(args):
-    """--ema-decay/--ema-every, --tta, --crop-pad and --bn-bias-lr-mult (the fast recipe's)."""
-    from . import ema, tta
+    """--ema-*, --lookahead-*, --tta, --crop-pad and --bn-bias-lr-mult (the fast recipe's)."""
+    from . import ema, lookahead, tta
     problem = ema.check_decay(args.ema_decay, args.ema_every) if args.ema_decay else None
+    problem = problem or lookahead.check(args.lookahead_every, args.lookahead_decay)
     if problem:
         raise UsageError(problem)
+    if args.lookahead_every and args.kv_store == "dist_async":
+        raise UsageError("--lookahead-every needs the weights on the workers; dist_async keeps "
+                         "them on the servers: use --kv-store dist_sync")
     args.tta_views = tta.parse(args.tta)
     if args.crop_pad < 0:
         raise UsageError("--crop-pad must be >= 0 pixels, got %d" % args.crop_pad)
@@ -198,6 +203,11 @@ def load_checkpoint(job, prefix, epoch):
         from . import ema
         job.ema_resume = (job.state["ema"], (job.arg_params, job.aux_params))
         job.arg_params, job.aux_params = ema.load_live(ckpt.checkpoint_paths(prefix, epoch)["live"])
+    if job.state.get("lookahead"):  # the slow weights the pulls continue from
+        from . import ema
+        slow = ema.load_live(ckpt.checkpoint_paths(prefix, epoch)["slow"],
+                             holds="the lookahead's slow weights, which --lookahead-every needs")
+        job.lookahead_resume = (job.state["lookahead"], slow)
     states = ckpt.checkpoint_paths(prefix, epoch)["states"]
     job.states_file, job.states_note = _states_to_restore(job, states)
 

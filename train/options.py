@@ -91,7 +91,12 @@ def _data_flags(g, default):
                    help="1: synthetic data, report speed only (no data files, no checkpoints)")
     g.add_argument("--num-batches", type=int, default=default(50), help="batches per --benchmark epoch")
     g.add_argument("--crop-pad", type=int, default=default(4),
-                   help="training augmentation: zero padding before the random crop (default 4)")
+                   help="training augmentation: padding before the random crop (default 4)")
+    g.add_argument("--crop-pad-mode", choices=("zero", "reflect"), default=default("zero"),
+                   help="fill the crop padding with zeros or the reflected image (airbench)")
+    g.add_argument("--flip", choices=("random", "alternate"), default=default("random"),
+                   help="training flips: random each epoch, or airbench's alternating flip "
+                        "(each image mirrored every other epoch)")
     g.add_argument("--tta", default=default("none"), metavar="VIEWS",
                    help="test-time augmentation at validation: none, flip, translate or "
                         "flip,translate (mean probability over the views; train/tta.py)")
@@ -140,6 +145,11 @@ def _optimization_flags(g, default):
                    help="weight EMA decay, e.g. 0.99: validate and save the averaged weights "
                         "(train/ema.py; 0 = off)")
     g.add_argument("--ema-every", type=int, default=default(1), help="EMA update every N steps")
+    g.add_argument("--lookahead-every", type=int, default=default(0),
+                   help="lookahead every N steps (airbench: 5): slow weights pulled towards the "
+                        "live ones, then copied back (train/lookahead.py; 0 = off)")
+    g.add_argument("--lookahead-decay", type=float, default=default(0.95 ** 5),
+                   help="the lookahead's decay at the end of the run; it grows as (step/total)^3")
     g.add_argument("--bn-bias-lr-mult", type=float, default=default(1.0),
                    help="lr x M and wd x 1/M for the BatchNorm biases (betas); Page 2018 uses 64")
     g.add_argument("--seed", type=int, default=default(0))

@@ -165,6 +165,7 @@ def _iterators(job, rank, workers):
         job.train_rec, job.val_rec, args.batch_size, image_shape=job.image_shape,
         stats=job.stats["path"] if job.stats else None, seed=args.seed,
         num_parts=workers, part_index=rank, num_classes=args.num_classes, pad=args.crop_pad,
+        pad_mode=args.crop_pad_mode, rand_mirror=True if args.flip == "random" else args.flip,
         preprocess_threads=args.data_nthreads, shard_val=_shard_val(job, workers),
         **_gpu_input(job))
     if val_iter is not None:
@@ -274,6 +275,8 @@ def _recipe_options(config, job, train_iter, logger):
     config.lr_scheduler_args["final_lr"] = args.final_lr
     config.ema_decay, config.ema_every = args.ema_decay, args.ema_every
     config.ema_resume, config.tta = job.ema_resume, args.tta_views
+    config.lookahead_every, config.lookahead_decay = args.lookahead_every, args.lookahead_decay
+    config.lookahead_resume = job.lookahead_resume
     if args.bn_bias_lr_mult != 1.0:
         betas = [n for n in job.symbol.list_arguments() if n.endswith("_beta")]
         config.lr_multipliers = {name: args.bn_bias_lr_mult for name in betas}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data.errors import DataError
+from data.epoch_iters import InMemoryIter
 from data.iterators import SyntheticIter, get_rec_iters, part_range
 from data.prepare_cifar import prepare
 
@@ -297,3 +298,48 @@ def test_pinned_memory_batches_are_equal(converted):
 def test_prefetch_must_not_be_negative(converted):
     with pytest.raises(ValueError, match="prefetch"):
         get_rec_iters(converted.train_rec, None, BATCH, backend="memory", prefetch=-1)
+
+
+def _flip_iter(images, epoch, **kw):
+    it = InMemoryIter(images, np.arange(len(images)), batch_size=len(images), augment=True,
+                      shuffle=False, seed=3, data_shape=(3, 8, 8), **kw)
+    it.set_epoch(epoch)
+    it.reset()
+    return it.next().data[0].asnumpy()
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch():
+    rs = np.random.RandomState(0)
+    images = rs.randint(0, 256, (64, 8, 8, 3)).astype(np.uint8)
+    e0, e1, e2, e3 = (_flip_iter(images, e, pad=0, rand_mirror="alternate") for e in range(4))
+    plain = images.transpose(0, 3, 1, 2).astype(np.float32)
+    flipped0 = np.array([not np.array_equal(a, b) for a, b in zip(e0, plain)])
+    assert 16 < flipped0.sum() < 48                      # the first epoch's flips are random
+    np.testing.assert_array_equal(e1, e0[:, :, :, ::-1])  # the next epoch: the other way
+    np.testing.assert_array_equal(e2, e0)
+    np.testing.assert_array_equal(e3, e1)
+    random_flips = [_flip_iter(images, e, pad=0) for e in range(4)]
+    assert not all(np.array_equal(b, a[:, :, :, ::-1]) for a, b in zip(random_flips, random_flips[1:]))
+
+
+def test_reflect_padding_crops_the_reflected_image():
+    rs = np.random.RandomState(1)
+    images = rs.randint(1, 256, (32, 8, 8, 3)).astype(np.uint8)
+    it = InMemoryIter(images, np.arange(32), batch_size=32, augment=True, pad=2,
+                      rand_mirror=False, pad_mode="reflect", data_shape=(3, 8, 8))
+    it.reset()
+    got = it.next().data[0].asnumpy()
+    padded = np.pad(images.transpose(0, 3, 1, 2), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="reflect")
+    for i, (y, x) in enumerate(zip(it._dy, it._dx)):
+        np.testing.assert_array_equal(got[i], padded[i, :, y:y + 8, x:x + 8])
+    assert (got > 0).all() and len(set(zip(it._dy, it._dx))) > 5  # no black border, real shifts
+    with pytest.raises(ValueError, match="pad_mode"):
+        InMemoryIter(images, np.arange(32), batch_size=32, pad_mode="edge", data_shape=(3, 8, 8))
+
+
+def test_native_backend_refuses_what_only_the_memory_backend_has(converted):
+    train_rec = converted.train_rec
+    with pytest.raises(DataError, match="backend='memory'"):
+        get_rec_iters(train_rec, None, 16, backend="native", rand_mirror="alternate")
+    with pytest.raises(DataError, match="backend='memory'"):
+        get_rec_iters(train_rec, None, 16, backend="native", pad_mode="reflect")

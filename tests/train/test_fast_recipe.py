@@ -1,7 +1,9 @@
-"""The fast recipe's trainer features on tiny runs: weight EMA (formula, checkpoint, exact
-resume), test-time augmentation (mean of the views), the linear schedule, BN-bias lr."""
+"""The fast recipe's trainer features on tiny runs: weight EMA and lookahead (formula,
+checkpoint, exact resume), test-time augmentation (mean of the views), the linear schedule,
+BN-bias lr."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import pytest
 
 from train import engines, fit, tta
 from train.ema import WeightEMA
+from train.lookahead import Lookahead
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_train_cli import ROOT, SCRIPT, base_args, env, make_records  # noqa: E402
@@ -175,3 +178,97 @@ def test_score_rec_tta_is_the_mean_over_the_views(tmp_path):
     plain = (probs[0].argmax(axis=1) == labels).mean()
     assert got["top-1"] == pytest.approx(expected) and got["samples"] == 24
     assert len(probs) == 6 and (expected != plain or np.abs(np.mean(probs, 0) - probs[0]).max() > 1e-3)
+
+
+def _engine(sym, shape, contexts=(mx.cpu(),), engine="module", **kw):
+    arg, aux = engines.initial_params(sym, shape)
+    return engines.make_engine(engine, sym, list(contexts), shape, (shape[0],), arg, aux, "nag",
+                               {"learning_rate": 0.2, "momentum": 0.9, "wd": 1e-3}, **kw)
+
+
+def _batch(rs, shape):
+    return mx.nd.array(rs.randn(*shape)), mx.nd.array(rs.randint(0, NUM_CLASSES, shape[0]))
+
+
+def test_lookahead_pull_matches_numpy():
+    """Every 2nd step: slow = a*slow + (1-a)*w, w = slow, a = 0.8 * (t/6)^3; the end: w = slow."""
+    sym, shape = tiny_net(), (16, 3, 8, 8)
+    engine = _engine(sym, shape)
+    slow = Lookahead(2, 0.8, total_steps=6).start(engine.live_params())
+    expected = _numpy_params(engine)
+    rs = np.random.RandomState(0)
+    for step in range(1, 7):
+        engine.step(*_batch(rs, shape))
+        live = _numpy_params(engine)
+        assert slow.step(engine.live_params()) == (step % 2 == 0)
+        if step % 2 == 0:
+            a = 0.8 * (step / 6.0) ** 3
+            expected = {k: a * expected[k] + (1 - a) * live[k] for k in expected}
+            for name, value in _numpy_params(engine).items():  # the live weights jumped back
+                np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
+    engine.step(*_batch(rs, shape))
+    slow.finish(engine.live_params())
+    got_arg, got_aux = slow.params()
+    for name, value in list(got_arg.items()) + list(got_aux.items()):
+        np.testing.assert_allclose(value.asnumpy(), expected[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(_numpy_params(engine)[name], expected[name])
+    assert "bn1_moving_mean" in got_aux and slow.state()["steps"] == 6
+
+
+@pytest.mark.parametrize("engine_name", ["module", "gluon"])
+def test_lookahead_weights_survive_a_multi_device_step(engine_name):
+    """With two contexts a kvstore aggregates the gradients; the engine must update locally, or
+    the kvstore's own copy of the weights would undo the lookahead's write at the next step."""
+    sym, shape = tiny_net(batch_norm=False), (16, 3, 8, 8)
+    engine = _engine(sym, shape, [mx.cpu(0), mx.cpu(1)], engine_name, kvstore="local",
+                     local_updates=True)
+    slow = Lookahead(1, 0.5, total_steps=10).start(engine.live_params())
+    before = _numpy_params(engine)
+    rs = np.random.RandomState(1)
+    engine.step(*_batch(rs, shape))
+    slow.pull(engine.live_params(), 1.0)  # the live weights back to the starting ones
+    engine.optimizer.lr, engine.optimizer.momentum = 0.0, 0.0
+    engine.step(*_batch(rs, shape))
+    arg, _ = engine.live_params()
+    for name, arrays in arg.items():
+        for array in arrays:
+            np.testing.assert_allclose(array.asnumpy(), before[name], rtol=1e-6, atol=1e-7,
+                                       err_msg=name)
+
+
+def test_fit_with_lookahead_ends_on_the_slow_weights(tmp_path):
+    train, val = iters()
+    fit.fit(tiny_net(), train, val, config(tmp_path, num_epochs=1, lookahead_every=3))
+    prefix = str(tmp_path / "m")
+    params, slow = mx.nd.load(prefix + "-0001.params"), mx.nd.load(prefix + "-0001.slow")
+    state = json.load(open(prefix + "-0001.json"))
+    assert state["lookahead"] == {"every": 3, "decay": pytest.approx(0.95 ** 5), "total": 4,
+                                  "steps": 4}
+    assert "m-0001.slow" in state["files"] and set(params) == set(slow)
+    for key in params:
+        assert np.array_equal(params[key].asnumpy(), slow[key].asnumpy()), key
+
+
+def test_resume_with_lookahead_is_exact(tmp_path):
+    """A run stopped after epoch 1 of 3 and resumed ends with the straight run's bytes."""
+    records = make_records(str(tmp_path / "data"))
+    extra = ["--num-epochs", "3", "--deterministic", "1", "--lookahead-every", "3",
+             "--flip", "alternate", "--crop-pad-mode", "reflect", "--seed", "2"]
+    straight, resumed = str(tmp_path / "a" / "m"), str(tmp_path / "b" / "m")
+    args = base_args(records, straight, *extra)
+    subprocess.run([sys.executable, SCRIPT] + args, check=True, capture_output=True, env=env(),
+                   timeout=240, cwd=ROOT)
+    os.makedirs(os.path.dirname(resumed))
+    for name in os.listdir(os.path.dirname(straight)):  # what a run killed in epoch 2 leaves
+        if not any(name.startswith("m-%04d." % e) for e in (2, 3)):
+            shutil.copy(os.path.join(os.path.dirname(straight), name), os.path.dirname(resumed))
+    out = subprocess.run([sys.executable, SCRIPT] + base_args(records, resumed, *extra)
+                         + ["--resume"], capture_output=True, text=True, env=env(), timeout=240,
+                         cwd=ROOT)
+    assert out.returncode == 0 and "lookahead: every 3 step(s)" in out.stderr, out.stderr
+    assert "resumed after" in out.stderr
+    for suffix in ("-0003.params", "-0003.slow", "-0003.states"):
+        a, b = mx.nd.load(straight + suffix), mx.nd.load(resumed + suffix)
+        assert set(a) == set(b)
+        for key in a:
+            assert np.array_equal(a[key].asnumpy(), b[key].asnumpy()), (suffix, key)
