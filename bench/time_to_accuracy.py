@@ -89,7 +89,8 @@ def commands(name, work, args):
     folder = os.path.join(work, name)
     trainer = [sys.executable, os.path.join(ROOT, "train", "train_cifar.py"), "--data-dir", data,
                "--model-prefix", os.path.join(folder, "m"), "--log-file",
-               os.path.join(folder, "train.log"), "--no-plot", "--disp-batches", "10"]
+               os.path.join(folder, "train.log"), "--no-plot", "--disp-batches", "10",
+               "--seed", str(args.seed)]
     if name == "fast":
         # the preset's warm-up is 2.3 of 10 epochs: keep it 23% of a shortened run
         extra = ["--num-epochs", str(args.epochs), "--warmup-epochs", "%g" % (0.23 * args.epochs)] \
@@ -104,7 +105,7 @@ def commands(name, work, args):
         out = os.path.join(folder, "torch.jsonl")
         extra = ["--epochs", str(args.epochs)] if args.epochs else []
         return [TORCH_PYTHON, os.path.join(HERE, "airbench_torch.py"), "--data",
-                export_pixels(work), "--out", out] + extra, out
+                export_pixels(work), "--out", out, "--seed", str(args.seed)] + extra, out
     raise SystemExit("unknown run %r; choose from %s" % (name, ", ".join(RUNS)))
 
 
@@ -233,6 +234,8 @@ def main(argv=None):
     parser.add_argument("--reference-epochs", type=int, default=10,
                         help="epochs of the compressed He et al. ResNet-20 schedule (default 10)")
     parser.add_argument("--time-limit", type=float, help="stop each run after this many seconds")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="every run's seed (repeat with others to see the run-to-run spread)")
     parser.add_argument("--fast-args", nargs=argparse.REMAINDER, default=[],
                         help="extra train_cifar.py flags for the fast run (last option)")
     args = parser.parse_args(argv)

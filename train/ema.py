@@ -19,7 +19,8 @@ import mxnet as mx
 
 from . import common
 
-__all__ = ["WeightEMA", "check_decay", "merged", "snapshot", "save_live", "load_live"]
+__all__ = ["WeightEMA", "check_decay", "merged", "snapshot", "move_towards", "on_cpu",
+           "save_live", "load_live"]
 
 
 def check_decay(decay, every):
@@ -53,6 +54,22 @@ def snapshot(live, saved=None):
     return copies
 
 
+def move_towards(averages, live, decay):
+    """``avg <- decay * avg + (1 - decay) * w`` for each array of ``averages`` ``(arg, aux)``,
+    w being the engine's ``live`` value of the same name (merged over its devices)."""
+    for target, source in zip(averages, live):
+        for name, avg in target.items():
+            current = merged(source[name], avg.context)
+            avg *= decay
+            avg += (1.0 - decay) * current
+
+
+def on_cpu(arg, aux):
+    """``(arg, aux)`` copied to the CPU (what a checkpoint file holds)."""
+    return ({k: v.copyto(mx.cpu()) for k, v in arg.items()},
+            {k: v.copyto(mx.cpu()) for k, v in aux.items()})
+
+
 class WeightEMA:
     """The running average of an engine's parameters (see the module docstring)."""
 
@@ -75,19 +92,13 @@ class WeightEMA:
         self.steps += 1
         if self.steps % self.every:
             return False
-        d = self.decay_at(self.updates)
-        for target, source in ((self.arg, live[0]), (self.aux, live[1])):
-            for name, avg in target.items():
-                current = merged(source[name], avg.context)
-                avg *= d
-                avg += (1.0 - d) * current
+        move_towards((self.arg, self.aux), live, self.decay_at(self.updates))
         self.updates += 1
         return True
 
     def params(self):
         """``(arg, aux)`` copies of the average on the CPU (what the checkpoint holds)."""
-        return ({k: v.copyto(mx.cpu()) for k, v in self.arg.items()},
-                {k: v.copyto(mx.cpu()) for k, v in self.aux.items()})
+        return on_cpu(self.arg, self.aux)
 
     def state(self):
         """The JSON-able counters saved in the checkpoint's training state."""

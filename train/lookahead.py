@@ -16,8 +16,6 @@ ones go to ``PREFIX-NNNN.slow`` so that ``--resume`` continues exactly.  The eng
 pulled weights into their own arrays, so they must update locally (never on a kvstore that keeps
 its own copy of the weights): ``fit`` binds them that way when lookahead is on.
 """
-import mxnet as mx
-
 from . import ema
 
 __all__ = ["Lookahead", "check"]
@@ -59,11 +57,9 @@ class Lookahead:
 
     def pull(self, live, a):
         """slow <- a * slow + (1 - a) * live, then every device's live copy <- slow."""
+        ema.move_towards((self.arg, self.aux), live, a)
         for target, source in ((self.arg, live[0]), (self.aux, live[1])):
             for name, slow in target.items():
-                current = ema.merged(source[name], slow.context)
-                slow *= a
-                slow += (1.0 - a) * current
                 for array in source[name]:
                     slow.copyto(array)
 
@@ -73,8 +69,7 @@ class Lookahead:
 
     def params(self):
         """``(arg, aux)`` copies of the slow weights on the CPU (the ``.slow`` file)."""
-        return ({k: v.copyto(mx.cpu()) for k, v in self.arg.items()},
-                {k: v.copyto(mx.cpu()) for k, v in self.aux.items()})
+        return ema.on_cpu(self.arg, self.aux)
 
     def state(self):
         """The JSON-able counters saved in the checkpoint's training state."""

@@ -1,4 +1,5 @@
 """bench/time_to_accuracy.py's bookkeeping on made-up epoch records (no training here)."""
+import argparse
 
 import time_to_accuracy as tta_bench
 
@@ -29,3 +30,11 @@ def test_table_and_peer_ratio():
     ratio = tta_bench.peer_ratio([fast, peer])
     # the peer's 90% at 225 s of wall clock; fast has 93% at its 2nd epoch: 5 + 2 x 60 = 125 s
     assert "0.56x" in ratio
+
+
+def test_both_runs_take_the_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tta_bench, "export_pixels", lambda work: "pixels.npz")
+    args = argparse.Namespace(epochs=None, fast_args=[], reference_epochs=10, seed=7)
+    for name in ("fast", "torch", "resnet20"):
+        argv, _ = tta_bench.commands(name, str(tmp_path), args)
+        assert argv[argv.index("--seed") + 1] == "7", (name, argv)

@@ -104,6 +104,11 @@ HOSTILE = [
     ("load-epoch that does not exist", ["--model-prefix", "{run}", "--load-epoch", "99",
                                         "--num-epochs", "1"],
      ["no checkpoint for --load-epoch 99", "saved epochs: 1, 2"]),
+    ("negative lookahead period", ["--lookahead-every", "-1"], ["--lookahead-every must be"]),
+    ("lookahead decay of 1", ["--lookahead-every", "5", "--lookahead-decay", "1"],
+     ["--lookahead-decay must be in [0, 1)"]),
+    ("lookahead on dist_async", ["--lookahead-every", "5", "--kv-store", "dist_async"],
+     ["dist_async keeps them on the servers", "dist_sync"]),
     ("truncated params on resume", ["--model-prefix", "{truncated}", "--resume"],
      ["{truncated}-0002.params is truncated", "newest intact earlier checkpoint is "
       "{truncated}-0001.params: use --load-epoch 1"]),
