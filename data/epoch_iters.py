@@ -116,9 +116,10 @@ class InMemoryIter(_EpochIter):
         self.rand_mirror = (rand_mirror if rand_mirror == "alternate" else bool(rand_mirror)) \
             if augment else False
         self.shuffle, self.seed, self.part_index = bool(shuffle), seed, part_index
-        # the alternating flip's first-epoch draw, from a stream of its own
-        self._flip0 = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(part_index), 0xF1]) \
-            .random(images.shape[0]) < 0.5 if self.rand_mirror == "alternate" else None
+        self._flip0 = None
+        if self.rand_mirror == "alternate":  # its first-epoch flips, from a stream of their own
+            stream = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(part_index), 0xF1])
+            self._flip0 = stream.random(images.shape[0]) < 0.5
         stored_h, stored_w = images.shape[1:3]
         self._span_h = stored_h + 2 * self.pad - height  # crop offsets 0..span in padded image
         self._span_w = stored_w + 2 * self.pad - width
