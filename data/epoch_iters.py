@@ -82,8 +82,9 @@ class InMemoryIter(_EpochIter):
     is padded by ``pad`` (``pad_mode`` ``'zero'``, or ``'reflect'`` as airbench does),
     randomly cropped to H x W and (``rand_mirror=True``) flipped with probability 0.5;
     otherwise it is centre-cropped.  ``rand_mirror='alternate'`` is airbench94's alternating
-    flip (Jordan 2024, Sec. 3.6): each image's flip is drawn once, and the image is mirrored
-    that way in even epochs and the other way in odd ones, so consecutive epochs see both.
+    flip (Jordan 2024, arXiv:2404.00498): each image's flip is drawn once, and the image is
+    mirrored that way in even epochs and the other way in odd ones, so consecutive epochs see
+    both.
 
     ``prefetch=K`` assembles up to K batches ahead on a background thread (numpy releases
     the GIL in its bulk copies), so a fast GPU does not wait for augmentation; the batches

@@ -20,7 +20,7 @@ import mxnet as mx
 from . import common
 
 __all__ = ["WeightEMA", "check_decay", "merged", "snapshot", "move_towards", "on_cpu",
-           "save_live", "load_live"]
+           "save_weights", "load_weights"]
 
 
 def check_decay(decay, every):
@@ -121,15 +121,19 @@ class WeightEMA:
                 value.copyto(array)
 
 
-def save_live(path, arg, aux):
-    """Write the live weights (``arg``/``aux`` dicts) to ``path`` atomically, as ``.params`` do."""
+def save_weights(path, arg, aux):
+    """Write weights (``arg``/``aux`` dicts: the EMA's live ones, the lookahead's slow ones) to
+    ``path`` atomically, in the ``.params`` format."""
     arrays = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg.items()}
     arrays.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux.items()})
     common.atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays))
 
 
-def load_live(path, holds="the live weights, which a checkpoint of averaged (EMA) weights needs"):
-    """``(arg, aux)`` saved by :func:`save_live`; ``common.UserError`` naming a missing file
+LIVE_WEIGHTS = "the live weights, which a checkpoint of averaged (EMA) weights needs"
+
+
+def load_weights(path, holds=LIVE_WEIGHTS):
+    """``(arg, aux)`` saved by :func:`save_weights`; ``common.UserError`` naming a missing file
     and what it ``holds``."""
     if not os.path.isfile(path):
         raise common.UserError("%s is missing: it holds %s to resume; resume from an earlier "

@@ -448,11 +448,12 @@ def _save_epoch(run, done, record):
                  seed=cfg.seed, engine=engine.name, num_devices=len(run.contexts),
                  kvstore=kv_type(cfg.kvstore))
     if run.ema is not None:  # .params: the average users evaluate; .live: what training resumes
-        ema.save_live(ckpt.checkpoint_paths(run.save_prefix, done)["live"], arg, aux)
+        ema.save_weights(ckpt.checkpoint_paths(run.save_prefix, done)["live"], arg, aux)
         arg, aux = run.ema.params()
         state["ema"] = run.ema.state()
     if run.lookahead is not None:  # what --resume needs besides the live weights
-        ema.save_live(ckpt.checkpoint_paths(run.save_prefix, done)["slow"], *run.lookahead.params())
+        slow_path = ckpt.checkpoint_paths(run.save_prefix, done)["slow"]
+        ema.save_weights(slow_path, *run.lookahead.params())
         state["lookahead"] = run.lookahead.state()
     paths = ckpt.save_checkpoint(run.save_prefix, done, run.save_symbol, arg, aux,
                                  engine.save_states if engine.can_save_states else None, state)

@@ -193,23 +193,22 @@ def _load_resume_point(job):
 
 
 def load_checkpoint(job, prefix, epoch):
-    """Params, training state, EMA and optimizer-state file of checkpoint ``epoch`` under
-    ``prefix`` into ``job`` (``job.resume_prefix`` says which copy)."""
+    """Params, training state, EMA/lookahead weights and optimizer-state file of checkpoint
+    ``epoch`` under ``prefix`` into ``job`` (``job.resume_prefix`` says which copy)."""
     job.resume_prefix = prefix
     _, job.arg_params, job.aux_params = ckpt.load_params(prefix, epoch)
     _check_fits(job, epoch)
     job.state = ckpt.load_state(prefix, epoch)
+    from . import ema
+    paths = ckpt.checkpoint_paths(prefix, epoch)
     if job.state.get("ema"):  # .params holds the average; training continues from the live weights
-        from . import ema
         job.ema_resume = (job.state["ema"], (job.arg_params, job.aux_params))
-        job.arg_params, job.aux_params = ema.load_live(ckpt.checkpoint_paths(prefix, epoch)["live"])
+        job.arg_params, job.aux_params = ema.load_weights(paths["live"])
     if job.state.get("lookahead"):  # the slow weights the pulls continue from
-        from . import ema
-        slow = ema.load_live(ckpt.checkpoint_paths(prefix, epoch)["slow"],
-                             holds="the lookahead's slow weights, which --lookahead-every needs")
+        slow = ema.load_weights(paths["slow"],
+                                holds="the lookahead's slow weights, which --lookahead-every needs")
         job.lookahead_resume = (job.state["lookahead"], slow)
-    states = ckpt.checkpoint_paths(prefix, epoch)["states"]
-    job.states_file, job.states_note = _states_to_restore(job, states)
+    job.states_file, job.states_note = _states_to_restore(job, paths["states"])
 
 
 def use_rank_copy(job, rank):

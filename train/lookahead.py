@@ -1,5 +1,5 @@
 """Lookahead (Zhang, Lucas, Hinton, Ba 2019, "Lookahead Optimizer: k steps forward, 1 step
-back") with airbench94's schedule (Jordan 2024, arXiv:2404.00498, Sec. 3.5): every ``every``
+back") with airbench94's schedule (Jordan 2024, arXiv:2404.00498): every ``every``
 optimizer steps the slow weights move towards the live (fast) ones, and the live ones jump
 back to them::
 
@@ -22,7 +22,8 @@ __all__ = ["Lookahead", "check"]
 
 
 def check(every, decay):
-    """``common.UserError`` text for bad ``--lookahead-every`` / ``--lookahead-decay``, else None."""
+    """``common.UserError`` text for a bad ``--lookahead-every`` or ``--lookahead-decay``;
+    None when both are valid."""
     if every < 0:
         return "--lookahead-every must be a number of steps >= 0 (0 = off), got %r" % (every,)
     if not 0.0 <= decay < 1.0:
