@@ -37,16 +37,16 @@ def parse(lines, steps):
     return kernel_audit.by_kind(timed, steps) + (kernel_audit.summarise(timed, steps),)
 
 
-def profile(net, steps, fuse, batch_size):
+def profile(net, steps, fuse, batch_size, dtype="float32"):
     code = ("import sys, time, json; sys.path.insert(0, %r)\n"
             "from train import runtime; runtime.configure()\n"
             "import mxnet as mx\n"
             "from train import fit\n"
             "import throughput, _mxnet_steps\n"
             "sym = _mxnet_steps.symbol(throughput.NETS[%r])\n"
-            "speed = fit.benchmark(sym, %d, num_batches=%d, warmup=%d, fuse=%r)\n"
+            "speed = fit.benchmark(sym, %d, num_batches=%d, warmup=%d, fuse=%r, dtype=%r)\n"
             "print('STEP-SECONDS', %d / speed)\n" % (ROOT, net, batch_size, steps, WARMUP, fuse,
-                                                      batch_size))
+                                                      dtype, batch_size))
     env = throughput.base_env(_common.usable_cores())
     env["DNNL_VERBOSE"] = "1"
     env["PYTHONPATH"] = HERE + os.pathsep + env["PYTHONPATH"]
@@ -82,18 +82,20 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="profiled steps after 2 warm-up ones")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--no-fusion", action="store_true", help="profile the unfused graph")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the trainer's --dtype graph (bfloat16 needs avx512_bf16)")
     args = parser.parse_args(argv)
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in nets if n not in throughput.NETS]
     if unknown or args.steps < 1:
         parser.error("unknown net %s; choose from %s" % (", ".join(unknown), ", ".join(throughput.NETS))
                      if unknown else "--steps must be positive")
-    print("oneDNN time per training step (DNNL_VERBOSE), batch %d, OMP_NUM_THREADS=%s, %s"
+    print("oneDNN time per training step (DNNL_VERBOSE), batch %d, OMP_NUM_THREADS=%s, %s, %s"
           % (args.batch_size, os.environ.get("OMP_NUM_THREADS", "cores"),
-             "unfused" if args.no_fusion else "BatchNorm+ReLU fused"))
+             "unfused" if args.no_fusion else "BatchNorm+ReLU fused", args.dtype))
     started = time.time()
     for net in nets:
-        report(net, *profile(net, args.steps, not args.no_fusion, args.batch_size))
+        report(net, *profile(net, args.steps, not args.no_fusion, args.batch_size, args.dtype))
     print("%.1f min" % ((time.time() - started) / 60.0))
     return 0
 

@@ -60,6 +60,7 @@ import re
 
 from . import common
 from ._rebuild import check_interface
+from .channel_pad import SEGMENTS_ATTR as _CHANNEL_SEGMENTS
 
 DTYPES = ("float32", "float16", "bfloat16")
 #: CPU flags (as /proc/cpuinfo spells them) oneDNN needs for native bfloat16 kernels.
@@ -269,12 +270,15 @@ def _convert(amp, sym, dtype, inputs, excluded, graph):
     Graphs that convert cleanly are converted exactly as before.
     """
     import mxnet as mx
+    target_ops, float32_concats = _padded_concats(graph, dtype)
+    excluded = list(excluded) + float32_concats
     pinned = []
     for _ in range(_MAX_REPAIRS):
         try:
             with _concat_as_widest_cast(amp.amp, enabled=bool(pinned)):
                 return amp.convert_symbol(sym, target_dtype=dtype, data_names=inputs,
-                                          excluded_sym_names=list(excluded) + pinned)
+                                          target_dtype_ops=target_ops,
+                                          excluded_sym_names=excluded + pinned)
         except mx.base.MXNetError as err:
             match = _MIXED_CONCAT.search(str(err))
             pool = match and _pool_feeding(graph, match.group(1), int(match.group(2)))
@@ -282,6 +286,24 @@ def _convert(amp, sym, dtype, inputs, excluded, graph):
                 raise
             pinned.append(pool)
     raise AssertionError("AMP conversion still leaves a mixed Concat; this is a bug")
+
+
+def _padded_concats(graph, dtype):
+    """``(low-precision ops, names to keep in float32)`` for a channel-padded graph
+    (graph.channel_pad), ``(None, [])`` for any other.
+
+    There the channel concatenations (marked by the pass) join 16-aligned pieces in oneDNN's
+    blocked layout and feed BatchNorms: in the low precision they move half the bytes, and
+    the float32 stem's output is cast down rather than every piece cast up (the widest-type
+    repair).  AMP lists ops by type, so the pass's other Concats, which assemble padded
+    float32 parameters, are excluded by name."""
+    concats = [node for node in graph["nodes"] if node["op"] in ("Concat", "concat")]
+    if not any(_CHANNEL_SEGMENTS in node.get("attrs", {}) for node in concats):
+        return None, []
+    from mxnet.contrib import amp
+    ops = list(amp.list_lp16_ops(amp.amp.bfloat16 if dtype == "bfloat16" else dtype))
+    ops += ["Concat", "concat"]
+    return ops, [node["name"] for node in concats if _CHANNEL_SEGMENTS not in node.get("attrs", {})]
 
 
 def _pool_feeding(graph, concat, index):

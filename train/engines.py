@@ -33,7 +33,7 @@ from . import common, opt_states, runtime
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "label_names", "input_shapes", "initial_params",
            "softmax_heads", "json_op", "ModuleEngine", "GluonEngine", "training_graph",
-           "make_engine", "kv_type", "nonfinite_arrays",
+           "make_engine", "UnpaddedStatistics", "kv_type", "nonfinite_arrays",
            "nonfinite_params", "benchmark"]
 
 #: Engines by name.  bench/engine_compare.py (ResNet-20/56, batch 128, synthetic, interleaved)
@@ -190,6 +190,7 @@ class ModuleEngine:
         return self.mod.get_outputs()[0]
 
     def get_params(self):
+        mx.nd.waitall()  # the BatchNorm statistics' last update is a write MXNet does not track
         arg, aux = self.mod.get_params()
         return dict(arg), dict(aux)
 
@@ -304,6 +305,7 @@ class GluonEngine:
         """``(arg, aux)`` on the CPU.  Each context keeps its own BatchNorm running statistics;
         aux is their mean, as ``Module.get_params`` gives it (a resumed run starts every context
         from it, and the mean evolves the same: exact resume within rounding)."""
+        mx.nd.waitall()  # as ModuleEngine.get_params
         arg, aux = {}, {}
         for name, param in self.net.collect_params().items():
             if name in self.aux_names:
@@ -415,7 +417,7 @@ def _restore_states(engine, target, path, mxnet_loader):
 
 
 #: The oneDNN CPU rewrites of ``training_graph``, in the order they run.
-ONEDNN_REWRITES = ("global_pool", "layout_barrier", "fusion")
+ONEDNN_REWRITES = ("global_pool", "layout_barrier", "channel_pad", "fusion")
 
 
 def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
@@ -429,7 +431,9 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
     (``graph.global_pool``: the pooling's backward runs oneDNN's ``ref`` kernel on AVX-512
     and drags the BatchNorm backwards behind it onto ``ref`` too), grouped convolutions
     narrower than oneDNN's block get plain-layout barriers (``graph.layout_barrier``: their
-    odd blocked layouts put the BatchNorms around them on ``ref``), and BatchNorm+ReLU pairs
+    odd blocked layouts put the BatchNorms around them on ``ref``), concatenations of pieces
+    that are no multiple of 16 channels get zero channels up to one (``graph.channel_pad``:
+    MXNet keeps such tensors in plain layouts, on gemm and ncsp kernels), and BatchNorm+ReLU pairs
     are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``; memonger-planned graphs
     are not fused).  Both keep every name, so parameters, optimizer states and checkpoints
     are those of ``sym``; ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
@@ -464,6 +468,11 @@ def _onednn_graph(sym, contexts, data_shape, rewrites):
         sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
     if "layout_barrier" in rewrites:
         sym, _ = common.sibling("graph.layout_barrier").plain_around_narrow_groups(sym)
+    if "channel_pad" in rewrites:
+        sym, count = common.sibling("graph.channel_pad").pad_channels(sym, data=tuple(data_shape))
+        if count:
+            logging.getLogger("mxcnn.train").info(
+                "oneDNN: %d convolutions padded to 16-channel multiples for training", count)
     if "fusion" not in rewrites:
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))
@@ -474,12 +483,81 @@ def _onednn_graph(sym, contexts, data_shape, rewrites):
     return fused
 
 
-def make_engine(engine, *args, **kwargs):
-    """Build the engine named ``engine`` (``module`` or ``gluon``)."""
+def make_engine(engine, sym, contexts, data_shape, label_shape, arg_params, aux_params, *args,
+                **kwargs):
+    """Build the engine named ``engine`` (``module`` or ``gluon``) on the training graph
+    ``sym``; on a channel-padded graph (``graph.channel_pad``) wrapped so that it takes and
+    gives the unpadded BatchNorm statistics of ``aux_params``."""
     classes = {"module": ModuleEngine, "gluon": GluonEngine}
     if engine not in classes:
         raise ValueError("unknown engine %r; choose one of: %s" % (engine, ", ".join(ENGINES)))
-    return classes[engine](*args, **kwargs)
+    padding = common.sibling("graph.channel_pad").AuxPadding.of(sym)
+    if padding:
+        aux_params = padding.pad_params(aux_params)
+    built = classes[engine](sym, contexts, data_shape, label_shape, arg_params, aux_params, *args,
+                            **kwargs)
+    return UnpaddedStatistics(built, padding) if padding else built
+
+
+class UnpaddedStatistics:
+    """An engine bound on a channel-padded graph, seen with unpadded BatchNorm statistics.
+
+    ``live_params`` hands out unpadded copies of the padded moving statistics, which EMA and
+    lookahead read and write: they are refreshed from the bound arrays when first asked for
+    after a step, and copied back before the next step or prediction.  Reading waits for the
+    step to finish (``mx.nd.waitall``): MXNet 1.9.1's oneDNN BatchNorm updates the moving
+    statistics in its backward without declaring the write, so a copy queued behind the step
+    can read them before the update.  Everything else is the wrapped engine's.
+    """
+
+    def __init__(self, engine, padding):
+        self.engine, self.padding = engine, padding
+        _, aux = engine.live_params()
+        self._bound = {name: aux[name] for name in padding.names}
+        self._live = {name: [padding.unpad(name, a) for a in arrays]
+                      for name, arrays in self._bound.items()}
+        self._stale = self._handed_out = False
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def _copy_back(self):
+        """The unpadded copies, possibly written by their users, into the bound arrays."""
+        if self._handed_out:
+            for name, arrays in self._bound.items():
+                for bound, live in zip(arrays, self._live[name]):
+                    self.padding.pad(name, live, out=bound)
+            self._handed_out = False
+
+    def _refresh(self):
+        if self._stale:
+            mx.nd.waitall()
+            for name, arrays in self._bound.items():
+                for bound, live in zip(arrays, self._live[name]):
+                    self.padding.unpad(name, bound, out=live)
+            self._stale = False
+
+    def step(self, data, label):
+        self._copy_back()
+        self.engine.step(data, label)
+        self._stale = True
+
+    def predict(self, data):
+        self._copy_back()
+        return self.engine.predict(data)
+
+    def get_params(self):
+        self._copy_back()
+        mx.nd.waitall()
+        arg, aux = self.engine.get_params()
+        return arg, dict(aux, **{name: self.padding.unpad(name, aux[name])
+                                 for name in self.padding.names})
+
+    def live_params(self):
+        self._refresh()
+        self._handed_out = True
+        arg, aux = self.engine.live_params()
+        return arg, dict(aux, **self._live)
 
 
 def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=DEFAULT_ENGINE,

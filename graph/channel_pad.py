@@ -1,0 +1,399 @@
+"""Training-graph rewrite for oneDNN CPUs: channel counts padded to oneDNN's 16-channel block.
+
+MXNet 1.9.1 binds oneDNN only to layouts whose memory is exactly the tensor's size: its
+convolution walks past every implementation whose blocked format would pad the channels
+(``mkldnn_convolution.cc``).  A tensor whose channels are no multiple of 16 therefore stays
+in the plain NCHW layout on AVX-512, and every kernel that touches it runs its plain path.
+DenseNet-BC-100-12 (k = 12 new channels per layer, 24 + 12i channels per concatenation)
+measured so on Zen 5 (bench/step_profile.py --nets densenet100 --dtype bfloat16): its
+convolutions ran ``x64:gemm:jit`` at 160 GFLOP/s, its BatchNorms ``ncsp_bnorm`` (48% of the
+oneDNN time), and the 5-D concatenation (``symbols.densenet.concat_features``) kept it all
+in float32 under AMP.
+
+``pad_channels(sym, **shapes)`` gives every Convolution whose filters are no multiple of
+:data:`BLOCK` zero filters up to the next multiple.  The zero channels travel through
+BatchNorm, activations, pooling and channel concatenations, which then join 16-aligned
+pieces (oneDNN's own 4-D Concat: its backward is exact when every piece is aligned, unlike
+the unaligned case the 5-D detour avoids), and each layer that reads them gets zero weights
+there.  The weights stay Variables of their own names and shapes: the padding is done on
+them inside the graph (``Pad``), so their gradients, optimizer states and checkpoints are
+the unpadded ones.  A BatchNorm over padded channels normalises its zero channels with
+padded gamma/beta (zeros) to zeros.
+
+One thing changes shape: the moving mean/variance of those BatchNorms (auxiliary states
+cannot be computed inside a graph).  Their nodes carry ``__channel_segments__`` and
+:class:`AuxPadding` maps the states between the two shapes; ``train.engines`` wraps every
+engine bound on a padded graph in it, so parameters, EMA, lookahead and checkpoints only
+ever see the unpadded states.
+
+Scope: graphs (without memonger marks) with a channel concatenation of a piece that is no multiple of 16 channels
+(DenseNet with k = 12 or 24 at CIFAR size).  Anything the padded channels would reach that
+the pass does not know (a sum of differently padded tensors, a loss, a reshape) leaves the
+graph as it was.  Same argument, auxiliary-state and output names as ``sym``.
+"""
+import json
+
+import numpy as np
+
+from ._rebuild import load_rewritten
+from .memonger import MIRROR_ATTR
+
+__all__ = ["BLOCK", "SEGMENTS_ATTR", "pad_channels", "padded_batchnorms", "AuxPadding"]
+
+#: oneDNN's channel block on AVX-512 (AVX2's 8 divides it).
+BLOCK = 16
+#: Attribute of the padded BatchNorms and channel Concats: their channels as ``real:padded``
+#: pieces, e.g. ``"24:32,12:16,12:16"``.
+SEGMENTS_ATTR = "__channel_segments__"
+#: Ops that act on each channel alone: a padded input gives an equally padded output.
+PER_CHANNEL = ("Activation", "Dropout", "Pooling", "clip", "mean", "BatchNorm",
+               "_contrib_BatchNormWithReLU")
+SUMS = ("elemwise_add", "_Plus", "_plus", "ElementWiseSum", "add_n")
+
+
+class _Unsupported(Exception):
+    """Padded channels would reach an op the pass does not handle."""
+
+
+def _round_up(channels):
+    return -(-channels // BLOCK) * BLOCK
+
+
+def _segments_text(segments):
+    return ",".join("%d:%d" % seg for seg in segments)
+
+
+def _parse_segments(text):
+    return [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+
+
+def _runs(segments):
+    """Consecutive equal segments as ``(count, real, padded)`` runs."""
+    runs = []
+    for real, padded in segments:
+        if runs and runs[-1][1:] == (real, padded):
+            runs[-1] = (runs[-1][0] + 1, real, padded)
+        else:
+            runs.append((1, real, padded))
+    return runs
+
+
+def real_index(segments):
+    """Positions of the real channels in the padded layout (int array)."""
+    index, offset = [], 0
+    for real, padded in segments:
+        index.extend(range(offset, offset + real))
+        offset += padded
+    return np.array(index, dtype=np.int64)
+
+
+def padded_batchnorms(sym):
+    """``{aux state name: segments}`` of the BatchNorms :func:`pad_channels` padded in ``sym``."""
+    graph = json.loads(sym.tojson(remove_amp_cast=False))
+    nodes, found = graph["nodes"], {}
+    for node in nodes:
+        text = node.get("attrs", {}).get(SEGMENTS_ATTR)
+        if text and node["op"] != "Concat":
+            for ref in node["inputs"][3:5]:  # moving_mean, moving_var
+                found[nodes[ref[0]]["name"]] = _parse_segments(text)
+    return found
+
+
+def pad_channels(sym, **shapes):
+    """``(symbol, count)``: ``sym`` with ``count`` Convolutions padded to a multiple of
+    :data:`BLOCK` filters (module docstring), or ``(sym, 0)`` where the pass does not apply.
+    ``shapes``: the input shapes, e.g. ``data=(N, 3, 32, 32)``."""
+    graph = json.loads(sym.tojson(remove_amp_cast=False))
+    if any(MIRROR_ATTR in node.get("attrs", {}) for node in graph["nodes"]):
+        return sym, 0  # graph.memonger planned the unpadded graph
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals.infer_shape(**shapes)
+    table = dict(zip(internals.list_outputs(), out_shapes))
+    rewrite = _Rewrite(graph, table)
+    if not rewrite.unaligned_concat():
+        return sym, 0
+    try:
+        rebuilt = rewrite.run()
+    except _Unsupported:
+        return sym, 0
+    return load_rewritten(rebuilt, sym, "channel padding"), rewrite.padded_convs
+
+
+def _attr(node, key, default=None):
+    return node.get("attrs", {}).get(key, default)
+
+
+def _tuple(text):
+    return tuple(int(v) for v in text.strip("()[] ").replace(" ", "").split(",") if v)
+
+
+class _Rewrite:
+    """One pass over the symbol JSON ``graph`` (nodes in topological order); ``table``: the
+    shape of every internal output by name."""
+
+    def __init__(self, graph, table):
+        self.graph, self.table = graph, table
+        self.old = graph["nodes"]
+        self.nodes, self.new_id, self.layout = [], {}, {}
+        self.shaped = {}          # new id of a Variable padded in-graph -> its shape
+        self.padded_convs = 0
+        self.detours = self._detours()
+
+    # -- reading the original graph -------------------------------------------------------
+    def shape(self, old_id):
+        node = self.old[old_id]
+        if node["op"] == "null":
+            return tuple(self.table[node["name"]])
+        name = node["name"]
+        return tuple(self.table.get(name + "_output", self.table.get(name + "_output0")))
+
+    def _detours(self):
+        """``{reshape id: [piece source refs]}`` for symbols.densenet's 5-D concatenations
+        (expand_dims(axis=4) pieces -> Concat(dim=1) -> Reshape to 4-D)."""
+        found = {}
+        for index, node in enumerate(self.old):
+            if node["op"] not in ("Reshape", "reshape") or not node["inputs"]:
+                continue
+            concat = self.old[node["inputs"][0][0]]
+            if concat["op"] not in ("Concat", "concat") or _attr(concat, "dim") != "1":
+                continue
+            pieces = [self.old[ref[0]] for ref in concat["inputs"]]
+            if all(p["op"] == "expand_dims" and _attr(p, "axis") == "4" for p in pieces):
+                found[index] = [p["inputs"][0] for p in pieces]
+        return found
+
+    def _concat_sources(self, index):
+        node = self.old[index]
+        if index in self.detours:
+            return self.detours[index]
+        if node["op"] in ("Concat", "concat") and _attr(node, "dim", "1") == "1" \
+                and len(self.shape(index)) == 4:
+            return node["inputs"]
+        return None
+
+    def unaligned_concat(self):
+        """True when a channel concatenation joins a piece that is no multiple of BLOCK."""
+        for index in range(len(self.old)):
+            sources = self._concat_sources(index)
+            if sources and any(self.shape(ref[0])[1] % BLOCK for ref in sources):
+                return True
+        return False
+
+    # -- writing the new graph ------------------------------------------------------------
+    def add(self, op, name, inputs, **attrs):
+        node = {"op": op, "name": name, "inputs": inputs}
+        if attrs:
+            node["attrs"] = {k: str(v) for k, v in attrs.items()}
+        self.nodes.append(node)
+        return [len(self.nodes) - 1, 0, 0]
+
+    def remap(self, ref):
+        return [self.new_id[ref[0]]] + list(ref[1:])
+
+    def layout_of(self, ref):
+        return self.layout.get(ref[0]) if ref[1] == 0 else None
+
+    def pad_axis(self, ref, shape, axis, segments, name):
+        """``(ref, shape)`` of tensor ``ref`` (``shape``) with zeros inserted along ``axis``:
+        each ``(real, padded)`` segment keeps its ``real`` entries and gets zeros up to
+        ``padded``.  Equal neighbouring segments are padded as one run (slice, reshape so
+        the run is axis 2 of a 4-D view, ``Pad``, reshape back); the runs are concatenated."""
+        pre, post = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1:]))
+        runs, parts, offset = _runs(segments), [], 0
+        for i, (count, real, padded) in enumerate(runs):
+            part, stem = ref, "%s_pad%d" % (name, i)
+            if len(runs) > 1:
+                part = self.add("slice_axis", stem + "_slice", [ref], axis=axis, begin=offset,
+                                end=offset + count * real)
+            if padded != real:
+                part = self.add("Reshape", stem + "_view", [part], shape=(pre, count, real, post))
+                part = self.add("Pad", stem, [part], mode="constant", constant_value=0,
+                                pad_width=(0, 0, 0, 0, 0, padded - real, 0, 0))
+                part = self.add("Reshape", stem + "_back", [part],
+                                shape=shape[:axis] + (count * padded,) + shape[axis + 1:])
+            parts.append(part)
+            offset += count * real
+        out_shape = shape[:axis] + (sum(c * p for c, _, p in runs),) + shape[axis + 1:]
+        if len(parts) == 1:
+            return parts[0], out_shape
+        return self.add("Concat", name + "_padded", parts, dim=axis, num_args=len(parts)), out_shape
+
+    def padded_param(self, old_ref, axes_segments, name):
+        """The parameter ``old_ref`` (a Variable) padded along each ``(axis, segments)``."""
+        ref, shape = self.remap(old_ref), self.shape(old_ref[0])
+        self.shaped[ref[0]] = shape
+        for axis, segments in axes_segments:
+            ref, shape = self.pad_axis(ref, shape, axis, segments, name)
+            name += "_oc"
+        return ref
+
+    def run(self):
+        handlers = {"Convolution": self.convolution, "BatchNorm": self.batchnorm,
+                    "_contrib_BatchNormWithReLU": self.batchnorm,
+                    "FullyConnected": self.fully_connected}
+        skipped = {ref[0] for index in self.detours for ref in self.old[index]["inputs"]}
+        skipped |= {ref[0] for index in skipped for ref in self.old[index]["inputs"]
+                    if self.old[ref[0]]["op"] == "expand_dims"}
+        for index, node in enumerate(self.old):
+            if index in skipped:
+                continue
+            if index in self.detours or self._concat_sources(index):
+                self.concat(index, node)
+            elif node["op"] in handlers:
+                handlers[node["op"]](index, node)
+            else:
+                self.per_channel_or_plain(index, node)
+        for new, shape in self.shaped.items():
+            self.nodes[new].setdefault("attrs", {})["__shape__"] = str(tuple(shape))
+        return {"nodes": self.nodes,
+                "arg_nodes": [i for i, n in enumerate(self.nodes) if n["op"] == "null"],
+                "heads": [self.remap(h) for h in self.graph["heads"]],
+                "attrs": self.graph.get("attrs", {})}
+
+    def emit(self, index, node, inputs, layout=None, **attrs):
+        new = dict(node, inputs=inputs)
+        if attrs:
+            new["attrs"] = dict(node.get("attrs", {}), **{k: str(v) for k, v in attrs.items()})
+        self.nodes.append(new)
+        self.new_id[index] = len(self.nodes) - 1
+        if layout is not None:
+            self.layout[index] = layout
+
+    # -- the ops -------------------------------------------------------------------------
+    def concat(self, index, node):
+        """A channel concatenation of aligned pieces, as oneDNN's 4-D Concat."""
+        sources = self._concat_sources(index)
+        layout = []
+        for ref in sources:
+            piece = self.layout_of(ref)
+            if piece is None:
+                channels = self.shape(ref[0])[1]
+                if channels % BLOCK:
+                    raise _Unsupported(node["name"])
+                piece = [(channels, channels)]
+            layout.extend(piece)
+        concat = {"op": "Concat", "name": node["name"],
+                  "attrs": {"dim": "1", "num_args": str(len(sources)),
+                            SEGMENTS_ATTR: _segments_text(layout)}}
+        self.emit(index, concat, [self.remap(ref) for ref in sources], layout)
+
+    def convolution(self, index, node):
+        inputs = [self.remap(ref) for ref in node["inputs"]]
+        in_layout = self.layout_of(node["inputs"][0])
+        filters, groups = int(_attr(node, "num_filter")), int(_attr(node, "num_group", "1"))
+        planar = len(_tuple(_attr(node, "kernel"))) == 2
+        if in_layout is not None and (groups != 1 or not planar):
+            raise _Unsupported(node["name"])
+        pad_out = groups == 1 and planar and filters % BLOCK != 0
+        if in_layout is None and not pad_out:
+            return self.emit(index, node, inputs)
+        out = [(filters, _round_up(filters))] if pad_out else None
+        weight_axes = ([(1, in_layout)] if in_layout else []) + ([(0, out)] if out else [])
+        inputs[1] = self.padded_param(node["inputs"][1], weight_axes, node["name"] + "_weight")
+        if out and len(inputs) > 2:
+            inputs[2] = self.padded_param(node["inputs"][2], [(0, out)], node["name"] + "_bias")
+        self.padded_convs += bool(out)
+        if out:
+            return self.emit(index, node, inputs, out, num_filter=out[0][1])
+        self.emit(index, node, inputs)
+
+    def batchnorm(self, index, node):
+        inputs = [self.remap(ref) for ref in node["inputs"]]
+        layout = self.layout_of(node["inputs"][0])
+        if layout is None:
+            return self.emit(index, node, inputs)
+        if int(_attr(node, "axis", "1")) != 1:
+            raise _Unsupported(node["name"])
+        for i, part in ((1, "_gamma"), (2, "_beta")):
+            inputs[i] = self.padded_param(node["inputs"][i], [(0, layout)], node["name"] + part)
+        attrs = {SEGMENTS_ATTR: _segments_text(layout)}
+        self.emit(index, node, inputs, layout, **attrs)
+
+    def fully_connected(self, index, node):
+        inputs = [self.remap(ref) for ref in node["inputs"]]
+        layout = self.layout_of(node["inputs"][0])
+        if layout is not None:
+            if _attr(node, "flatten", "True") not in ("True", "true", "1") or \
+                    any(d != 1 for d in self.shape(node["inputs"][0][0])[2:]):
+                raise _Unsupported(node["name"])
+            inputs[1] = self.padded_param(node["inputs"][1], [(1, layout)],
+                                          node["name"] + "_weight")
+        self.emit(index, node, inputs)
+
+    def per_channel_or_plain(self, index, node):
+        """Ops acting on each channel alone pass the padding on; any other op must not see it."""
+        inputs = [self.remap(ref) for ref in node["inputs"]]
+        layouts = [self.layout_of(ref) for ref in node["inputs"]]
+        padded = [l for l in layouts if l is not None]
+        if not padded:
+            return self.emit(index, node, inputs)
+        op, first = node["op"], layouts[0]
+        spatial = self.shape(node["inputs"][0][0])[2:]
+        if op == "mean" and _tuple(_attr(node, "axis", "()")) not in ((2, 3), (3, 2)):
+            raise _Unsupported(node["name"])
+        if op in PER_CHANNEL and len(padded) == 1 and first is not None:
+            return self.emit(index, node, inputs, first)
+        if op in ("Flatten", "flatten") and all(d == 1 for d in spatial):
+            return self.emit(index, node, inputs, first)
+        if op in SUMS and all(l == first for l in layouts):
+            return self.emit(index, node, inputs, first)
+        raise _Unsupported(node["name"])
+
+
+class AuxPadding:
+    """The BatchNorm moving statistics of a padded graph, mapped to and from their unpadded
+    shapes.  ``segments``: :func:`padded_batchnorms` of the graph.  Padded entries start as
+    mean 0, variance 1 (any finite value gives the zero channels zero outputs)."""
+
+    FILL = {"moving_var": 1.0}
+
+    def __init__(self, segments):
+        self.segments = dict(segments)
+        self._index = {}
+
+    @classmethod
+    def of(cls, sym):
+        """The padding of training graph ``sym`` (false when it has none)."""
+        return cls(padded_batchnorms(sym))
+
+    def __bool__(self):
+        return bool(self.segments)
+
+    @property
+    def names(self):
+        return list(self.segments)
+
+    def _fill(self, name):
+        return next((v for k, v in self.FILL.items() if name.endswith(k)), 0.0)
+
+    def _indices(self, name, ctx):
+        """(real positions in the padded array, padded position -> source in ``[real, fill]``)."""
+        key = (name, ctx)
+        if key not in self._index:
+            import mxnet as mx
+            segments = self.segments[name]
+            real = real_index(segments)
+            source = np.full(sum(p for _, p in segments), len(real), dtype=np.int64)
+            source[real] = np.arange(len(real))
+            self._index[key] = (mx.nd.array(real, ctx=ctx, dtype="int64"),
+                                mx.nd.array(source, ctx=ctx, dtype="int64"))
+        return self._index[key]
+
+    def unpad(self, name, padded, out=None):
+        """The real channels of ``padded`` (written to ``out`` if given)."""
+        import mxnet as mx
+        real, _ = self._indices(name, padded.context)
+        return mx.nd.take(padded, real, out=out) if out is not None else mx.nd.take(padded, real)
+
+    def pad(self, name, real, out=None):
+        """``real`` spread over the padded layout, the rest filled (written to ``out`` if given)."""
+        import mxnet as mx
+        _, source = self._indices(name, real.context)
+        fill = mx.nd.full((1,), self._fill(name), ctx=real.context, dtype=real.dtype)
+        extended = mx.nd.concat(real, fill, dim=0)
+        return mx.nd.take(extended, source, out=out) if out is not None else mx.nd.take(extended, source)
+
+    def pad_params(self, aux_params):
+        """``aux_params`` with the padded states in their padded shapes."""
+        return {name: self.pad(name, value) if name in self.segments else value
+                for name, value in aux_params.items()}

@@ -1,0 +1,164 @@
+"""graph.channel_pad: zero channels up to oneDNN's 16-channel block keep the maths, and the
+engines hand out the unpadded BatchNorm statistics."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import symbols
+from graph import channel_pad, fusion, precision
+from train import engines
+
+SHAPE = (4, 3, 32, 32)
+HAS_BF16 = "avx512_bf16" in precision.cpu_flags() and fusion.available()
+
+
+def _nodes(sym):
+    return json.loads(sym.tojson(remove_amp_cast=False))["nodes"]
+
+
+def _aux_shapes(sym, shape=SHAPE):
+    return dict(zip(sym.list_auxiliary_states(), sym.infer_shape(data=shape)[2]))
+
+
+CASES = [  # (options of symbols.densenet, convolutions padded); 2 layers in each of 3 blocks
+    (dict(num_layers=16, growth_rate=12), 1 + 3 * 2 + 2),  # stem 24, k 12, transitions 24, 24
+    (dict(num_layers=10, growth_rate=12, bottleneck=False), 3 * 2 + 1),  # stem 16; 40, 64
+    (dict(num_layers=16, growth_rate=24), 3 * 2),          # stem 48, k 24; transitions 48, 48
+    (dict(num_layers=16, growth_rate=16), 0),              # every piece 16-aligned already
+]
+
+
+@pytest.mark.parametrize("options,expected", CASES,
+                         ids=["BC-k12", "plain-k12", "BC-k24", "BC-k16"])
+def test_padding_changes_nothing_but_the_layout(options, expected, same_training_step):
+    sym = symbols.get_symbol("densenet", num_classes=10, **options)
+    padded, count = channel_pad.pad_channels(sym, data=SHAPE)
+    assert count == expected
+    if not expected:
+        assert padded is sym
+        return
+    for listing in ("list_arguments", "list_auxiliary_states", "list_outputs"):
+        assert getattr(padded, listing)() == getattr(sym, listing)()
+    assert padded.infer_shape(data=SHAPE)[0] == sym.infer_shape(data=SHAPE)[0]
+    segments = channel_pad.padded_batchnorms(padded)
+    before, after = _aux_shapes(sym), _aux_shapes(padded)
+    assert segments and all(after[n][0] % channel_pad.BLOCK == 0 for n in segments)
+    assert {n for n in before if before[n] != after[n]} == set(segments)
+    assert all(sum(real for real, _ in segments[n]) == before[n][0] for n in segments)
+    assert not any(n["op"] == "expand_dims" for n in _nodes(padded))  # 4-D, aligned Concats
+    same_training_step(sym, padded, SHAPE, seed=7)
+
+
+def _bind(sym, arg_params, aux_params):
+    exe = sym.simple_bind(mx.cpu(), data=SHAPE, softmax_label=(SHAPE[0],), grad_req="null")
+    for name, value in list(arg_params.items()) + list(aux_params.items()):
+        value.copyto(exe.arg_dict[name] if name in exe.arg_dict else exe.aux_dict[name])
+    return exe
+
+
+def test_inference_reads_the_padded_statistics():
+    sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
+    padded, _ = channel_pad.pad_channels(sym, data=SHAPE)
+    padding = channel_pad.AuxPadding.of(padded)
+    mx.random.seed(2)
+    arg_params, aux_params = engines.initial_params(sym, SHAPE)
+    aux_params = {n: mx.nd.random.uniform(0.5, 2.0, v.shape) for n, v in aux_params.items()}
+    data = mx.nd.random.uniform(-1, 1, SHAPE)
+    outputs = []
+    for graph, aux in ((sym, aux_params), (padded, padding.pad_params(aux_params))):
+        exe = _bind(graph, arg_params, aux)
+        exe.arg_dict["data"][:] = data
+        outputs.append(exe.forward(is_train=False)[0].asnumpy())
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    name = padding.names[0]
+    back = padding.unpad(name, padding.pad(name, aux_params[name]))
+    np.testing.assert_array_equal(back.asnumpy(), aux_params[name].asnumpy())
+
+
+def test_unknown_consumers_leave_the_graph_alone():
+    data = mx.sym.var("data")
+    pieces = [mx.sym.Convolution(data, num_filter=12, kernel=(3, 3), pad=(1, 1), name="c%d" % i)
+              for i in range(2)]
+    joined = mx.sym.concat(*pieces, dim=1, name="joined")
+    # a Flatten over 32x32 maps interleaves channels and positions: padding would move them
+    flat = mx.sym.FullyConnected(mx.sym.Flatten(joined), num_hidden=10, name="fc")
+    sym = mx.sym.SoftmaxOutput(flat, name="softmax")
+    assert channel_pad.pad_channels(sym, data=SHAPE) == (sym, 0)
+    aligned = mx.sym.concat(*[mx.sym.Convolution(data, num_filter=16, kernel=(1, 1), name="a%d" % i)
+                              for i in range(2)], dim=1)
+    assert channel_pad.pad_channels(aligned, data=SHAPE) == (aligned, 0)
+
+
+def _engine(sym, graph, name, contexts):
+    mx.random.seed(11)
+    arg_params, aux_params = engines.initial_params(sym, SHAPE)
+    params = {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4}
+    return engines.make_engine(name, graph, contexts, SHAPE, (SHAPE[0],), arg_params, aux_params,
+                               "sgd", params, "device" if len(contexts) > 1 else "local")
+
+
+@pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
+@pytest.mark.parametrize("engine,devices", [("module", 1), ("module", 2), ("gluon", 2)])
+def test_engines_train_and_hand_out_unpadded_statistics(engine, devices):
+    """Two steps on the padded training graph end where the unpadded graph ends; the
+    statistics EMA and lookahead write (live_params) reach the bound arrays."""
+    sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
+    contexts = [mx.cpu(i) for i in range(devices)]
+    plain_rewrites = tuple(r for r in engines.ONEDNN_REWRITES if r != "channel_pad")
+    padded = engines.training_graph(sym, contexts, SHAPE)
+    assert channel_pad.padded_batchnorms(padded)
+    runs = [_engine(sym, engines.training_graph(sym, contexts, SHAPE, rewrites=plain_rewrites),
+                    engine, contexts), _engine(sym, padded, engine, contexts)]
+    assert isinstance(runs[1], engines.UnpaddedStatistics)
+    data = mx.nd.random.uniform(-1, 1, SHAPE)
+    label = mx.nd.array(np.arange(SHAPE[0]) % 10)
+    for run in runs:
+        for _ in range(2):
+            run.step(data, label)
+    (arg0, aux0), (arg1, aux1) = runs[0].get_params(), runs[1].get_params()
+    assert {n: v.shape for n, v in aux1.items()} == {n: v.shape for n, v in aux0.items()}
+    for name in aux0:
+        np.testing.assert_allclose(aux1[name].asnumpy(), aux0[name].asnumpy(), rtol=1e-3, atol=1e-4)
+    for name in arg0:
+        np.testing.assert_allclose(arg1[name].asnumpy(), arg0[name].asnumpy(), rtol=1e-3, atol=1e-4)
+    predictions = []
+    for run in runs:
+        _, live = run.live_params()
+        for arrays in live.values():
+            for array in arrays:
+                array[:] = array * 2.0 + 0.5  # as ema.applied swaps the averages in
+        predictions.append(run.predict(data).asnumpy())
+    np.testing.assert_allclose(predictions[1], predictions[0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="needs a CPU with avx512_bf16 and oneDNN")
+def test_bfloat16_padded_concats_and_step():
+    """In bfloat16 the padded channel Concats run in bfloat16 (the stem's float32 output is
+    cast down), the parameter-padding ones in float32, and a step stays near float32's."""
+    sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
+    padded = engines.training_graph(sym, [mx.cpu()], SHAPE, dtype="float32")
+    low = engines.training_graph(sym, [mx.cpu()], SHAPE, dtype="bfloat16")
+    internals = low.get_internals()
+    _, types, _ = internals.infer_type(data="float32", softmax_label="float32")
+    types = dict(zip(internals.list_outputs(), types))
+    concats = [n for n in _nodes(low) if n["op"] == "Concat"]
+    marked = [n["name"] for n in concats if channel_pad.SEGMENTS_ATTR in n.get("attrs", {})]
+    others = [n["name"] for n in concats if n["name"] not in marked]
+    assert marked and others
+    low_type = types["block1_layer1_conv_output"]  # a bfloat16 convolution's
+    assert low_type != np.float32
+    assert {types[n + "_output"] for n in marked} == {low_type}
+    assert all(types[n + "_output"] == np.float32 for n in others)
+    data = mx.nd.random.uniform(-1, 1, SHAPE)
+    label = mx.nd.array(np.arange(SHAPE[0]) % 10)
+    runs = [_engine(sym, graph, "module", [mx.cpu()]) for graph in (padded, low)]
+    for run in runs:
+        run.step(data, label)
+    probs = [run.output().asnumpy() for run in runs]
+    np.testing.assert_allclose(probs[1], probs[0], atol=0.03)
+    (arg32, aux32), (arg16, aux16) = runs[0].get_params(), runs[1].get_params()
+    for name in aux32:
+        np.testing.assert_allclose(aux16[name].asnumpy(), aux32[name].asnumpy(), rtol=0.05,
+                                   atol=0.05)
