@@ -110,13 +110,13 @@ def pad_channels(sym, **shapes):
     _, out_shapes, _ = internals.infer_shape(**shapes)
     table = dict(zip(internals.list_outputs(), out_shapes))
     rewrite = _Rewrite(graph, table)
-    if not rewrite.unaligned_concat():
+    if not rewrite.applies():
         return sym, 0
     try:
         rebuilt = rewrite.run()
     except _Unsupported:
         return sym, 0
-    return load_rewritten(rebuilt, sym, "channel padding"), rewrite.padded_convs
+    return load_rewritten(rebuilt, sym, "channel padding"), rewrite.concats
 
 
 def _attr(node, key, default=None):
@@ -136,7 +136,7 @@ class _Rewrite:
         self.old = graph["nodes"]
         self.nodes, self.new_id, self.layout = [], {}, {}
         self.shaped = {}          # new id of a Variable padded in-graph -> its shape
-        self.padded_convs = 0
+        self.concats = 0
         self.detours = self._detours()
 
     # -- reading the original graph -------------------------------------------------------
@@ -171,11 +171,13 @@ class _Rewrite:
             return node["inputs"]
         return None
 
-    def unaligned_concat(self):
-        """True when a channel concatenation joins a piece that is no multiple of BLOCK."""
+    def applies(self):
+        """True when a channel concatenation is a 5-D detour or joins a piece that is no
+        multiple of BLOCK channels."""
         for index in range(len(self.old)):
             sources = self._concat_sources(index)
-            if sources and any(self.shape(ref[0])[1] % BLOCK for ref in sources):
+            if sources and (index in self.detours
+                            or any(self.shape(ref[0])[1] % BLOCK for ref in sources)):
                 return True
         return False
 
@@ -256,7 +258,7 @@ class _Rewrite:
             new["attrs"] = dict(node.get("attrs", {}), **{k: str(v) for k, v in attrs.items()})
         self.nodes.append(new)
         self.new_id[index] = len(self.nodes) - 1
-        if layout is not None:
+        if layout is not None and any(real != padded for real, padded in layout):
             self.layout[index] = layout
 
     # -- the ops -------------------------------------------------------------------------
@@ -272,14 +274,17 @@ class _Rewrite:
                     raise _Unsupported(node["name"])
                 piece = [(channels, channels)]
             layout.extend(piece)
-        concat = {"op": "Concat", "name": node["name"],
+        concat = {"op": "Concat", "name": node["name"],  # marked for graph.precision
                   "attrs": {"dim": "1", "num_args": str(len(sources)),
                             SEGMENTS_ATTR: _segments_text(layout)}}
         self.emit(index, concat, [self.remap(ref) for ref in sources], layout)
+        self.concats += 1
 
     def convolution(self, index, node):
         inputs = [self.remap(ref) for ref in node["inputs"]]
         in_layout = self.layout_of(node["inputs"][0])
+        if in_layout is None and self._reads_data(node):
+            in_layout = self.padded_data(node, inputs)
         filters, groups = int(_attr(node, "num_filter")), int(_attr(node, "num_group", "1"))
         planar = len(_tuple(_attr(node, "kernel"))) == 2
         if in_layout is not None and (groups != 1 or not planar):
@@ -292,10 +297,25 @@ class _Rewrite:
         inputs[1] = self.padded_param(node["inputs"][1], weight_axes, node["name"] + "_weight")
         if out and len(inputs) > 2:
             inputs[2] = self.padded_param(node["inputs"][2], [(0, out)], node["name"] + "_bias")
-        self.padded_convs += bool(out)
         if out:
             return self.emit(index, node, inputs, out, num_filter=out[0][1])
         self.emit(index, node, inputs)
+
+    def _reads_data(self, node):
+        source = self.old[node["inputs"][0][0]]
+        return (source["op"] == "null" and source["name"] == "data"
+                and int(_attr(node, "num_group", "1")) == 1
+                and self.shape(node["inputs"][0][0])[1] % BLOCK != 0)
+
+    def padded_data(self, node, inputs):
+        """A stem's input images with zero channels up to BLOCK (3 -> 16): oneDNN's blocked
+        kernels then take the stem too, and in bfloat16 its output joins the blocked
+        concatenations without a plain-layout cast (which sent them to ``ref`` kernels)."""
+        shape = self.shape(node["inputs"][0][0])
+        layout = [(shape[1], _round_up(shape[1]))]
+        inputs[0], _ = self.pad_axis(inputs[0], (0,) + shape[1:], 1, layout,
+                                     node["name"] + "_data")
+        return layout
 
     def batchnorm(self, index, node):
         inputs = [self.remap(ref) for ref in node["inputs"]]

@@ -472,7 +472,8 @@ def _onednn_graph(sym, contexts, data_shape, rewrites):
         sym, count = common.sibling("graph.channel_pad").pad_channels(sym, data=tuple(data_shape))
         if count:
             logging.getLogger("mxcnn.train").info(
-                "oneDNN: %d convolutions padded to 16-channel multiples for training", count)
+                "oneDNN: %d channel concatenations of 16-aligned pieces (zero channels added) "
+                "for training", count)
     if "fusion" not in rewrites:
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))

@@ -30,21 +30,29 @@ CASES = [  # (options of symbols.densenet, convolutions padded); 2 layers in eac
 ]
 
 
+def _filters(sym):
+    return {n["name"]: int(n["attrs"]["num_filter"]) for n in _nodes(sym)
+            if n["op"] == "Convolution"}
+
+
 @pytest.mark.parametrize("options,expected", CASES,
                          ids=["BC-k12", "plain-k12", "BC-k24", "BC-k16"])
 def test_padding_changes_nothing_but_the_layout(options, expected, same_training_step):
     sym = symbols.get_symbol("densenet", num_classes=10, **options)
     padded, count = channel_pad.pad_channels(sym, data=SHAPE)
-    assert count == expected
-    if not expected:
-        assert padded is sym
-        return
+    assert count == 3 * 2  # every concatenation, now oneDNN's 4-D Concat of aligned pieces
+    before, after = _filters(sym), _filters(padded)
+    assert sum(before[n] != after[n] for n in before) == expected
+    assert all(f % channel_pad.BLOCK == 0 for f in after.values())
+    stem = [n for n in _nodes(padded) if n["name"] == "stem_conv"][0]
+    assert _nodes(padded)[stem["inputs"][0][0]]["op"] == "Reshape"  # images padded to 16
     for listing in ("list_arguments", "list_auxiliary_states", "list_outputs"):
         assert getattr(padded, listing)() == getattr(sym, listing)()
     assert padded.infer_shape(data=SHAPE)[0] == sym.infer_shape(data=SHAPE)[0]
     segments = channel_pad.padded_batchnorms(padded)
     before, after = _aux_shapes(sym), _aux_shapes(padded)
-    assert segments and all(after[n][0] % channel_pad.BLOCK == 0 for n in segments)
+    assert bool(segments) == bool(expected)
+    assert all(after[n][0] % channel_pad.BLOCK == 0 for n in segments)
     assert {n for n in before if before[n] != after[n]} == set(segments)
     assert all(sum(real for real, _ in segments[n]) == before[n][0] for n in segments)
     assert not any(n["op"] == "expand_dims" for n in _nodes(padded))  # 4-D, aligned Concats
@@ -162,3 +170,32 @@ def test_bfloat16_padded_concats_and_step():
     for name in aux32:
         np.testing.assert_allclose(aux16[name].asnumpy(), aux32[name].asnumpy(), rtol=0.05,
                                    atol=0.05)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="needs a CPU with avx512_bf16 and oneDNN")
+def test_bfloat16_fusion_on_the_padded_stem_is_exact():
+    """The padded stem runs in bfloat16 (16 input channels, a blocked output): the fused
+    BatchNorm+ReLU behind it must back-propagate the unfused graph's gradients (a plain
+    bfloat16 stem output broke them; graph.precision's docstring)."""
+    sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
+    graphs = [engines.training_graph(sym, [mx.cpu()], SHAPE, fuse=fuse, dtype="bfloat16")
+              for fuse in (False, True)]
+    assert "stem_conv" not in precision.float32_layers(graphs[1])
+    assert any(n["op"] == fusion.FUSED_OP for n in _nodes(graphs[1]))
+    mx.random.seed(5)
+    arg_params, aux_params = engines.initial_params(sym, SHAPE)
+    data = mx.nd.random.uniform(-1, 1, SHAPE)
+    grads = []
+    for graph in graphs:
+        exe = graph.simple_bind(mx.cpu(), data=SHAPE, softmax_label=(SHAPE[0],))
+        aux = channel_pad.AuxPadding.of(graph).pad_params(aux_params)
+        for name, value in list(arg_params.items()) + list(aux.items()):
+            value.copyto(exe.arg_dict[name] if name in exe.arg_dict else exe.aux_dict[name])
+        exe.arg_dict["data"][:] = data
+        exe.arg_dict["softmax_label"][:] = mx.nd.array(np.arange(SHAPE[0]) % 10)
+        exe.forward(is_train=True)
+        exe.backward()
+        grads.append({n: exe.grad_dict[n].asnumpy() for n in arg_params})
+    for name in grads[0]:
+        scale = np.abs(grads[0][name]).max() + 1e-12
+        assert np.abs(grads[1][name] - grads[0][name]).max() <= 1e-4 * scale, name
