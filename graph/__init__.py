@@ -6,6 +6,10 @@
   reductions on oneDNN CPUs (the pooling's backward runs a ``ref`` kernel on AVX-512).
 * ``layout_barrier`` -- plain-layout barriers around grouped convolutions narrower than
   oneDNN's channel block (their odd layouts put the BatchNorms around them on ``ref``).
+* ``channel_pad`` -- the training-graph rewrite that pads channel concatenations (DenseNet)
+  to oneDNN's 16-channel block with zero channels (MXNet keeps unaligned tensors in plain
+  layouts, on gemm and ncsp kernels); the only pass that changes shapes: the padded
+  BatchNorms' moving statistics, which ``train.engines`` maps back.
 * ``precision`` -- the bfloat16/float16 training graph through MXNet's AMP (float32 master
   weights and BatchNorm), with the repair of AMP's mixed Concats.
 * ``kernel_audit`` -- which oneDNN kernels a training step runs (DNNL_VERBOSE parser, one
@@ -13,8 +17,9 @@
 * ``inspector`` -- counting rules and summary tables (``analysis``), DOT/HTML renderers
   and the ``mxcnn-inspect`` CLI: ``python -m graph.inspector NAME|symbol.json``.
 
-Every training-graph pass keeps the symbol's arguments, auxiliary states and outputs
-(``_rebuild.check_interface``), so parameters and checkpoints are those of the original.
+Every training-graph pass keeps the names of the symbol's arguments, auxiliary states and
+outputs (``_rebuild.check_interface``), so parameters and checkpoints are those of the
+original.
 
 ``symbols`` builds networks and knows nothing of these; ``train`` applies them.
 """

@@ -2,7 +2,7 @@
 
 ``training_symbol(sym, dtype)`` returns the graph to *bind* for training in ``dtype``; it
 is MXNet's own AMP pass (``mx.contrib.amp.convert_symbol``, the symbolic half of MXNet's
-AMP, Micikevicius et al. 2018) with three choices of ours on top:
+AMP, Micikevicius et al. 2018) with these choices of ours on top:
 
 * every input of the graph stays a float32 Variable: ``amp_cast`` nodes inside the graph
   round the weights for Convolution/FullyConnected on each forward and cast their gradients
@@ -16,7 +16,11 @@ AMP, Micikevicius et al. 2018) with three choices of ours on top:
   has no blocked bfloat16 kernel and runs a plain-layout GEMM (``x64:gemm:jit``, 6.7 ms
   against 0.17 ms in float32 at batch 4), whose plain output made the fused BatchNorm+ReLU
   after it (graph.fusion) back-propagate wrong gradients in PreAct, WRN, ResNeXt and
-  MobileNet (tests/graph/test_precision.py::test_fusion_then_bfloat16_is_exact).
+  MobileNet (tests/graph/test_precision.py::test_fusion_then_bfloat16_is_exact).  A stem
+  whose images graph.channel_pad padded to 16 channels reads a Reshape, not ``data``, and
+  runs in the low precision on blocked kernels;
+* in a channel-padded graph, the marked channel Concats run in the low precision
+  (``_padded_concats``).
 
 What AMP's lists decide (mxnet/contrib/amp/lists/symbol_{bf16,fp16}.py): Convolution and
 FullyConnected run in the low precision; BatchNorm is dtype-neutral, so it normalises the

@@ -435,8 +435,9 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
     that are no multiple of 16 channels get zero channels up to one (``graph.channel_pad``:
     MXNet keeps such tensors in plain layouts, on gemm and ncsp kernels), and BatchNorm+ReLU pairs
     are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``; memonger-planned graphs
-    are not fused).  Both keep every name, so parameters, optimizer states and checkpoints
-    are those of ``sym``; ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
+    are not fused).  All keep every name, so parameters, optimizer states and checkpoints
+    are those of ``sym`` (channel_pad pads some BatchNorms' moving statistics, which
+    ``make_engine`` maps back: :class:`UnpaddedStatistics`); ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
     for ONNX, cuDNN pooling on GPUs).  GPU contexts and a build without oneDNN train ``sym``.
     ``rewrites``: the subset of :data:`ONEDNN_REWRITES` to apply (bench/throughput.py's knobs
     measure each one's worth).
