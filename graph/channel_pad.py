@@ -26,10 +26,12 @@ cannot be computed inside a graph).  Their nodes carry ``__channel_segments__`` 
 engine bound on a padded graph in it, so parameters, EMA, lookahead and checkpoints only
 ever see the unpadded states.
 
-Scope: graphs (without memonger marks) with a channel concatenation of a piece that is no multiple of 16 channels
-(DenseNet with k = 12 or 24 at CIFAR size).  Anything the padded channels would reach that
-the pass does not know (a sum of differently padded tensors, a loss, a reshape) leaves the
-graph as it was.  Same argument, auxiliary-state and output names as ``sym``.
+Scope: graphs (without memonger marks) with a channel concatenation of a piece that is no
+multiple of 16 channels (DenseNet with k = 12 or 24 at CIFAR size), or with
+``symbols.densenet``'s 5-D concatenations (also the aligned ones of the ImageNet DenseNets,
+which need no padding but then leave MXNet's plain-layout Concat).  Anything the padded
+channels would reach that the pass does not know (a sum of differently padded tensors, a
+loss, a reshape) leaves the graph as it was.  Same argument, auxiliary-state and output names as ``sym``.
 """
 import json
 
@@ -38,7 +40,8 @@ import numpy as np
 from ._rebuild import load_rewritten
 from .memonger import MIRROR_ATTR
 
-__all__ = ["BLOCK", "SEGMENTS_ATTR", "pad_channels", "padded_batchnorms", "AuxPadding"]
+__all__ = ["BLOCK", "SEGMENTS_ATTR", "pad_channels", "padded_batchnorms", "real_index",
+           "AuxPadding"]
 
 #: oneDNN's channel block on AVX-512 (AVX2's 8 divides it).
 BLOCK = 16
@@ -46,8 +49,7 @@ BLOCK = 16
 #: pieces, e.g. ``"24:32,12:16,12:16"``.
 SEGMENTS_ATTR = "__channel_segments__"
 #: Ops that act on each channel alone: a padded input gives an equally padded output.
-PER_CHANNEL = ("Activation", "Dropout", "Pooling", "clip", "mean", "BatchNorm",
-               "_contrib_BatchNormWithReLU")
+PER_CHANNEL = ("Activation", "Dropout", "Pooling", "clip", "mean")
 SUMS = ("elemwise_add", "_Plus", "_plus", "ElementWiseSum", "add_n")
 
 
@@ -100,8 +102,9 @@ def padded_batchnorms(sym):
 
 
 def pad_channels(sym, **shapes):
-    """``(symbol, count)``: ``sym`` with ``count`` Convolutions padded to a multiple of
-    :data:`BLOCK` filters (module docstring), or ``(sym, 0)`` where the pass does not apply.
+    """``(symbol, count)``: ``sym`` with its ``count`` channel concatenations made oneDNN
+    Concats of 16-aligned pieces, the Convolutions feeding them padded to a multiple of
+    :data:`BLOCK` filters (module docstring); ``(sym, 0)`` where the pass does not apply.
     ``shapes``: the input shapes, e.g. ``data=(N, 3, 32, 32)``."""
     graph = json.loads(sym.tojson(remove_amp_cast=False))
     if any(MIRROR_ATTR in node.get("attrs", {}) for node in graph["nodes"]):
