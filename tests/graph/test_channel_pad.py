@@ -101,6 +101,25 @@ def test_inference_reads_the_padded_statistics():
     np.testing.assert_array_equal(back.asnumpy(), aux_params[name].asnumpy())
 
 
+@pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
+def test_scoring_binds_the_padded_graph_with_the_checkpoints_statistics():
+    """train/predict.py binds DenseNet padded too (score.py, predict.py, the ONNX check)."""
+    from train import predict
+    sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
+    mx.random.seed(4)
+    arg_params, aux_params = engines.initial_params(sym, SHAPE)
+    aux_params = {n: mx.nd.random.uniform(0.5, 2.0, v.shape) for n, v in aux_params.items()}
+    data = mx.nd.random.uniform(-1, 1, SHAPE)
+    module = predict.bind_inference(predict.inference_symbol(sym), "data", SHAPE, arg_params,
+                                    aux_params)
+    assert channel_pad.padded_batchnorms(module.symbol)
+    module.forward(mx.io.DataBatch([data]), is_train=False)
+    exe = _bind(sym, arg_params, aux_params)
+    exe.arg_dict["data"][:] = data
+    np.testing.assert_allclose(module.get_outputs()[0].asnumpy(),
+                               exe.forward(is_train=False)[0].asnumpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_consumers_leave_the_graph_alone():
     data = mx.sym.var("data")
     pieces = [mx.sym.Convolution(data, num_filter=12, kernel=(3, 3), pad=(1, 1), name="c%d" % i)
