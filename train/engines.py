@@ -33,7 +33,7 @@ from . import common, opt_states, runtime
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "label_names", "input_shapes", "initial_params",
            "softmax_heads", "json_op", "ModuleEngine", "GluonEngine", "training_graph",
-           "make_engine", "UnpaddedStatistics", "kv_type", "nonfinite_arrays",
+           "onednn_cpus", "make_engine", "UnpaddedStatistics", "kv_type", "nonfinite_arrays",
            "nonfinite_params", "benchmark"]
 
 #: Engines by name.  bench/engine_compare.py (ResNet-20/56, batch 128, synthetic, interleaved)
@@ -433,12 +433,13 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
     narrower than oneDNN's block get plain-layout barriers (``graph.layout_barrier``: their
     odd blocked layouts put the BatchNorms around them on ``ref``), concatenations of pieces
     that are no multiple of 16 channels get zero channels up to one (``graph.channel_pad``:
-    MXNet keeps such tensors in plain layouts, on gemm and ncsp kernels), and BatchNorm+ReLU pairs
-    are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``; memonger-planned graphs
-    are not fused).  All keep every name, so parameters, optimizer states and checkpoints
-    are those of ``sym`` (channel_pad pads some BatchNorms' moving statistics, which
-    ``make_engine`` maps back: :class:`UnpaddedStatistics`); ``fit`` writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool
-    for ONNX, cuDNN pooling on GPUs).  GPU contexts and a build without oneDNN train ``sym``.
+    MXNet keeps such tensors in plain layouts, on gemm and ncsp kernels), and BatchNorm+ReLU
+    pairs are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``;
+    memonger-planned graphs are not fused).  All keep every name, so parameters, optimizer
+    states and checkpoints are those of ``sym`` (channel_pad pads some BatchNorms' moving
+    statistics, which ``make_engine`` maps back: :class:`UnpaddedStatistics`); ``fit``
+    writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool for ONNX, cuDNN pooling on
+    GPUs).  GPU contexts and a build without oneDNN train ``sym``.
     ``rewrites``: the subset of :data:`ONEDNN_REWRITES` to apply (bench/throughput.py's knobs
     measure each one's worth).
     """
@@ -455,15 +456,22 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
     return low
 
 
+def onednn_cpus(contexts):
+    """True when every context is a CPU and this MXNet runs oneDNN there: the contexts whose
+    binds get the oneDNN graph rewrites."""
+    return (all(ctx.device_type == "cpu" for ctx in contexts)
+            and common.sibling("graph.fusion").available())
+
+
 def _onednn_graph(sym, contexts, data_shape, rewrites):
     """``sym`` with the oneDNN CPU ``rewrites`` of ``training_graph`` (itself elsewhere)."""
     unknown = set(rewrites) - set(ONEDNN_REWRITES)
     if unknown:
         raise ValueError("unknown graph rewrite(s) %s; choose from %s"
                          % (", ".join(sorted(unknown)), ", ".join(ONEDNN_REWRITES)))
-    fusion = common.sibling("graph.fusion")
-    if any(ctx.device_type != "cpu" for ctx in contexts) or not fusion.available():
+    if not onednn_cpus(contexts):
         return sym
+    fusion = common.sibling("graph.fusion")
     # each keeps a oneDNN reference kernel off the training step (bench/kernel_audit.py)
     if "global_pool" in rewrites:
         sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
@@ -550,7 +558,6 @@ class UnpaddedStatistics:
 
     def get_params(self):
         self._copy_back()
-        mx.nd.waitall()
         arg, aux = self.engine.get_params()
         return arg, dict(aux, **{name: self.padding.unpad(name, aux[name])
                                  for name in self.padding.names})
