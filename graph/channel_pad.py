@@ -372,7 +372,7 @@ class AuxPadding:
 
     def __init__(self, segments):
         self.segments = dict(segments)
-        self._index = {}
+        self._index, self._fills = {}, {}
 
     @classmethod
     def of(cls, sym):
@@ -412,8 +412,11 @@ class AuxPadding:
         """``real`` spread over the padded layout, the rest filled (written to ``out`` if given)."""
         import mxnet as mx
         _, source = self._indices(name, real.context)
-        fill = mx.nd.full((1,), self._fill(name), ctx=real.context, dtype=real.dtype)
-        extended = mx.nd.concat(real, fill, dim=0)
+        key = (name, real.context, real.dtype)
+        if key not in self._fills:  # made once: pad() runs before most training steps
+            self._fills[key] = mx.nd.full((1,), self._fill(name), ctx=real.context,
+                                          dtype=real.dtype)
+        extended = mx.nd.concat(real, self._fills[key], dim=0)
         return mx.nd.take(extended, source, out=out) if out is not None else mx.nd.take(extended, source)
 
     def pad_params(self, aux_params):
