@@ -46,6 +46,7 @@ TORCH_VENV ?= .venv-torch
 $(TORCH_VENV)/.installed: requirements-bench.txt
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/python -m pip install -q -r requirements-bench.txt
+	$(TORCH_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 bench: setup $(TORCH_VENV)/.installed

@@ -14,7 +14,8 @@ sys.path.insert(0, HERE)
 from common import mxnet_build  # noqa: E402  (standard library only)
 
 PACKAGES = {"mxcnn.common": "common", "mxcnn.symbols": "symbols", "mxcnn.graph": "graph",
-            "mxcnn.graph.inspector": "graph/inspector", "mxcnn.data": "data", "mxcnn.train": "train"}
+            "mxcnn.graph.inspector": "graph/inspector", "mxcnn.data": "data", "mxcnn.train": "train",
+            "mxcnn.inference": "inference", "mxcnn.distributed": "distributed"}
 
 
 def requirements():
@@ -28,7 +29,7 @@ setup(
     description="MXNet symbol generators, data pipeline and trainer for classic image-classification CNNs",
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.8",
+    python_requires=">=3.10,<3.12",
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     include_package_data=True,
@@ -40,10 +41,10 @@ setup(
     entry_points={
         "console_scripts": [
             "mxcnn-train=mxcnn.train.train_cifar:main",
-            "mxcnn-score=mxcnn.train.score:main",
-            "mxcnn-launch=mxcnn.train.launch:main",
+            "mxcnn-score=mxcnn.inference.score:main",
+            "mxcnn-launch=mxcnn.distributed.launch:main",
             "mxcnn-plot-curves=mxcnn.train.plot_curves:main",
-            "mxcnn-export-onnx=mxcnn.train.export_onnx:main",
+            "mxcnn-export-onnx=mxcnn.inference.export_onnx:main",
             "mxcnn-prepare-cifar=mxcnn.data.prepare_cifar:main",
             "mxcnn-inspect=mxcnn.graph.inspector:main",
         ]

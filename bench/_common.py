@@ -14,14 +14,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)  # the shared helpers; import-light, so any venv can load them
 
-from common import atomic_write, usable_cores  # noqa: E402
+from mxcnn.common import atomic_write, usable_cores  # noqa: E402
 
 RESULT_TAG = "BENCH-RESULT "
 #: Timed seconds per measurement (after warm-up) when no batch count is given.

@@ -5,7 +5,7 @@
 
 def symbol(entry):
     """The network of a ``throughput.NETS`` entry, as ``symbols.get_symbol`` builds it."""
-    import symbols
+    from mxcnn import symbols
     _, network, num_layers, options, _ = entry
     return symbols.get_symbol(network, num_classes=10, num_layers=num_layers, **options)
 
@@ -33,8 +33,8 @@ def gluoncv_step(model, batch_size):
     """GluonCV's CIFAR model ``(name, kwargs)``, hybridized, trained with autograd +
     gluon.Trainer."""
     import mxnet as mx
-    from mxnet import autograd, gluon
     from gluoncv import model_zoo
+    from mxnet import autograd, gluon
     name, kwargs = model
     if name.startswith("get_"):
         model = getattr(model_zoo, name)(classes=10, **kwargs)

@@ -15,7 +15,7 @@ Written from the paper's description (Sec. 3), fp32, eager mode:
 * data: alternating flip (random in epoch 0, then each image mirrored every other epoch)
   and random translation by up to 2 pixels with reflection padding.
 * evaluation after every epoch on the test images, TTA = the mean probability over the
-  image, its two one-pixel diagonal shifts and the mirrors of all three (train/tta.py's
+  image, its two one-pixel diagonal shifts and the mirrors of all three (inference/tta.py's
   ``flip,translate``, the same views the MXNet run averages).
 
 The pixels come from ``--data`` (written by bench/time_to_accuracy.py from the same .rec
@@ -31,12 +31,11 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from common import usable_cores  # noqa: E402  (import-light, no MXNet)
+from mxcnn.common import usable_cores  # noqa: E402  (import-light, no MXNet)
 
 WIDTHS = (64, 256, 256)
 BATCH = 1024

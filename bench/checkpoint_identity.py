@@ -1,6 +1,6 @@
 """Does a refactor keep training bit for bit?  The same deterministic runs, before and after.
 
-    python bench/checkpoint_identity.py --before dba286b            # the pre-#14 trainer
+    python bench/checkpoint_identity.py --before v0.1               # any older commit or tag
     python bench/checkpoint_identity.py --before HEAD~1 --epochs 1
 
 For each case, ``train/train_cifar.py`` runs three times in fresh processes, with
@@ -14,11 +14,11 @@ The cases keep to graphs both trees bind identically:
 
 * ``lenet``: no BatchNorm and no global pooling, on oneDNN with ``--no-fusion``;
 * ``resnet8``: ResNet-8 with ``MXNET_MKLDNN_ENABLED=0``, where neither tree rewrites the
-  training graph (the global-pooling rewrite of #12 and the fusion are oneDNN-only).
+  training graph (the global-pooling rewrite and the fusion are oneDNN-only).
 
 Data: the 10k/5k CIFAR-10 subset, converted once into ``--work-dir`` by this checkout's
 ``data/prepare_cifar.py``; both trees read the same ``.rec`` files.  ``.states`` files are not
-compared: their format changed on purpose (#16 stores optimizer states by name on the CPU).
+compared: their format changed on purpose once (optimizer states are stored by name, on the CPU).
 """
 import argparse
 import os
@@ -29,9 +29,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import _common  # noqa: E402,F401  (puts the checkout root on sys.path)
+import _common  # noqa: E402,F401
 
-ARCHIVE = "/work/shared/data/cifar10-jpeg-subset.tar.gz"
+#: the shared real data, beside the checkout (``../shared/data``)
+ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpeg-subset.tar.gz")
 CASES = {
     "lenet": (["--network", "lenet", "--no-fusion"], {}),
     "resnet8": (["--network", "resnet", "--num-layers", "8"], {"MXNET_MKLDNN_ENABLED": "0"}),

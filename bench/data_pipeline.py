@@ -19,20 +19,19 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import mxnet as mx  # noqa: E402
 
-import symbols  # noqa: E402
-from data.iterators import SyntheticIter, get_rec_iters  # noqa: E402
-from data.prepare_cifar import prepare  # noqa: E402
+from mxcnn import symbols  # noqa: E402
+from mxcnn.data.iterators import SyntheticIter, get_rec_iters  # noqa: E402
+from mxcnn.data.prepare_cifar import prepare  # noqa: E402
 
 SUBSET = "cifar10-jpeg-subset.tar.gz"
 
 
 def find_subset():
-    for folder in (os.path.join(ROOT, "..", "shared", "data"), "/work/shared/data"):
+    for folder in (os.path.join(ROOT, "..", "shared", "data"),):
         path = os.path.join(folder, SUBSET)
         if os.path.isfile(path):
             return os.path.abspath(path)
@@ -42,8 +41,7 @@ def find_subset():
 def endless(it):
     """Batches of ``it`` forever, starting a new epoch (reset) when one ends."""
     while True:
-        for batch in it:
-            yield batch
+        yield from it
         it.reset()
 
 
@@ -170,7 +168,7 @@ def main(argv=None):
     args = _parse(argv)
     if not args.source:
         print("data_pipeline: error: %s not found beside the repository (../shared/data) or in "
-              "/work/shared/data; pass --source" % SUBSET, file=sys.stderr)
+              "../shared/data; pass --source" % SUBSET, file=sys.stderr)
         return 2
     print("OMP_NUM_THREADS=%s, batch %d, mxnet %s, load average %.1f"
           % (os.environ.get("OMP_NUM_THREADS"), args.batch_size, mx.__version__,

@@ -10,16 +10,15 @@ is the faster one (the figures are quoted in its docstring/report).
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train import runtime  # noqa: E402
+from mxcnn.common import runtime  # noqa: E402
 
 runtime.configure()
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 
-from train import fit  # noqa: E402
-import symbols  # noqa: E402
+from mxcnn import symbols  # noqa: E402
+from mxcnn.train import fit  # noqa: E402
 
 
 def main(argv=None):

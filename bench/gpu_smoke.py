@@ -30,9 +30,8 @@ import sys
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from common import mxnet_build  # noqa: E402  (standard library only)
-from common.errors import UserError, cli_error  # noqa: E402
+from mxcnn.common import mxnet_build  # noqa: E402  (standard library only)
+from mxcnn.common.errors import UserError, cli_error  # noqa: E402
 
 PROG = "gpu_smoke"
 EXAMPLE_URL = "https://raw.githubusercontent.com/apache/mxnet/1.9.1/example/image-classification/"

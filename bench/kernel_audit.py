@@ -10,7 +10,7 @@ step and ``--steps`` audited training steps (``graph.kernel_audit.measure``: Mod
 synthetic data, ``DNNL_VERBOSE=1``; with several steps each primitive's least disturbed one
 counts), all variants of one network in one subprocess.  Graphs:
 
-* ``fused``   -- what the trainer binds (``train.fit.training_graph``): BatchNorm+ReLU fused
+* ``fused``   -- what the trainer binds (``graph.training.training_graph``): BatchNorm+ReLU fused
   and the global-pool rewrite, on oneDNN CPUs;
 * ``unfused`` -- what ``train_cifar.py --no-fusion`` binds (``training_graph(fuse=False)``);
 * ``built``   -- the symbol exactly as ``symbols.get_symbol`` emits it (what plain MXNet
@@ -32,9 +32,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import _common  # noqa: E402,F401  (puts the checkout root on sys.path)
+import _common  # noqa: E402,F401
 
-from common import UserError, atomic_write_text, cli_error, usable_cores  # noqa: E402
+from mxcnn.common import UserError, atomic_write_text, cli_error, usable_cores  # noqa: E402
+from mxcnn.graph import training  # noqa: E402
 
 PROG = "kernel_audit.py"
 LAYOUTS = {"cifar": (3, 32, 32), "imagenet": (3, 224, 224)}
@@ -55,7 +56,7 @@ def _list(text, allowed, what):
 
 
 def has_bf16():
-    from graph import kernel_audit
+    from mxcnn.graph import kernel_audit
     return "avx512_bf16" in kernel_audit.isa_flags()
 
 
@@ -63,14 +64,14 @@ def variants(network, layout, graphs, dtypes, batch):
     """``((label, symbol, data_shape) jobs, failures)`` of one network in one layout, or a
     reason string when the network has no such layout.
 
-    ``fused``/``unfused``: ``train.fit.training_graph`` with that ``fuse`` and ``dtype`` (the
+    ``fused``/``unfused``: ``graph.training.training_graph`` with that ``fuse`` and ``dtype`` (the
     trainer's own conversion); ``built``: the symbol as emitted, converted by
     ``graph.precision.training_symbol`` alone.
     """
     import mxnet as mx
-    import symbols
-    from graph import precision
-    from train import fit
+
+    from mxcnn import symbols
+    from mxcnn.graph import precision
     if ONLY_LAYOUT.get(network, layout) != layout:
         return "no %s layout" % layout
     shape = LAYOUTS[layout]
@@ -88,7 +89,7 @@ def variants(network, layout, graphs, dtypes, batch):
                 if graph == "built":
                     bound = precision.training_symbol(sym, dtype)
                 else:
-                    bound = fit.training_graph(sym, [mx.cpu()], data_shape,
+                    bound = training.training_graph(sym, [mx.cpu()], data_shape,
                                                fuse=graph == "fused", dtype=dtype)
             except mx.base.MXNetError as err:  # e.g. a conversion MXNet refuses: report, go on
                 failed.append("%s: %s" % (label, str(err).strip().splitlines()[0]))
@@ -100,7 +101,7 @@ def variants(network, layout, graphs, dtypes, batch):
 def audit_network(network, layout, graphs, dtypes, batch, env, steps=1):
     """``(labels, summaries, failures)``, or ``(reason, None, failures)``, for one network
     and layout (``failures``: variants that could not be built, with MXNet's message)."""
-    from graph import kernel_audit
+    from mxcnn.graph import kernel_audit
     built = variants(network, layout, graphs, dtypes, batch)
     if isinstance(built, str):
         return built, None, []
@@ -114,7 +115,7 @@ def audit_network(network, layout, graphs, dtypes, batch, env, steps=1):
 
 
 def format_network(title, labels, summaries):
-    from graph import kernel_audit
+    from mxcnn.graph import kernel_audit
     lines = [title]
     lines.append("  %-18s %10s %6s %8s  %s" % ("graph dtype", "oneDNN ms", "ref", "reorder",
                                                "executions"))
@@ -130,7 +131,7 @@ def format_network(title, labels, summaries):
 
 
 def build_parser():
-    import symbols
+    from mxcnn import symbols
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default=",".join(symbols.list_networks()),
                         help="comma-separated networks (default: every registered one)")
@@ -151,8 +152,8 @@ def build_parser():
 
 def _options(args):
     """``(nets, layouts, graphs, dtypes)`` from the parsed flags; UserError if one is bad."""
-    import symbols
-    from graph import kernel_audit
+    from mxcnn import symbols
+    from mxcnn.graph import kernel_audit
     nets = _list(args.nets, list(symbols.list_networks()), "network")
     layouts = _list(args.layouts, list(LAYOUTS), "layout")
     graphs = _list(args.graphs, GRAPHS, "graph")
@@ -190,7 +191,7 @@ def audit_all(nets, layouts, graphs, dtypes, args, env):
 
 
 def main(argv=None):
-    from graph import kernel_audit
+    from mxcnn.graph import kernel_audit
     args = build_parser().parse_args(argv)
     try:
         nets, layouts, graphs, dtypes = _options(args)

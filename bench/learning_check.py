@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python bench/learning_check.py [--epochs 15] [--dtype bfloat16] [--keep DIR]
                                                      [-- extra flags]
 
-Steps: convert /work/shared/data/cifar10-jpeg-subset.tar.gz (10k train / 5k test JPEGs) with
+Steps: convert ../shared/data/cifar10-jpeg-subset.tar.gz (10k train / 5k test JPEGs) with
 ``data/prepare_cifar.py --source``, train ``train/train_cifar.py --network resnet
 --num-layers 20`` for a fixed budget of epochs, then print test
 accuracy and time per epoch from the run's ``-log.jsonl``.  Expectation: >= 70% test
@@ -26,7 +26,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBSET = "/work/shared/data/cifar10-jpeg-subset.tar.gz"
+SUBSET = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpeg-subset.tar.gz")
 TARGET = 0.70
 
 

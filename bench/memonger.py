@@ -13,17 +13,15 @@ memory at >= 0.7x the speed, PreAct-164 <= 30%, PreAct-1001 batch 128 within 3 G
 """
 import argparse
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from train import runtime  # noqa: E402
+from mxcnn.common import runtime  # noqa: E402
 
 runtime.configure()  # OMP_NUM_THREADS before mxnet loads
 
@@ -41,13 +39,13 @@ IMAGE = (3, 32, 32)
 
 def network(depth):
     """Stage-tagged bottleneck PreAct ResNet for CIFAR-10 from the registry."""
-    import symbols
+    from mxcnn import symbols
     return symbols.get_symbol("preact_resnet", num_classes=10, num_layers=depth, bottleneck=True,
                               image_shape=IMAGE, memonger=True)
 
 
 def build(depth, batch, planned):
-    from graph import memonger
+    from mxcnn.graph import memonger
     sym = network(depth)
     return memonger.plan(sym, data=(batch,) + IMAGE) if planned else sym
 
@@ -117,7 +115,8 @@ def timed(step, warmup, steps, sync):
 
 def child(spec):
     import resource
-    from graph import memonger
+
+    from mxcnn.graph import memonger
     depth, batch, planned = spec["depth"], spec["batch"], spec["planned"]
     sym = build(depth, batch, planned)
     module = spec["engine"] == "module"  # CachedOp has no memory report
@@ -236,7 +235,8 @@ def plot(path, batch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from graph import memonger
+
+    from mxcnn.graph import memonger
     plain, planned = [], []
     print("%6s %10s %10s %7s" % ("depth", "plain MB", "plan MB", "ratio"))
     for depth in PLOT_DEPTHS:
@@ -263,7 +263,7 @@ def plot(path, batch):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    from common import atomic_write
+    from mxcnn.common import atomic_write
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     print("wrote", path)
 

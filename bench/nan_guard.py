@@ -12,8 +12,7 @@ kernels).  Synthetic data, one fixed batch, one CPU context.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train import runtime  # noqa: E402
+from mxcnn.common import runtime  # noqa: E402
 
 runtime.configure()
 
@@ -24,16 +23,17 @@ import time  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-import symbols  # noqa: E402
 from bench._common import _cpuinfo  # noqa: E402
-from train import engines  # noqa: E402
+from mxcnn import symbols  # noqa: E402
+from mxcnn.graph import training  # noqa: E402
+from mxcnn.train import engines  # noqa: E402
 
 
 def _engine(kind, sym, batch_size):
     data_shape = (batch_size, 3, 32, 32)
     mx.random.seed(0)
     arg, aux = engines.initial_params(sym, data_shape)
-    graph = engines.training_graph(sym, [mx.cpu()], data_shape)
+    graph = training.training_graph(sym, [mx.cpu()], data_shape)
     return engines.make_engine(kind, graph, [mx.cpu()], data_shape, (batch_size,), arg, aux, "sgd",
                                {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}, "local")
 

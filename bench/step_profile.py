@@ -19,9 +19,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import _common  # noqa: E402  (also puts the checkout root on sys.path)
+import _common  # noqa: E402
 import throughput  # noqa: E402  (NETS, base_env)
-from graph import kernel_audit  # noqa: E402  (the one DNNL_VERBOSE parser)
+
+from mxcnn.graph import kernel_audit  # noqa: E402  (the one DNNL_VERBOSE parser)
 
 WARMUP = 2
 
@@ -39,9 +40,9 @@ def parse(lines, steps):
 
 def profile(net, steps, fuse, batch_size, dtype="float32"):
     code = ("import sys, time, json; sys.path.insert(0, %r)\n"
-            "from train import runtime; runtime.configure()\n"
+            "from mxcnn.common import runtime; runtime.configure()\n"
             "import mxnet as mx\n"
-            "from train import fit\n"
+            "from mxcnn.train import fit\n"
             "import throughput, _mxnet_steps\n"
             "sym = _mxnet_steps.symbol(throughput.NETS[%r])\n"
             "speed = fit.benchmark(sym, %d, num_batches=%d, warmup=%d, fuse=%r, dtype=%r)\n"

@@ -115,17 +115,17 @@ class BenchError(Exception):
 def run_worker(spec):
     """Measure one configuration in this process; print ``RESULT_TAG`` + JSON."""
     if os.environ.get("DNNL_MAX_CPU_ISA", "").upper() == "AVX512_CORE_AMX":
-        from graph import precision  # before oneDNN runs anything: without it, SIGILL
+        from mxcnn.graph import precision  # before oneDNN runs anything: without it, SIGILL
         if not precision.request_amx_permission():
             raise BenchError("Linux did not grant the AMX tile state (arch_prctl "
                              "ARCH_REQ_XCOMP_PERM; needs amx_tile and Linux 5.16+)")
     if spec["config"] in ("ours", "ours_bf16"):
-        from train import runtime
+        from mxcnn.common import runtime
         runtime.configure()
     import mxnet as mx
     net, batch_size, batches = spec["net"], spec["batch_size"], spec["batches"]
     if spec["config"] in ("ours", "ours_bf16", "knob"):
-        from train import fit
+        from mxcnn.train import fit
         sym = _mxnet_steps.symbol(NETS[net])
         options = dict(spec.get("options") or {})
         if spec["config"] == "ours_bf16":
@@ -160,8 +160,7 @@ def base_env(threads):
 
 def knob_env(threads, changes):
     """ours' environment (runtime.DEFAULTS, threads) with one knob's ``changes`` applied."""
-    sys.path.insert(0, ROOT)
-    from train import runtime
+    from mxcnn.common import runtime
     env = base_env(threads)
     env.update(runtime.DEFAULTS)
     for key, value in changes.items():
@@ -210,15 +209,13 @@ def batches_for(macs, batch_size, explicit=None):
 
 def forward_macs(net):
     """Forward multiply-accumulates per 3x32x32 image (graph.inspector)."""
-    sys.path.insert(0, ROOT)
-    from graph import inspector as sym_inspect
+    from mxcnn.graph import inspector as sym_inspect
     return sym_inspect.summarize(_mxnet_steps.symbol(NETS[net]), data=(1, 3, 32, 32)).total_macs
 
 
 def bf16_unsupported():
     """Why this CPU cannot run the bfloat16 configurations, or None when it can."""
-    sys.path.insert(0, ROOT)
-    from graph import precision
+    from mxcnn.graph import precision
     try:
         precision.check_supported("bfloat16", ["cpu"], onednn=True)
     except ValueError as exc:  # common.UserError
@@ -227,8 +224,7 @@ def bf16_unsupported():
 
 
 def _cpu_flags():
-    sys.path.insert(0, ROOT)
-    from graph import precision
+    from mxcnn.graph import precision
     return precision.cpu_flags()
 
 
@@ -339,7 +335,7 @@ def format_knobs(results, nets, knobs):
     rows = [["network", "knob", "img/s", "vs defaults", "what"]]
     for net in nets:
         rows.append([NETS[net][0], "defaults", _fmt_speed(_speeds(results, (net, "defaults"))),
-                     "1.00x", "train/runtime.py DEFAULTS + OMP_NUM_THREADS=cores"])
+                     "1.00x", "common/runtime.py DEFAULTS + OMP_NUM_THREADS=cores"])
         for knob in knobs:
             rows.append(["", knob, _fmt_speed(_speeds(results, (net, knob))),
                          _fmt_ratio(paired_ratio(results, (net, knob), [(net, "defaults")])),
@@ -405,7 +401,6 @@ def _choices(text, allowed, what):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.worker:
-        sys.path.insert(0, ROOT)
         run_worker(json.loads(args.worker))
         return 0
     try:
@@ -464,8 +459,7 @@ def _drive(args):
     for line in errors:
         print("failed: " + line)
     if args.json:
-        sys.path.insert(0, ROOT)
-        from common import atomic_write_text
+        from mxcnn.common import atomic_write_text
         atomic_write_text(args.json, json.dumps(
             {"nets": nets, "macs": macs, "batches": batches, "peak_gflops": peak,
              "results": {"%s/%s" % k: v for k, v in results.items()}}, indent=1))

@@ -2,7 +2,7 @@
 
     python bench/time_to_accuracy.py                               # fast, torch peer, ResNet-20
     python bench/time_to_accuracy.py --runs fast --epochs 1        # a smoke run
-    python bench/time_to_accuracy.py --archive /work/shared/data/cifar10-jpeg-subset.tar.gz \\
+    python bench/time_to_accuracy.py --archive ../shared/data/cifar10-jpeg-subset.tar.gz \\
         --runs fast,torch --epochs 2 --time-limit 900
 
 Steps: ``data/prepare_cifar.py --source ARCHIVE`` (the 50,000 training JPEGs and the 5,000
@@ -34,10 +34,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import _common  # noqa: E402  (puts the checkout root on sys.path)
-from common import atomic_write, atomic_write_text  # noqa: E402
+import _common  # noqa: E402
 
-ARCHIVE = "/work/shared/data/cifar10-jpeg-train-full.tar.gz"
+from mxcnn.common import atomic_write, atomic_write_text  # noqa: E402
+
+ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpeg-train-full.tar.gz")
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93)
 RUNS = ("fast", "torch", "resnet20")
 TORCH_PYTHON = os.path.join(ROOT, ".venv-torch", "bin", "python")
@@ -71,7 +72,8 @@ def export_pixels(work):
     if os.path.exists(path) and os.path.getmtime(path) > os.path.getmtime(stats_file):
         return path
     import numpy as np
-    from data import iterators
+
+    from mxcnn.data import iterators
     train, val = iterators.get_rec_iters(os.path.join(data, "cifar10_train.rec"),
                                          os.path.join(data, "cifar10_val.rec"), 1000,
                                          backend="memory", shuffle=False)
@@ -89,7 +91,7 @@ def commands(name, work, args):
     folder = os.path.join(work, name)
     trainer = [sys.executable, os.path.join(ROOT, "train", "train_cifar.py"), "--data-dir", data,
                "--model-prefix", os.path.join(folder, "m"), "--log-file",
-               os.path.join(folder, "train.log"), "--no-plot", "--disp-batches", "10",
+               os.path.join(folder, "mxcnn.train.log"), "--no-plot", "--disp-batches", "10",
                "--seed", str(args.seed)]
     if name == "fast":
         # the preset's warm-up is 2.3 of 10 epochs: keep it 23% of a shortened run

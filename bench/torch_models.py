@@ -23,8 +23,8 @@ import os
 import sys
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402  (bench/_common.py: timing loop and JSON protocol)

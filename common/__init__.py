@@ -1,4 +1,4 @@
-"""Helpers every package shares: atomic files, usable cores, the user-error type, siblings.
+"""Helpers every package shares: atomic files, usable cores, the user-error type.
 
 Import-light on purpose (no MXNet): ``train.runtime.configure()`` must run before MXNet
 loads, and ``data``/``symbols``/``graph`` import this at package import time.
@@ -10,22 +10,21 @@ loads, and ``data``/``symbols``/``graph`` import this at package import time.
 * :func:`usable_cores` -- the cores this process may run on (``system``).
 * :class:`UserError` -- bad input or an environment problem: every CLI prints it as one
   line and exits 2; any other exception is a bug and keeps its traceback (``errors``).
-* :func:`sibling` -- ``symbols``/``data``/``graph``/``train`` from a checkout or from the
-  installed ``mxcnn`` package alike.
 """
-import importlib
-
 from .errors import UserError, cli_error, error_line, short_list
-from .files import (TMP_SUFFIX, FileSet, atomic_write, atomic_write_text, digest_mismatch,
-                    file_digest, stale_temp_files, umask)
+from .files import (
+                    TMP_SUFFIX,
+                    FileSet,
+                    atomic_write,
+                    atomic_write_text,
+                    digest_mismatch,
+                    file_digest,
+                    stale_temp_files,
+                    umask,
+)
 from .system import usable_cores
 
 __all__ = ["UserError", "cli_error", "error_line", "short_list", "TMP_SUFFIX", "FileSet",
            "atomic_write", "atomic_write_text", "stale_temp_files", "file_digest",
-           "digest_mismatch", "umask", "usable_cores", "sibling"]
+           "digest_mismatch", "umask", "usable_cores"]
 
-
-def sibling(name):
-    """The sibling package ``name``: ``mxcnn.<name>`` when installed, ``<name>`` from a checkout."""
-    parent = __name__.rpartition(".")[0]
-    return importlib.import_module(parent + "." + name if parent else name)

@@ -10,7 +10,3 @@ Modules (kept import-light: nothing here loads MXNet until an iterator is built)
 * ``sources`` / ``recfile`` / ``safety`` -- reading sources, RecordIO files, and the
   restricted unpickler + archive member checks; ``errors.DataError`` for bad input.
 """
-try:
-    from .. import common  # installed: mxcnn.data -> mxcnn.common
-except ImportError:
-    import common  # noqa: F401  (a checkout: the repository root is on sys.path)

@@ -12,9 +12,9 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .errors import DataError
-from .prefetch import Prefetcher
-from .recfile import count_records
+from mxcnn.data.errors import DataError
+from mxcnn.data.prefetch import Prefetcher
+from mxcnn.data.recfile import count_records
 
 __all__ = ["InMemoryIter", "NativeRecIter", "SyntheticIter", "part_range", "PAD_MODES"]
 

@@ -1,5 +1,5 @@
 """The one exception the data package raises for bad input (missing, corrupt or unsafe files)."""
-from . import common
+from mxcnn import common
 
 
 class DataError(common.UserError):

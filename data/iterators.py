@@ -31,13 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import common
-
-from .epoch_iters import InMemoryIter, NativeRecIter, SyntheticIter, part_range
-from .errors import DataError
-from .recfile import (check_against_stats, count_records, decode_image, read_records,
-                      unpack_record)
-from .stats import load_stats
+from mxcnn import common
+from mxcnn.data.epoch_iters import InMemoryIter, NativeRecIter, SyntheticIter, part_range
+from mxcnn.data.errors import DataError
+from mxcnn.data.recfile import check_against_stats, count_records, decode_image, read_records, unpack_record
+from mxcnn.data.stats import load_stats
 
 __all__ = ["get_rec_iters", "InMemoryIter", "NativeRecIter", "SyntheticIter", "load_stats",
            "IN_MEMORY_MAX_BYTES", "part_range"]

@@ -17,28 +17,23 @@ the files against the sizes and digests in the stats.  An existing set is replac
 with ``--force``; re-running with unchanged inputs does nothing; a source needs images of
 at least 2 classes.  What a killed run left is removed by the next one.
 """
-import os
-import sys
-
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import data  # noqa: F401   (the script's own package)
-    __package__ = "data"
-
 import argparse
 import contextlib
 import hashlib
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 
-from .errors import DataError
-from . import common
-from .recfile import SplitWriter, dataset_names, file_digest, set_problem
-from .sources import load_source
+from mxcnn import common
+from mxcnn.data.errors import DataError
+from mxcnn.data.images import MAX_IMAGE_PIXELS, check_max_pixels
+from mxcnn.data.recfile import SplitWriter, dataset_names, ends_digest, set_problem
+from mxcnn.data.sources import load_source
 
 __all__ = ["main", "prepare", "DOWNLOADS", "channel_stats"]
 
@@ -284,15 +279,22 @@ def _write_set(folder, name, data, settings, img_format, level, quiet):
              "image_shape": [3, int(height), int(width)], "mean": mean, "std": std,
              "format": img_format, "color_order_in_records": "BGR", "conversion": settings,
              "file_sizes": {n: os.path.getsize(os.path.join(folder, n)) for n in members},
-             "file_digests": {n: file_digest(os.path.join(folder, n)) for n in members}}
+             "file_digests": {n: ends_digest(os.path.join(folder, n)) for n in members}}
+    if settings.get("skip_bad"):
+        stats["skipped"] = list(data.skipped)
     with open(os.path.join(folder, dataset_names(name)[-1]), "w") as f:
         f.write(json.dumps(stats, indent=1) + "\n")
     return stats
 
 
-def _convert(fileset, source, settings, quiet):
+def _convert(fileset, source, settings, quiet, log):
     """Read ``source``, check it and write it as a new version of ``fileset``; the stats."""
-    data = load_source(source, settings["dataset"], settings["label_mode"], progress=not quiet)
+    data = load_source(source, settings["dataset"], settings["label_mode"], progress=not quiet,
+                       max_pixels=settings.get("max_image_pixels", MAX_IMAGE_PIXELS),
+                       skip_bad=settings.get("skip_bad", False))
+    if data.skipped:
+        log("left out %d bad image(s), listed under 'skipped' in %s_stats.json; the first: %s"
+            % (len(data.skipped), fileset.key, data.skipped[0]["reason"]))
     _check_classes(data, source)
     for split in (data.train, data.val):
         if split.images.shape[0] == 0:
@@ -302,15 +304,32 @@ def _convert(fileset, source, settings, quiet):
                           settings["quality"], quiet)
 
 
+def _image_settings(max_pixels, skip_bad):
+    """The image-reading options that differ from the defaults, for the stats' ``conversion``
+    (sets converted with the defaults keep their settings, and stay up to date)."""
+    out = {}
+    if check_max_pixels(max_pixels) != MAX_IMAGE_PIXELS:
+        out["max_image_pixels"] = int(max_pixels)
+    if skip_bad:
+        out["skip_bad"] = True
+    return out
+
+
 def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_format="png",
-            quality=None, label_mode="fine", force=False, quiet=False, log=print):
+            quality=None, label_mode="fine", force=False, quiet=False, log=print,
+            max_pixels=MAX_IMAGE_PIXELS, skip_bad=False):
     """Convert ``source`` (downloaded when None) and return the stats dict written beside the
     records, or None when the outputs were already up to date.  Raises :class:`DataError`.
+
+    Images of a tree over ``max_pixels`` (width x height, checked from their headers) are
+    refused, as are truncated or corrupt ones; ``skip_bad`` leaves those out instead and lists
+    them under ``skipped`` in the stats.
 
     The data set's files are replaced as a unit (``common.FileSet``): a kill at any instant
     leaves the previous complete set or the new one.  An existing set is replaced only with
     ``force``; a re-run with the same inputs does nothing."""
     quality, name = _check_options(dataset, img_format, quality, name)
+    image_settings = _image_settings(max_pixels, skip_bad)
     output_dir = os.path.abspath(os.path.expanduser(
         output_dir or os.path.join("~", ".mxnet", "datasets", dataset)))
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -330,7 +349,7 @@ def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_form
         settings = {"dataset": dataset, "label_mode": label_mode, "format": img_format,
                     "quality": quality if img_format == "jpeg" else PNG_COMPRESSION,
                     "source": source, "source_fingerprint": fingerprint(source),
-                    "version": STATS_VERSION}
+                    "version": STATS_VERSION, **image_settings}
         if not force and _up_to_date(existing, settings):
             log("%s is up to date with %s; nothing to do (pass --force to rebuild)"
                 % (stats_path, source))
@@ -341,7 +360,7 @@ def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_form
         if existing and not force:
             _refuse_replacing(existing, stats_path, source)
         start = time.time()
-        stats = _convert(fileset, source, settings, quiet)
+        stats = _convert(fileset, source, settings, quiet, log)
     log("wrote %s_{train,val}.{rec,idx,lst} and %s_stats.json in %s: %d train + %d val images, "
         "%d classes, %s (%.1f s)" % (name, name, output_dir, stats["num_train"], stats["num_val"],
                                      stats["num_classes"], img_format, time.time() - start))
@@ -371,6 +390,13 @@ def _parser():
     p.add_argument("--force", action="store_true",
                    help="rebuild even if up to date, and replace an existing data set of this "
                    "--name in --output-dir (without it an existing set is never replaced)")
+    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
+                   help="refuse tree images larger than N pixels (width x height), checked "
+                   "before decoding (default %d)" % MAX_IMAGE_PIXELS)
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out tree images that are truncated, corrupt or over "
+                   "--max-image-pixels, and list them under 'skipped' in the stats (default: "
+                   "stop at the first, naming it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -380,7 +406,8 @@ def main(argv=None):
     try:
         prepare(dataset=args.dataset, source=args.source, output_dir=args.output_dir,
                 name=args.name, img_format=args.format, quality=args.quality,
-                label_mode=args.label_mode, force=args.force, quiet=args.quiet)
+                label_mode=args.label_mode, force=args.force, quiet=args.quiet,
+                max_pixels=args.max_image_pixels, skip_bad=args.skip_bad)
     except common.UserError as exc:  # DataError, or another run holding the data set's lock
         print("prepare_cifar: error: %s" % exc, file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 A data set is ``NAME_{train,val}.{rec,idx,lst}`` + ``NAME_stats.json``
 (:func:`dataset_names`), written by :class:`SplitWriter` into a new version of a
 ``common.FileSet`` and switched into place as a unit.  The stats file records each member's
-size and :func:`file_digest`; :func:`check_against_stats` lets readers tell a complete set
+size and :func:`ends_digest`; :func:`check_against_stats` lets readers tell a complete set
 from a partial or mixed one.  :func:`read_records` parses the RecordIO framing in Python so
 a truncated or corrupt file raises :class:`DataError` naming it instead of aborting MXNet.
 """
@@ -14,10 +14,10 @@ import struct
 
 import numpy as np
 
-from .errors import DataError
+from mxcnn.data.errors import DataError
 
 __all__ = ["RECORD_MAGIC", "read_records", "decode_image", "count_records", "SplitWriter",
-           "split_paths", "dataset_names", "file_digest", "set_problem", "check_against_stats"]
+           "split_paths", "dataset_names", "ends_digest", "set_problem", "check_against_stats"]
 
 RECORD_MAGIC = 0xCED7230A  # dmlc RecordIO
 _HEADER = struct.Struct("<II")
@@ -39,7 +39,7 @@ def dataset_names(name):
 DIGEST_SPAN = 1 << 16
 
 
-def file_digest(path):
+def ends_digest(path):
     """``"sha256-ends:<hex>"`` of a file's size, first and last 64 KiB.
 
     Cheap on a data set of any size (a full hash of many GB would cost each training start
@@ -72,7 +72,7 @@ def set_problem(stats, folder, names):
         size = os.path.getsize(path)
         if size != sizes[name]:
             return "%s has %d bytes, the stats file says %s" % (name, size, sizes[name])
-        if name in digests and file_digest(path) != digests[name]:
+        if name in digests and ends_digest(path) != digests[name]:
             return "%s has other contents than the stats file records" % name
     return None
 

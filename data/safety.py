@@ -15,7 +15,7 @@ import stat
 
 import numpy as np
 
-from .errors import DataError
+from mxcnn.data.errors import DataError
 
 __all__ = ["load_pickle", "safe_member_name", "tar_members", "zip_members"]
 

@@ -6,9 +6,11 @@ Accepted sources (the kind is detected from the contents, not the name):
   ``cifar-100-python.tar.gz``, ``cifar-100-binary.tar.gz`` (Krizhevsky 2009), read member
   by member without extracting, or the folders they extract to;
 * a class-per-folder tree ``train/<class>/*`` + ``test/<class>/*`` (``val/`` also accepted)
-  of images in any format OpenCV reads, as a folder or a .tar/.tar.gz/.tgz/.zip of one
-  (optionally under one or two top folders).  Archives are read in memory, never
-  extracted, after every member passed the checks in :mod:`.safety`.
+  of images (PNG, JPEG, BMP, TIFF, WebP, PPM, JPEG 2000, GIF), as a folder or a
+  .tar/.tar.gz/.tgz/.zip of one (optionally under one or two top folders).  Archives are
+  read in memory, never extracted, after every member passed the checks in :mod:`.safety`.
+  Images are decoded by :mod:`.images`: bounded in pixels before decoding, and a truncated
+  or corrupt image is refused (or, with ``skip_bad``, left out and listed).
 
 :func:`load_source` returns a :class:`Dataset` with RGB uint8 (N, H, W, 3) arrays.
 """
@@ -21,8 +23,9 @@ import zlib
 
 import numpy as np
 
-from .errors import DataError
-from .safety import load_pickle, tar_members, zip_members
+from mxcnn.data.errors import DataError
+from mxcnn.data.images import MAX_IMAGE_PIXELS, decode_image
+from mxcnn.data.safety import load_pickle, tar_members, zip_members
 
 __all__ = ["Split", "Dataset", "load_source", "IMAGE_EXTENSIONS"]
 
@@ -30,8 +33,10 @@ Split = collections.namedtuple("Split", "images labels names")
 Split.__doc__ = "images: uint8 (N, H, W, 3) RGB; labels: int64 (N,); names: N strings for the .lst"
 
 
-class Dataset(collections.namedtuple("Dataset", "kind classes train val")):
-    """``kind`` describes the source format; ``classes`` lists names in label order."""
+class Dataset(collections.namedtuple("Dataset", "kind classes train val skipped",
+                                     defaults=((),))):
+    """``kind`` describes the source format; ``classes`` lists names in label order;
+    ``skipped``: ``{"file", "reason"}`` dicts of the images left out as bad (``skip_bad``)."""
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
@@ -315,16 +320,20 @@ def _tree_split(files, root, split):
     return by_class
 
 
-def _decode(files, name, blob):
-    import cv2
-    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
-    if img is None:
-        raise DataError("%s: cannot decode the image (truncated, corrupt or not an image); fix "
-                        "or remove it" % files.where(name))
-    return img[:, :, ::-1]
+def _decode(files, name, blob, max_pixels, skipped=None, shown=None):
+    """uint8 (H, W, 3) RGB of one tree image.  A bad image (oversized, truncated, corrupt)
+    raises DataError naming it, or with a ``skipped`` list is appended to it as
+    ``{"file": shown, "reason": ...}`` and gives None."""
+    try:
+        return decode_image(blob, files.where(name), max_pixels)
+    except DataError as err:
+        if skipped is None:
+            raise DataError("%s (or pass --skip-bad to leave out bad images)" % err) from None
+        skipped.append({"file": shown or name, "reason": str(err)})
+        return None
 
 
-def _load_tree(files, root, progress=False):
+def _load_tree(files, root, progress=False, max_pixels=MAX_IMAGE_PIXELS, skip_bad=False):
     val_split = next(v for v in _VAL_FOLDERS
                      if (root + "/" if root else "") + v in files.folders)
     train_files = _tree_split(files, root, "train")
@@ -334,16 +343,19 @@ def _load_tree(files, root, progress=False):
         differ = sorted(set(val_files) ^ set(classes))
         raise DataError("%s: train/ and %s/ have different class folders (%s); both need the "
                         "same classes" % (files.where(root or "."), val_split, ", ".join(differ)))
-    first = {}
+    first, skipped = {}, [] if skip_bad else None
     prefix_len = len(root) + 1 if root else 0
 
     def load(split, by_class):
         ordered = [(label, name) for label, cls in enumerate(classes) for name in by_class[cls]]
         blobs = files.read_many([name for _, name in ordered])
-        images = []
+        images, kept = [], []
         bar = _progress(progress, len(ordered), "decoding %s/" % split)
         for label, name in ordered:
-            img = _decode(files, name, blobs.pop(name))
+            img = _decode(files, name, blobs.pop(name), max_pixels, skipped, name[prefix_len:])
+            bar.update(1)
+            if img is None:
+                continue
             if not first:
                 first.update(hw=img.shape[:2], name=name)
             elif img.shape[:2] != first["hw"]:
@@ -352,12 +364,16 @@ def _load_tree(files, root, progress=False):
                                                          img.shape[0], files.where(first["name"]),
                                                          first["hw"][1], first["hw"][0]))
             images.append(img)
-            bar.update(1)
+            kept.append((label, name))
         bar.close()
-        return Split(np.stack(images), np.asarray([l for l, _ in ordered], np.int64),
-                     [name[prefix_len:] for _, name in ordered])
+        if not images:
+            raise DataError("%s/ has no decodable images; all were left out as bad"
+                            % files.where(split if not root else root + "/" + split))
+        return Split(np.stack(images), np.asarray([l for l, _ in kept], np.int64),
+                     [name[prefix_len:] for _, name in kept])
 
-    return Dataset("image folders", classes, load("train", train_files), load(val_split, val_files))
+    train, val = load("train", train_files), load(val_split, val_files)
+    return Dataset("image folders", classes, train, val, tuple(skipped or ()))
 
 
 def _progress(enabled, total, desc):
@@ -368,12 +384,16 @@ def _progress(enabled, total, desc):
 
 # ---------------------------------------------------------------------------- entry point
 
-def load_source(source, dataset="cifar10", label_mode="fine", progress=False):
+def load_source(source, dataset="cifar10", label_mode="fine", progress=False,
+                max_pixels=MAX_IMAGE_PIXELS, skip_bad=False):
     """Read ``source`` (see module docstring) into a :class:`Dataset`.
 
     ``dataset`` must match an official archive's contents (``cifar10``/``cifar100``);
-    ``label_mode`` picks CIFAR-100's ``fine`` (100) or ``coarse`` (20) labels.  Raises
-    :class:`DataError` naming the offending file for anything unusable.
+    ``label_mode`` picks CIFAR-100's ``fine`` (100) or ``coarse`` (20) labels.  Images of a
+    tree larger than ``max_pixels`` (width x height) are refused before decoding; with
+    ``skip_bad`` an oversized, truncated or corrupt image is left out and listed in
+    ``Dataset.skipped`` instead.  Raises :class:`DataError` naming the offending file for
+    anything unusable.
     """
     if label_mode not in ("fine", "coarse"):
         raise DataError("label mode must be 'fine' or 'coarse', got %r" % (label_mode,))
@@ -396,6 +416,6 @@ def load_source(source, dataset="cifar10", label_mode="fine", progress=False):
             raise DataError("%s is not a recognised source: no official CIFAR files "
                             "(data_batch_1, data_batch_1.bin, train + meta, train.bin) and no "
                             "train/<class>/ + test/<class>/ image folders" % source)
-        return _load_tree(files, root, progress)
+        return _load_tree(files, root, progress, max_pixels, skip_bad)
     finally:
         files.close()

@@ -3,7 +3,7 @@ beside ``NAME_train.rec`` / ``NAME_val.rec``: finding and validating them."""
 import json
 import os
 
-from .errors import DataError
+from mxcnn.data.errors import DataError
 
 __all__ = ["load_stats", "stats_files_beside"]
 

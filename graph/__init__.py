@@ -23,7 +23,3 @@ original.
 
 ``symbols`` builds networks and knows nothing of these; ``train`` applies them.
 """
-try:
-    from .. import common  # installed: mxcnn.graph -> mxcnn.common
-except ImportError:
-    import common  # noqa: F401  (a checkout: the repository root is on sys.path)

@@ -37,8 +37,8 @@ import json
 
 import numpy as np
 
-from ._rebuild import load_rewritten
-from .memonger import MIRROR_ATTR
+from mxcnn.graph.memonger import MIRROR_ATTR
+from mxcnn.graph.symbol_json import load_rewritten
 
 __all__ = ["BLOCK", "SEGMENTS_ATTR", "pad_channels", "padded_batchnorms", "real_index",
            "AuxPadding"]

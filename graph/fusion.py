@@ -21,8 +21,8 @@ import os
 
 import mxnet as mx
 
-from ._rebuild import load_rewritten
-from .memonger import MIRROR_ATTR
+from mxcnn.graph.memonger import MIRROR_ATTR
+from mxcnn.graph.symbol_json import load_rewritten
 
 FUSED_OP = "_contrib_BatchNormWithReLU"
 #: Channel counts of both tensors of a fused pair must be multiples of this (oneDNN's FP32

@@ -31,7 +31,7 @@ import json
 
 import mxnet as mx
 
-from ._rebuild import load_rewritten
+from mxcnn.graph.symbol_json import load_rewritten
 
 __all__ = ["global_pools", "reduce_global_pools"]
 

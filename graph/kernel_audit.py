@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import common
+from mxcnn import common
 
 __all__ = ["Execution", "parse_line", "parse", "is_ref", "is_reorder", "kind", "conv_flops",
            "by_kind", "summarise", "format_summary", "measure", "onednn_isa", "isa_flags",

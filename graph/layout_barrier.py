@@ -23,7 +23,7 @@ convolution's private ``__...__`` attributes.
 """
 import json
 
-from ._rebuild import load_rewritten
+from mxcnn.graph.symbol_json import load_rewritten
 
 __all__ = ["BLOCK", "narrow_grouped_convs", "plain_around_narrow_groups"]
 

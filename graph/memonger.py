@@ -44,7 +44,7 @@ import re
 import mxnet as mx
 import numpy as np
 
-from . import common
+from mxcnn import common
 
 __all__ = ["plan", "allocated_mb", "device", "activation_sizes", "mirror_nodes",
            "mirrored_names", "default_cache_dir", "MIRROR_ATTR", "STAGE_ATTR"]
@@ -78,7 +78,7 @@ def default_cache_dir():
     return os.path.join(root, "memonger")
 
 
-def _input_names(sym):
+def _non_parameter_arguments(sym):
     """Arguments that look like data/label inputs (not learnable parameters)."""
     params = ("_weight", "_bias", "_gamma", "_beta")
     return [a for a in sym.list_arguments() if not a.endswith(params)]
@@ -86,7 +86,7 @@ def _input_names(sym):
 
 def _check_shapes(sym, shapes):
     """Normalise ``shapes`` to {name: tuple}; ``ValueError`` naming what is missing or unknown."""
-    inputs = _input_names(sym)
+    inputs = _non_parameter_arguments(sym)
     example = "plan(sym, %s=(64, 3, 32, 32))" % (inputs[0] if inputs else "data")
     if not shapes:
         raise ValueError("memonger needs the input shapes to plan for, e.g. %s; this symbol's "

@@ -62,9 +62,9 @@ import json
 import os
 import re
 
-from . import common
-from ._rebuild import check_interface
-from .channel_pad import SEGMENTS_ATTR as _CHANNEL_SEGMENTS
+from mxcnn import common
+from mxcnn.graph.channel_pad import SEGMENTS_ATTR as _CHANNEL_SEGMENTS
+from mxcnn.graph.symbol_json import check_interface
 
 DTYPES = ("float32", "float16", "bfloat16")
 #: CPU flags (as /proc/cpuinfo spells them) oneDNN needs for native bfloat16 kernels.
@@ -229,11 +229,11 @@ def float32_layers(sym):
     """Names of the layers ``training_symbol`` keeps in float32: stems and logit layers."""
     from mxnet.contrib import amp
     graph = _graph(sym)
-    return (_stem_names(graph, _input_names(sym))
+    return (_stem_names(graph, _fed_inputs(sym))
             + _classifier_names(graph, amp.list_loss_output_functions("float16")))
 
 
-def _input_names(sym):
+def _fed_inputs(sym):
     """Inputs that are fed, not learned: ``data`` and the ``*_label`` Variables."""
     return [name for name in sym.list_inputs() if name == "data" or name.endswith("_label")]
 
@@ -248,7 +248,7 @@ def training_symbol(sym, dtype):
     if any(node["op"] in CAST_OPS for node in graph["nodes"]):
         raise ValueError("the symbol already carries AMP casts; convert the float32 graph once")
     target = amp.amp.bfloat16 if dtype == "bfloat16" else dtype
-    inputs = _input_names(sym)
+    inputs = _fed_inputs(sym)
     excluded = (_stem_names(graph, inputs)
                 + _classifier_names(graph, amp.list_loss_output_functions(target)))
     converted = _convert(amp, sym, dtype, inputs, excluded, graph)
@@ -349,7 +349,7 @@ def _check_interface(sym, converted):
     """Names unchanged and every argument, auxiliary state and output float32."""
     import numpy as np
     check_interface(sym, converted, "AMP conversion")
-    fed = {name: "float32" for name in _input_names(sym)}
+    fed = {name: "float32" for name in _fed_inputs(sym)}
     arg_types, out_types, aux_types = converted.infer_type(**fed)
     if arg_types is None or any(t != np.float32 for t in arg_types + out_types + aux_types):
         raise AssertionError("AMP conversion left a parameter, state or output not float32; "
@@ -366,7 +366,7 @@ def low_precision_ops(sym, dtype):
     target = amp.amp.bfloat16 if dtype == "bfloat16" else np.dtype(dtype).type
     graph = _graph(sym)
     internals = sym.get_internals()
-    _, out_types, _ = internals.infer_type(**{name: "float32" for name in _input_names(sym)})
+    _, out_types, _ = internals.infer_type(**{name: "float32" for name in _fed_inputs(sym)})
     op_of = {}
     for node in graph["nodes"]:
         if node["op"] != "null":

@@ -11,39 +11,50 @@ its examples and ``mx.model.load_checkpoint`` expect.  Each family lives in its 
 module exposing ``get_symbol(num_classes, num_layers, image_shape, ...)`` and a
 ``VARIANTS`` dict (network name -> the depths/variants it accepts).
 """
-try:
-    from .. import common  # installed: mxcnn.symbols -> mxcnn.common
-except ImportError:
-    import common  # noqa: F401  (a checkout: the repository root is on sys.path)
-
-import importlib
 import inspect as _inspect
 
-from .deep_supervision import attach_heads
-from .layers import as_image_shape
+from mxcnn import common
+from mxcnn.symbols import (
+    airbench,
+    alexnet,
+    densenet,
+    googlenet,
+    inception_bn,
+    inception_v3,
+    inception_v4,
+    lenet,
+    mobilenet,
+    preact_resnet,
+    resnet,
+    resnext,
+    vgg,
+    wrn,
+)
+from mxcnn.symbols.deep_supervision import attach_heads
+from mxcnn.symbols.layers import as_image_shape
 
 # network name -> (family module, keyword arguments implied by the name).  An implied option
 # may be tuned (se_resnet with se_ratio=8) but not switched off (inception_resnet_v2 with
 # residual=False is inception_v4: ask for that network instead).
 _NETWORKS = {
-    "resnet": ("resnet", {}),
-    "se_resnet": ("resnet", {"se_ratio": 16}),
-    "preact_resnet": ("preact_resnet", {}),
-    "wrn": ("wrn", {}),
-    "resnext": ("resnext", {}),
-    "se_resnext": ("resnext", {"se_ratio": 16}),
-    "lenet": ("lenet", {}),
-    "alexnet": ("alexnet", {}),
-    "vgg": ("vgg", {}),
-    "googlenet": ("googlenet", {}),
-    "inception_bn": ("inception_bn", {}),
-    "inception_v3": ("inception_v3", {}),
-    "inception_v4": ("inception_v4", {}),
-    "inception_resnet_v2": ("inception_v4", {"residual": True}),
-    "densenet": ("densenet", {}),
-    "mobilenet": ("mobilenet", {}),
-    "mobilenet_v2": ("mobilenet", {"version": 2}),
-    "airbench": ("airbench", {}),
+    "resnet": (resnet, {}),
+    "se_resnet": (resnet, {"se_ratio": 16}),
+    "preact_resnet": (preact_resnet, {}),
+    "wrn": (wrn, {}),
+    "resnext": (resnext, {}),
+    "se_resnext": (resnext, {"se_ratio": 16}),
+    "lenet": (lenet, {}),
+    "alexnet": (alexnet, {}),
+    "vgg": (vgg, {}),
+    "googlenet": (googlenet, {}),
+    "inception_bn": (inception_bn, {}),
+    "inception_v3": (inception_v3, {}),
+    "inception_v4": (inception_v4, {}),
+    "inception_resnet_v2": (inception_v4, {"residual": True}),
+    "densenet": (densenet, {}),
+    "mobilenet": (mobilenet, {}),
+    "mobilenet_v2": (mobilenet, {"version": 2}),
+    "airbench": (airbench, {}),
 }
 
 # Implied options a caller may set to another non-zero value (e.g. the SE reduction ratio).
@@ -57,7 +68,7 @@ def family_module(network):
     if network not in _NETWORKS:
         raise common.UserError("unknown network %r; choose one of: %s"
                          % (network, ", ".join(sorted(_NETWORKS))))
-    return importlib.import_module("." + _NETWORKS[network][0], __name__)
+    return _NETWORKS[network][0]
 
 
 def _plain_network(network):

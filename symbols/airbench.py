@@ -31,11 +31,11 @@ Checkpoints are plain MXNet: ``whiten_conv_weight`` is an ordinary argument save
 ``.params`` file; loading needs neither this module nor the data.
 Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` (N, num_classes).
 """
+import mxnet as mx
 import numpy as np
 
-import mxnet as mx
-
-from . import common, layers
+from mxcnn import common
+from mxcnn.symbols import layers
 
 #: (name, output channels) of the three conv groups (the paper's widths 64/256/256).
 LAYOUT = (("block1", 64), ("block2", 256), ("block3", 256))
@@ -122,7 +122,7 @@ def conv_group(data, in_filter, num_filter, name, bn_mom=BN_MOMENTUM, workspace=
     ``in_filter`` (the input channels) decides whether a layout barrier follows the pooling.
     """
     x = data
-    for k, width_in in ((1, in_filter), (2, num_filter)):
+    for k, _width_in in ((1, in_filter), (2, num_filter)):
         weight = mx.sym.Variable("%s_conv%d_weight" % (name, k), init=PartialDirac())
         x = mx.sym.Convolution(x, weight=weight, num_filter=num_filter, kernel=(3, 3), pad=(1, 1),
                                no_bias=True, workspace=workspace, name="%s_conv%d" % (name, k))

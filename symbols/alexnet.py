@@ -18,8 +18,8 @@ classifier is ``fc1`` as in every family.
 """
 import mxnet as mx
 
-from . import layers
-from . import common
+from mxcnn import common
+from mxcnn.symbols import layers
 
 # Per style: the convolutions as (filters, kernel, stride, pad, max-pool after it), the
 # pooling (kernel, stride, pad), the map side the features are pooled to (None: no

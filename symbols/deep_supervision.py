@@ -31,8 +31,8 @@ from collections import OrderedDict
 
 import mxnet as mx
 
-from .layers import conv, conv_bn_act, global_pool
-from . import common
+from mxcnn import common
+from mxcnn.symbols.layers import conv, conv_bn_act, global_pool
 
 #: Loss weight of a head given without one (GoogLeNet's 0.3).
 DEFAULT_WEIGHT = 0.3

@@ -22,8 +22,8 @@ bypasses oneDNN's Concat, whose backward corrupts DenseNet gradients in MXNet 1.
 """
 import mxnet as mx
 
-from . import layers
-from . import common
+from mxcnn import common
+from mxcnn.symbols import layers
 
 #: ImageNet depth -> (layers per dense block, growth rate), Table 1.
 IMAGENET_SPECS = {

@@ -25,12 +25,21 @@ import functools
 
 import mxnet as mx
 
-from . import common
-
-from . import deep_supervision
-from .layers import (as_image_shape,
-                     check_choice, check_dropout, classifier, concat_branches, conv_act,
-                     conv_bn_act, fc_act, infer_style, pool, softmax_output)
+from mxcnn import common
+from mxcnn.symbols import deep_supervision
+from mxcnn.symbols.layers import (
+    as_image_shape,
+    check_choice,
+    check_dropout,
+    classifier,
+    concat_branches,
+    conv_act,
+    conv_bn_act,
+    fc_act,
+    infer_style,
+    pool,
+    softmax_output,
+)
 
 VARIANTS = {"googlenet": "GoogLeNet / Inception-v1 (22 layers; num_layers must be None or 22); "
                          "batch_norm=True torchvision form 6.6M, False Caffe form 7.0M"}

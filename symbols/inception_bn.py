@@ -14,11 +14,17 @@ MXNet's small variant for 28-32 px inputs: a 3x3 conv with 96 filters, then "sim
 """
 import mxnet as mx
 
-from . import common
-
-from .layers import (as_image_shape,
-                     check_dropout, classifier, concat_branches, conv_bn_act, infer_style, pool,
-                     softmax_output)
+from mxcnn import common
+from mxcnn.symbols.layers import (
+    as_image_shape,
+    check_dropout,
+    classifier,
+    concat_branches,
+    conv_bn_act,
+    infer_style,
+    pool,
+    softmax_output,
+)
 
 VARIANTS = {"inception_bn": "Inception-BN (Ioffe & Szegedy 2015); num_layers must be None; "
                             "style 'imagenet' (224) or 'cifar' (MXNet's small variant)"}

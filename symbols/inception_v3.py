@@ -16,12 +16,19 @@ H, W >= 75 (299 native) -> ``softmax``.
 """
 import mxnet as mx
 
-from . import common
-
-from . import deep_supervision
-from .layers import (as_image_shape,
-                     check_choice, check_dropout, classifier, concat_branches, conv_bn_act, pool,
-                     require_min_side, softmax_output)
+from mxcnn import common
+from mxcnn.symbols import deep_supervision
+from mxcnn.symbols.layers import (
+    as_image_shape,
+    check_choice,
+    check_dropout,
+    classifier,
+    concat_branches,
+    conv_bn_act,
+    pool,
+    require_min_side,
+    softmax_output,
+)
 
 VARIANTS = {"inception_v3": "Inception-v3 (Szegedy et al. 2016); num_layers must be None; "
                             "input >= 75x75 (299 native)"}

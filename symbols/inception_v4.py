@@ -20,12 +20,21 @@ Module/block ``<name>`` (``inception_a1``, ``block17_20``, ...) outputs ``<name>
 """
 import mxnet as mx
 
-from . import common
+from mxcnn import common
+from mxcnn.symbols.layers import (
+    as_image_shape,
+    check_choice,
+    check_dropout,
+    classifier,
+    concat_branches,
+    conv,
+    conv_bn_act,
+    pool,
+    require_min_side,
+    softmax_output,
+)
 
 from .inception_v3 import MIN_SIDE, stem_convs
-from .layers import (as_image_shape,
-                     check_choice, check_dropout, classifier, concat_branches, conv, conv_bn_act,
-                     pool, require_min_side, softmax_output)
 
 VARIANTS = {
     "inception_v4": "Inception-v4 (Szegedy et al. 2017); num_layers must be None; "

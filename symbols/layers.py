@@ -7,7 +7,8 @@ its operators ``<name>_<part>`` so parameter names stay stable across versions
 their own copies.
 """
 import mxnet as mx
-from . import common
+
+from mxcnn import common
 
 #: BatchNorm defaults used across the project (MXNet's examples use the same).
 BN_MOMENTUM = 0.9

@@ -13,7 +13,7 @@ example LeNet uses ``act_type='tanh', pool_type='max'``; ``relu``/``max`` trains
 """
 import mxnet as mx
 
-from . import layers
+from mxcnn.symbols import layers
 
 #: C1, C3: (filters, kernel); each is followed by a 2x2 stride-2 pooling (S2, S4).
 CONV_STAGES = ((6, 5), (16, 5))

@@ -20,8 +20,8 @@ Input (N, C, H, W); output ``SoftmaxOutput`` over (N, num_classes).
 """
 import mxnet as mx
 
-from . import layers
-from . import common
+from mxcnn import common
+from mxcnn.symbols import layers
 
 STEM_FILTERS = 32
 #: v1 depthwise-separable blocks: (pointwise filters, depthwise stride).

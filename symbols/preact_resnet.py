@@ -20,11 +20,17 @@ Wide ResNets (wrn.py) are built from this module with widened filters and dropou
 """
 import mxnet as mx
 
-from . import common
-
-from . import layers
-from .resnet import (CIFAR_DEPTHS, check_common, imagenet_depths, resnet_layout, stack_stages,
-                     stem, unit_in_filter)
+from mxcnn import common
+from mxcnn.symbols import layers
+from mxcnn.symbols.resnet import (
+    CIFAR_DEPTHS,
+    check_common,
+    imagenet_depths,
+    resnet_layout,
+    stack_stages,
+    stem,
+    unit_in_filter,
+)
 
 #: num_layers used when none is given, by layout.
 DEFAULT_DEPTH = {"cifar": 164, "imagenet": 50}

@@ -32,8 +32,8 @@ from collections import namedtuple
 
 import mxnet as mx
 
-from . import layers
-from . import common
+from mxcnn import common
+from mxcnn.symbols import layers
 
 
 class DepthRule(namedtuple("DepthRule", "layers_per_unit extra_layers examples")):

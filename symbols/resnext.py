@@ -13,10 +13,18 @@ of n units with 256, 512, 1024 output filters, depth 9n+2 (ResNeXt-29: n = 3); d
 resnet.IMAGENET_UNITS (50, 101, 152, ...) with 256..2048 output filters; default 32x4d.
 Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` (N, num_classes).
 """
-from . import layers
-from . import resnet as _resnet
-from .resnet import (DepthRule, IMAGENET_FILTERS, IMAGENET_UNITS, check_common, check_positive_int,
-                     check_se_ratio, depth_error, imagenet_depths)
+from mxcnn.symbols import layers
+from mxcnn.symbols import resnet as _resnet
+from mxcnn.symbols.resnet import (
+    IMAGENET_FILTERS,
+    IMAGENET_UNITS,
+    DepthRule,
+    check_common,
+    check_positive_int,
+    check_se_ratio,
+    depth_error,
+    imagenet_depths,
+)
 
 #: depth = 9n+2: three convs per unit, plus stem conv and fc1.
 CIFAR_DEPTH = DepthRule(layers_per_unit=3, extra_layers=2, examples=(29,))

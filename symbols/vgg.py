@@ -19,8 +19,8 @@ is ``fc1`` as in every family.
 """
 import mxnet as mx
 
-from . import layers
-from . import common
+from mxcnn import common
+from mxcnn.symbols import layers
 
 STAGE_FILTERS = (64, 128, 256, 512, 512)
 #: Table 1: configuration -> per stage, the kernel size of each convolution.

@@ -14,10 +14,9 @@ Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` 
 """
 import numbers
 
-from . import layers
-from . import preact_resnet
-from .resnet import DepthRule, check_common, check_positive_int, depth_error
-from . import common
+from mxcnn import common
+from mxcnn.symbols import layers, preact_resnet
+from mxcnn.symbols.resnet import DepthRule, check_common, check_positive_int, depth_error
 
 #: depth = 6n+4: two 3x3 convs per unit, plus stem conv, fc1 and two projection shortcuts.
 CIFAR_DEPTH = DepthRule(layers_per_unit=2, extra_layers=4, examples=(10, 16, 22, 28, 40))

@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import traceback
 
 import pytest
 
@@ -11,32 +12,44 @@ _MUTATORS = [(os, "replace"), (os, "rename"), (os, "symlink"), (os, "link"), (os
              (os, "unlink"), (os, "rmdir"), (os, "mkdir"), (shutil, "copy2")]
 
 
+def _count_and_kill(k):
+    """Wrap every file-system mutator so that the k-th call SIGKILLs this process first."""
+    calls = [0]
+
+    def wrap(func):
+        def counted(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return func(*args, **kwargs)
+        return counted
+    for module, name in _MUTATORS:
+        setattr(module, name, wrap(getattr(module, name)))
+
+
 def _killed_at(k, work):
     """Run ``work()`` in a forked child that SIGKILLs itself just before its k-th file-system
-    change; True when it was killed there, False when ``work`` finished first."""
+    change; True when it was killed there, False when ``work`` finished first.  A ``work``
+    that raises fails the test with the child's traceback."""
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest
+        os.close(read_end)
         try:
-            calls = [0]
-
-            def wrap(func):
-                def counted(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == k:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    return func(*args, **kwargs)
-                return counted
-            for module, name in _MUTATORS:
-                setattr(module, name, wrap(getattr(module, name)))
+            _count_and_kill(k)
             work()
         except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
             os._exit(3)
         os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_traceback = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         assert os.WTERMSIG(status) == signal.SIGKILL
         return True
-    assert os.WEXITSTATUS(status) == 0, "work() failed in the child"
+    assert os.WEXITSTATUS(status) == 0, "work() failed in the child:\n" + child_traceback
     return False
 
 

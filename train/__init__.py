@@ -1,8 +1,5 @@
-"""Training, evaluation and launching for the networks in ``symbols``.
+"""The training loop for the networks in ``mxcnn.symbols``: command-line options, the job
+checks, the engines (Module, Gluon), epochs, EMA/lookahead, optimizer state and logs.
 
-Kept free of imports so that ``train.runtime.configure()`` can run before MXNet loads.
+Kept free of imports so that ``mxcnn.common.runtime.configure()`` can run before MXNet loads.
 """
-try:
-    from .. import common  # installed: mxcnn.train -> mxcnn.common
-except ImportError:
-    import common  # noqa: F401  (a checkout: the repository root is on sys.path)

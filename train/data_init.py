@@ -8,7 +8,7 @@ training images normalised as the network sees them, unaugmented where the itera
 """
 import numpy as np
 
-from . import common
+from mxcnn import common
 
 __all__ = ["requested", "sample_images", "apply", "SAMPLE_IMAGES"]
 
@@ -17,7 +17,7 @@ SAMPLE_IMAGES = 5000
 
 
 def _initializers():
-    airbench = common.sibling("symbols.airbench")
+    from mxcnn.symbols import airbench
     return {airbench.DATA_INIT: airbench.whitening_weight}
 
 

@@ -17,7 +17,7 @@ import os
 
 import mxnet as mx
 
-from . import common
+from mxcnn import common
 
 __all__ = ["WeightEMA", "check_decay", "merged", "snapshot", "move_towards", "on_cpu",
            "save_weights", "load_weights"]

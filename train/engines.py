@@ -29,11 +29,15 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from . import common, opt_states, runtime
+from mxcnn.common import runtime
+from mxcnn.graph import channel_pad, precision
+from mxcnn.graph.symbol_json import head_op
+from mxcnn.graph.training import ONEDNN_REWRITES, training_graph
+from mxcnn.train import opt_states
+from mxcnn.train.unpadded import UnpaddedStatistics
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "label_names", "input_shapes", "initial_params",
-           "softmax_heads", "json_op", "ModuleEngine", "GluonEngine", "training_graph",
-           "onednn_cpus", "make_engine", "UnpaddedStatistics", "kv_type", "nonfinite_arrays",
+           "softmax_heads", "ModuleEngine", "GluonEngine", "make_engine", "kv_type", "nonfinite_arrays",
            "nonfinite_params", "benchmark"]
 
 #: Engines by name.  bench/engine_compare.py (ResNet-20/56, batch 128, synthetic, interleaved)
@@ -96,7 +100,7 @@ def softmax_heads(sym):
         attrs = out.list_attr()
         children = out.get_children()
         if children is None or not out.list_outputs()[0].endswith("_output") or \
-                json_op(out) != "SoftmaxOutput":
+                head_op(out) != "SoftmaxOutput":
             raise ValueError("output %d (%s) of the symbol is not a SoftmaxOutput; the trainer "
                              "needs SoftmaxOutput heads" % (index, out.list_outputs()[0]))
         for key, allowed in _GLUON_UNSUPPORTED.items():
@@ -105,15 +109,6 @@ def softmax_heads(sym):
                                  "--engine module" % (key, attrs[key]))
         heads.append(_Head(children[0], float(attrs.get("grad_scale", 1.0))))
     return heads
-
-
-def json_op(sym):
-    """Operator name of a single-output symbol's head node."""
-    import json
-    graph = json.loads(sym.tojson())
-    return graph["nodes"][graph["heads"][0][0]]["op"]
-
-
 
 
 def nonfinite_arrays(named):
@@ -417,82 +412,6 @@ def _restore_states(engine, target, path, mxnet_loader):
 
 
 #: The oneDNN CPU rewrites of ``training_graph``, in the order they run.
-ONEDNN_REWRITES = ("global_pool", "layout_barrier", "channel_pad", "fusion")
-
-
-def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
-                   rewrites=ONEDNN_REWRITES):
-    """The graph the engines bind: ``sym`` rewritten for oneDNN's fast kernels on CPUs, then
-    converted to the compute ``dtype`` (``graph.precision.training_symbol``: float32 weights,
-    BatchNorm statistics and outputs).  The conversion comes last because the other passes
-    round-trip the graph through JSON, which drops AMP's casts.
-
-    On oneDNN CPU contexts, global pooling becomes MXNet's own reductions
-    (``graph.global_pool``: the pooling's backward runs oneDNN's ``ref`` kernel on AVX-512
-    and drags the BatchNorm backwards behind it onto ``ref`` too), grouped convolutions
-    narrower than oneDNN's block get plain-layout barriers (``graph.layout_barrier``: their
-    odd blocked layouts put the BatchNorms around them on ``ref``), concatenations of pieces
-    that are no multiple of 16 channels get zero channels up to one (``graph.channel_pad``:
-    MXNet keeps such tensors in plain layouts, on gemm and ncsp kernels), and BatchNorm+ReLU
-    pairs are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``;
-    memonger-planned graphs are not fused).  All keep every name, so parameters, optimizer
-    states and checkpoints are those of ``sym`` (channel_pad pads some BatchNorms' moving
-    statistics, which ``make_engine`` maps back: :class:`UnpaddedStatistics`); ``fit``
-    writes ``sym`` itself to ``-symbol.json`` (GlobalAveragePool for ONNX, cuDNN pooling on
-    GPUs).  GPU contexts and a build without oneDNN train ``sym``.
-    ``rewrites``: the subset of :data:`ONEDNN_REWRITES` to apply (bench/throughput.py's knobs
-    measure each one's worth).
-    """
-    rewrites = [r for r in rewrites if fuse or r != "fusion"]
-    sym = _onednn_graph(sym, contexts, data_shape, rewrites)
-    if dtype == "float32":
-        return sym
-    precision = common.sibling("graph.precision")
-    low = precision.training_symbol(sym, dtype)
-    logging.getLogger("mxcnn.train").info(
-        "%s: %d convolutions in %s, float32 master weights; kept in float32: %s", dtype,
-        precision.low_precision_ops(low, dtype).get("Convolution", 0), dtype,
-        ", ".join(precision.float32_layers(sym)) or "nothing")
-    return low
-
-
-def onednn_cpus(contexts):
-    """True when every context is a CPU and this MXNet runs oneDNN there: the contexts whose
-    binds get the oneDNN graph rewrites."""
-    return (all(ctx.device_type == "cpu" for ctx in contexts)
-            and common.sibling("graph.fusion").available())
-
-
-def _onednn_graph(sym, contexts, data_shape, rewrites):
-    """``sym`` with the oneDNN CPU ``rewrites`` of ``training_graph`` (itself elsewhere)."""
-    unknown = set(rewrites) - set(ONEDNN_REWRITES)
-    if unknown:
-        raise ValueError("unknown graph rewrite(s) %s; choose from %s"
-                         % (", ".join(sorted(unknown)), ", ".join(ONEDNN_REWRITES)))
-    if not onednn_cpus(contexts):
-        return sym
-    fusion = common.sibling("graph.fusion")
-    # each keeps a oneDNN reference kernel off the training step (bench/kernel_audit.py)
-    if "global_pool" in rewrites:
-        sym, _ = common.sibling("graph.global_pool").reduce_global_pools(sym, data=tuple(data_shape))
-    if "layout_barrier" in rewrites:
-        sym, _ = common.sibling("graph.layout_barrier").plain_around_narrow_groups(sym)
-    if "channel_pad" in rewrites:
-        sym, count = common.sibling("graph.channel_pad").pad_channels(sym, data=tuple(data_shape))
-        if count:
-            logging.getLogger("mxcnn.train").info(
-                "oneDNN: %d channel concatenations of 16-aligned pieces (zero channels added) "
-                "for training", count)
-    if "fusion" not in rewrites:
-        return sym
-    fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))
-    if count:
-        logging.getLogger("mxcnn.train").info(
-            "oneDNN: %d BatchNorm+ReLU pairs fused for training (--no-fusion to keep them apart)",
-            count)
-    return fused
-
-
 def make_engine(engine, sym, contexts, data_shape, label_shape, arg_params, aux_params, *args,
                 **kwargs):
     """Build the engine named ``engine`` (``module`` or ``gluon``) on the training graph
@@ -501,72 +420,12 @@ def make_engine(engine, sym, contexts, data_shape, label_shape, arg_params, aux_
     classes = {"module": ModuleEngine, "gluon": GluonEngine}
     if engine not in classes:
         raise ValueError("unknown engine %r; choose one of: %s" % (engine, ", ".join(ENGINES)))
-    padding = common.sibling("graph.channel_pad").AuxPadding.of(sym)
+    padding = channel_pad.AuxPadding.of(sym)
     if padding:
         aux_params = padding.pad_params(aux_params)
     built = classes[engine](sym, contexts, data_shape, label_shape, arg_params, aux_params, *args,
                             **kwargs)
     return UnpaddedStatistics(built, padding) if padding else built
-
-
-class UnpaddedStatistics:
-    """An engine bound on a channel-padded graph, seen with unpadded BatchNorm statistics.
-
-    ``live_params`` hands out unpadded copies of the padded moving statistics, which EMA and
-    lookahead read and write: they are refreshed from the bound arrays when first asked for
-    after a step, and copied back before the next step or prediction.  Reading waits for the
-    step to finish (``mx.nd.waitall``): MXNet 1.9.1's oneDNN BatchNorm updates the moving
-    statistics in its backward without declaring the write, so a copy queued behind the step
-    can read them before the update.  Everything else is the wrapped engine's.
-    """
-
-    def __init__(self, engine, padding):
-        self.engine, self.padding = engine, padding
-        _, aux = engine.live_params()
-        self._bound = {name: aux[name] for name in padding.names}
-        self._live = {name: [padding.unpad(name, a) for a in arrays]
-                      for name, arrays in self._bound.items()}
-        self._stale = self._handed_out = False
-
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
-
-    def _copy_back(self):
-        """The unpadded copies, possibly written by their users, into the bound arrays."""
-        if self._handed_out:
-            for name, arrays in self._bound.items():
-                for bound, live in zip(arrays, self._live[name]):
-                    self.padding.pad(name, live, out=bound)
-            self._handed_out = False
-
-    def _refresh(self):
-        if self._stale:
-            mx.nd.waitall()
-            for name, arrays in self._bound.items():
-                for bound, live in zip(arrays, self._live[name]):
-                    self.padding.unpad(name, bound, out=live)
-            self._stale = False
-
-    def step(self, data, label):
-        self._copy_back()
-        self.engine.step(data, label)
-        self._stale = True
-
-    def predict(self, data):
-        self._copy_back()
-        return self.engine.predict(data)
-
-    def get_params(self):
-        self._copy_back()
-        arg, aux = self.engine.get_params()
-        return arg, dict(aux, **{name: self.padding.unpad(name, aux[name])
-                                 for name in self.padding.names})
-
-    def live_params(self):
-        self._refresh()
-        self._handed_out = True
-        arg, aux = self.engine.live_params()
-        return arg, dict(aux, **self._live)
 
 
 def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=DEFAULT_ENGINE,
@@ -585,7 +444,7 @@ def benchmark(sym, batch_size, image_shape=(3, 32, 32), num_batches=20, engine=D
     arg_params, aux_params = initial_params(sym, data_shape, label_shape)
     if num_classes is None:
         num_classes = sym.infer_shape(**input_shapes(sym, data_shape, label_shape))[1][0][1]
-    params = dict(common.sibling("graph.precision").optimizer_params(dtype),
+    params = dict(precision.optimizer_params(dtype),
                   learning_rate=0.01, momentum=0.9, wd=1e-4)
     graph = training_graph(sym, contexts, data_shape, fuse, dtype, rewrites)
     runner = make_engine(engine, graph, contexts, data_shape, label_shape, arg_params, aux_params,

@@ -22,68 +22,32 @@ import time
 import mxnet as mx
 import numpy as np
 
-from . import checkpoint as ckpt
-from . import common, data_init, ema, lookahead, tta
-from .engines import (DEFAULT_ENGINE, ENGINES, benchmark, initial_params, kv_type,  # noqa: F401
-                      label_names, make_engine, nonfinite_arrays, nonfinite_params,
-                      training_graph)
-from .progress import BatchMetrics, EpochLog, Speedometer
+from mxcnn import common
+from mxcnn.graph import precision
+from mxcnn.inference import checkpoint as ckpt
+from mxcnn.inference import tta
+from mxcnn.train import data_init, ema, lookahead
+from mxcnn.train.engines import (  # noqa: F401
+    DEFAULT_ENGINE,
+    ENGINES,
+    benchmark,
+    initial_params,
+    kv_type,
+    label_names,
+    make_engine,
+    nonfinite_arrays,
+    nonfinite_params,
+    training_graph,
+)
+from mxcnn.train.progress import BatchMetrics, EpochLog, Speedometer
 
-__all__ = ["ENGINES", "DEFAULT_ENGINE", "TrainingDiverged", "FitConfig", "parse_devices",
-           "check_gpus", "make_lr_scheduler", "initial_params", "epoch_seed", "fit", "benchmark"]
+__all__ = ["ENGINES", "DEFAULT_ENGINE", "TrainingDiverged", "FitConfig",
+           "make_lr_scheduler", "initial_params", "epoch_seed", "fit", "benchmark"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a parameter became NaN/Inf; the message names epoch, batch and the last good
     checkpoint."""
-
-
-#: More CPU contexts than this is a typo (each context holds a whole copy of the model).
-MAX_CPU_CONTEXTS = 64
-
-
-def parse_devices(gpus=None, cpus=None):
-    """``--gpus 0,1`` -> [mx.gpu(0), mx.gpu(1)]; ``--cpus N`` -> [mx.cpu(0), ..., mx.cpu(N-1)].
-
-    Neither given: [mx.cpu()].  ``common.UserError`` for malformed lists or both given.
-    """
-    if gpus not in (None, "") and cpus is not None:
-        raise common.UserError("give either --gpus or --cpus, not both")
-    if gpus not in (None, ""):
-        items = [g.strip() for g in str(gpus).split(",")]
-        if not all(item.isdigit() for item in items):
-            raise common.UserError("--gpus %r is malformed: use comma-separated device ids, e.g. "
-                                   "--gpus 0,1" % (gpus,))
-        ids = [int(item) for item in items]
-        if len(set(ids)) != len(ids):
-            raise common.UserError("--gpus %r lists a device twice" % (gpus,))
-        return [mx.gpu(i) for i in ids]
-    count = 1 if cpus is None else int(cpus)
-    if not 1 <= count <= MAX_CPU_CONTEXTS:
-        raise common.UserError("--cpus must be a positive number of CPU contexts, from 1 to %d, "
-                               "got %r (it counts contexts; omit it for one)"
-                               % (MAX_CPU_CONTEXTS, cpus))
-    return [mx.cpu(i) for i in range(count)]
-
-
-def check_gpus(contexts):
-    """``contexts``, or ``common.UserError`` when a GPU among them is not one this MXNet sees
-    (``mx.context.num_gpus()``: 0 in a CPU-only build)."""
-    ids = [ctx.device_id for ctx in contexts if ctx.device_type == "gpu"]
-    if not ids:
-        return contexts
-    try:
-        count = mx.context.num_gpus()
-    except mx.base.MXNetError:  # a CUDA build without a usable driver
-        count = 0
-    if max(ids) >= count:
-        raise common.UserError(
-            "--gpus %s: this MXNet sees %d GPU(s)%s; train on the CPU (drop --gpus, or --cpus N "
-            "for N CPU contexts)%s" % (",".join(map(str, ids)), count,
-                                       " (a CPU-only build, or no CUDA device visible)" if not count
-                                       else ", numbered from 0",
-                                       " or install an MXNet built with CUDA" if not count else ""))
-    return contexts
 
 
 def make_lr_scheduler(lr, iters_per_epoch, num_epochs, mode="step", step_epochs=(), factor=0.1,
@@ -255,7 +219,7 @@ def _make_engine(sym, data_shape, cfg):
             data_init.apply(sym, arg_params, cfg.init_images, cfg.logger)
     else:
         arg_params, aux_params = cfg.arg_params, cfg.aux_params or {}
-    params = dict(common.sibling("graph.precision").optimizer_params(cfg.dtype),
+    params = dict(precision.optimizer_params(cfg.dtype),
                   **cfg.optimizer_params)
     if cfg.lr_scheduler_args:
         scheduler = make_lr_scheduler(params.get("learning_rate", 0.01), cfg.iters_per_epoch,

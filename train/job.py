@@ -8,9 +8,10 @@ import json
 import math
 import os
 
-from . import checkpoint as ckpt
-from . import common, run_prefix
-from .options import DATASETS, KVSTORES, UsageError, network_options
+from mxcnn.data import recfile
+from mxcnn.inference import checkpoint as ckpt
+from mxcnn.train import run_prefix
+from mxcnn.train.options import DATASETS, KVSTORES, UsageError, network_options
 
 __all__ = ["Job", "prepare", "load_checkpoint", "use_rank_copy", "resolve_data",
            "default_prefix", "count_examples"]
@@ -38,7 +39,7 @@ def prepare(args):
     """Validate everything that can be checked before training; return the ``Job`` to run."""
     job = Job(args)
     _check_numbers(args)
-    symbols = common.sibling("symbols")
+    from mxcnn import symbols  # loads MXNet: after runtime.configure()
     symbols.family_module(args.network)  # unknown network: fail before anything else
     job.image_shape = symbols.layers.as_image_shape(args.image_shape)
     options = network_options(args)
@@ -117,7 +118,8 @@ def _check_ranges(args):
 
 def _check_fast_flags(args):
     """--ema-*, --lookahead-*, --tta, --crop-pad and --bn-bias-lr-mult (the fast recipe's)."""
-    from . import ema, lookahead, tta
+    from mxcnn.inference import tta
+    from mxcnn.train import ema, lookahead
     problem = ema.check_decay(args.ema_decay, args.ema_every) if args.ema_decay else None
     problem = problem or lookahead.check(args.lookahead_every, args.lookahead_decay)
     if problem:
@@ -134,7 +136,9 @@ def _check_fast_flags(args):
 
 def _check_devices(job):
     """Contexts, kvstore and engine: ``job.contexts`` and ``job.engine``."""
-    from . import engines, fit
+    from mxcnn.common import devices
+    from mxcnn.graph import precision
+    from mxcnn.train import engines
     args = job.args
     if args.kv_store not in KVSTORES:
         raise UsageError("--kv-store %r is not one of: %s" % (args.kv_store, ", ".join(KVSTORES)))
@@ -142,8 +146,8 @@ def _check_devices(job):
         raise UsageError("--kv-store %s needs the DMLC_* environment of a launcher: run python "
                          "train/launch.py -n WORKERS -s SERVERS -- python train/train_cifar.py ..."
                          % args.kv_store)
-    job.contexts = fit.check_gpus(fit.parse_devices(args.gpus, args.cpus))
-    common.sibling("graph.precision").check_supported(args.dtype, job.contexts)
+    job.contexts = devices.check_gpus(devices.parse_devices(args.gpus, args.cpus))
+    precision.check_supported(args.dtype, job.contexts)
     if args.batch_size % len(job.contexts):
         raise UsageError("--batch-size %d is not divisible by the %d devices; use a multiple of %d"
                          % (args.batch_size, len(job.contexts), len(job.contexts)))
@@ -199,7 +203,7 @@ def load_checkpoint(job, prefix, epoch):
     _, job.arg_params, job.aux_params = ckpt.load_params(prefix, epoch)
     _check_fits(job, epoch)
     job.state = ckpt.load_state(prefix, epoch)
-    from . import ema
+    from mxcnn.train import ema
     paths = ckpt.checkpoint_paths(prefix, epoch)
     if job.state.get("ema"):  # .params holds the average; training continues from the live weights
         job.ema_resume = (job.state["ema"], (job.arg_params, job.aux_params))
@@ -231,7 +235,7 @@ def _states_to_restore(job, states):
         why = ("the optimizer ran on the servers of --kv-store %s, which a worker cannot save"
                % kv) if kv.startswith("dist") and "async" in kv else "no .states file was saved"
         return None, why
-    from . import opt_states
+    from mxcnn.train import opt_states
     if opt_states.is_own_format(states):
         return states, None
     if job.state.get("engine", job.engine) == job.engine and \
@@ -242,7 +246,7 @@ def _states_to_restore(job, states):
 
 def _check_fits(job, epoch):
     """The checkpoint's parameters are the names and shapes this network needs."""
-    from . import engines
+    from mxcnn.train import engines
     source = ckpt.checkpoint_paths(job.resume_prefix or job.prefix, epoch)["params"]
     wanted = set(job.symbol.list_arguments()) - {"data"} - set(engines.label_names(job.symbol))
     missing = sorted(wanted - set(job.arg_params))
@@ -321,7 +325,7 @@ def count_examples(job):
     if job.stats and job.stats.get("num_train") and not args.data_train:
         real = int(job.stats["num_train"])
     else:
-        real = common.sibling("data.recfile").count_records(job.train_rec)
+        real = recfile.count_records(job.train_rec)
     if args.num_examples and args.num_examples > real:
         raise UsageError("--num-examples %d is more than the %d records in %s; drop it (the "
                          "count is read from the data) or give at most %d"

@@ -16,7 +16,7 @@ ones go to ``PREFIX-NNNN.slow`` so that ``--resume`` continues exactly.  The eng
 pulled weights into their own arrays, so they must update locally (never on a kvstore that keeps
 its own copy of the weights): ``fit`` binds them that way when lookahead is on.
 """
-from . import ema
+from mxcnn.train import ema
 
 __all__ = ["Lookahead", "check"]
 

@@ -7,8 +7,9 @@ A new flag goes into the group function it belongs to (``_network_flags`` ...
 import argparse
 import ast
 
-from . import common
-from .presets import PRESETS, describe as describe_presets
+from mxcnn import common
+from mxcnn.train.presets import PRESETS
+from mxcnn.train.presets import describe as describe_presets
 
 __all__ = ["PROG", "DATASETS", "KVSTORES", "NET_OPTION_FLAGS", "UsageError", "build_parser",
            "explicit_flags", "apply_preset", "network_options"]

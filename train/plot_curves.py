@@ -7,21 +7,15 @@ Reads the ``<prefix>-log.jsonl`` files written by ``train_cifar.py`` (a run pref
 folder works too) and draws train error dashed and validation error solid against epoch,
 one colour per run, as in He et al. 2016, Fig. 6.
 """
-import os
-import sys
-
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import train  # noqa: F401
-    __package__ = "train"
-
 import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 import numbers  # noqa: E402
+import os
+import sys
 
-from . import common  # noqa: E402
-from .progress import plot_error_curves, read_log  # noqa: E402
+from mxcnn import common  # noqa: E402
+from mxcnn.train.progress import plot_error_curves, read_log  # noqa: E402
 
 __all__ = ["find_log", "load_run", "main"]
 

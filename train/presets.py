@@ -74,7 +74,7 @@ PRESETS = {
 #: at every batch size.  The triangular schedule: lr rises linearly from 0.2x to 1x over the
 #: first 23% of the steps (2.3 of 10 epochs) and falls linearly to 0.07x at the end.
 #: Lookahead every 5 steps with decay 0.95^5 x progress^3 is the paper's (train/lookahead.py),
-#: in place of the plain weight EMA of sessions before (which ended 1.06 points below the
+#: in place of a plain weight EMA (which, measured, ended 1.06 points below the
 #: PyTorch peer on the full set); --ema-decay still works beside it.
 FAST_SCALING = "lr = 1.5 * batch / 1024, wd = 1.33e-3"
 

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from . import common
+from mxcnn import common
 
 __all__ = ["LOG_FORMAT", "setup_logging", "BatchMetrics", "Speedometer", "EpochLog",
            "read_log", "plot_error_curves"]

@@ -1,4 +1,4 @@
-"""A run owns its ``--model-prefix`` (issue 15): who may write there, and what goes first.
+"""A run owns its ``--model-prefix``: who may write there, and what goes first.
 
 ``check_ownership(job)`` (called by ``job.prepare``, before anything is bound) refuses a new
 run where another run's checkpoints or log are, and ``--load-epoch N`` below complete later
@@ -11,9 +11,9 @@ it.  Every refusal is an ``options.UsageError``: one line, exit 2.
 import os
 import tempfile
 
-from . import checkpoint as ckpt
-from . import common
-from .options import UsageError
+from mxcnn import common
+from mxcnn.inference import checkpoint as ckpt
+from mxcnn.train.options import UsageError
 
 __all__ = ["check_ownership", "clear_prefix", "check_writable"]
 
@@ -24,7 +24,7 @@ def check_ownership(job):
     later epochs (it would rewrite them).  What is to go (with ``--overwrite``, and the
     uncommitted epochs a killed save left after the resume point) is removed by
     :func:`clear_prefix` just before training: the old run whole, never mixed with the new."""
-    from .progress import EpochLog
+    from mxcnn.train.progress import EpochLog
     args, prefix, start = job.args, job.prefix, job.begin_epoch
     if args.benchmark:
         return

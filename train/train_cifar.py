@@ -14,21 +14,27 @@ the 4th epoch (logged as ``Epoch[3]``: log epochs count from 0, as in MXNet).
 import os
 import sys
 
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import train  # noqa: F401
-    __package__ = "train"
-
-from . import common, runtime
+from mxcnn import common
+from mxcnn.common import runtime
 
 runtime.configure()  # before mxnet is imported
 
 import math  # noqa: E402
 
-from .job import default_prefix, prepare, resolve_data  # noqa: E402,F401
-from .run_prefix import clear_prefix  # noqa: E402
-from .options import (DATASETS, KVSTORES, NET_OPTION_FLAGS, PROG, UsageError,  # noqa: E402,F401
-                      apply_preset, build_parser, explicit_flags, network_options)
+from mxcnn.data import iterators, recfile  # noqa: E402
+from mxcnn.train.job import default_prefix, prepare, resolve_data  # noqa: E402,F401
+from mxcnn.train.options import (  # noqa: E402,F401
+    DATASETS,
+    KVSTORES,
+    NET_OPTION_FLAGS,
+    PROG,
+    UsageError,
+    apply_preset,
+    build_parser,
+    explicit_flags,
+    network_options,
+)
+from mxcnn.train.run_prefix import clear_prefix  # noqa: E402
 
 __all__ = ["build_parser", "explicit_flags", "apply_preset", "main", "UsageError"]
 
@@ -92,7 +98,7 @@ def _exit_now(message, code):
 
 def _train(job, kv):
     """The training run of ``run`` (``kv``: the dist kvstore or None); its exit status."""
-    from . import fit, progress
+    from mxcnn.train import fit, progress
     args = job.args
     rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
     logger = progress.setup_logging(rank, args.log_file if rank == 0 else None)
@@ -109,7 +115,6 @@ def _train(job, kv):
     except common.UserError as err:
         return _fail(err)
     # every worker must run the same number of synchronous steps: the smallest shard decides
-    iterators = common.sibling("data.iterators")
     sizes = [stop - start for start, stop in
              (iterators.part_range(num_examples, workers, k) for k in range(workers))]
     if min(sizes) < 1:
@@ -144,8 +149,9 @@ def _planned_symbol(job, logger):
         return job.symbol
     per_device = job.args.batch_size // len(job.contexts)
     # measured on the training device: a GPU plan binds on the GPU (graph/memonger.py)
-    sym = common.sibling("graph.memonger").plan(job.symbol, ctx=job.contexts,
-                                                data=(per_device,) + job.image_shape)
+    from mxcnn.graph import memonger
+    sym = memonger.plan(job.symbol, ctx=job.contexts,
+                        data=(per_device,) + job.image_shape)
     logger.info("memonger: planned mirroring for per-device batch %d; training with the module "
                 "engine (the graph executor honours __force_mirroring__, gluon's CachedOp does not)",
                 per_device)
@@ -154,9 +160,8 @@ def _planned_symbol(job, logger):
 
 def _iterators(job, rank, workers):
     """``(train_iter, val_iter, training images)``: synthetic for --benchmark, else the .rec files."""
-    from .job import count_examples
+    from mxcnn.train.job import count_examples
     args = job.args
-    iterators = common.sibling("data.iterators")
     if args.benchmark:
         train_iter = iterators.SyntheticIter(args.batch_size, job.image_shape, args.num_classes,
                                              args.num_batches)
@@ -178,7 +183,7 @@ def _shard_val(job, workers):
     its shard and the metrics are summed over workers (``fit.FitConfig.val_sum``)."""
     if workers < 2 or "async" in job.args.kv_store or not job.val_rec:
         return False
-    return common.sibling("data.recfile").count_records(job.val_rec) >= workers
+    return recfile.count_records(job.val_rec) >= workers
 
 
 def _gpu_input(job):
@@ -195,7 +200,7 @@ def _resume_across_workers(job, kv, rank, logger):
     worker must resume from the same epoch (else one line and exit 2 on all of them)."""
     if kv is None:
         return 0
-    from .job import use_rank_copy
+    from mxcnn.train.job import use_rank_copy
     try:
         if rank and use_rank_copy(job, rank):
             logger.info("worker %d resumes from its own copy %s", rank, job.resume_prefix)
@@ -239,8 +244,8 @@ def _worker_sum(kv, key, size):
 def _fit_config(job, kv, rank, workers, iters_per_epoch, logger):
     """The ``fit.FitConfig`` of the job's flags; each checkpoint's .json records the run's
     preprocessing (``predict.preprocess_record``) so that score.py needs no stats file."""
-    from . import fit
-    from .predict import preprocess_record
+    from mxcnn.inference.predict import preprocess_record
+    from mxcnn.train import fit
     args = job.args
     optimizer_params = {"learning_rate": args.lr, "wd": args.wd}
     if args.optimizer in ("sgd", "nag", "signum", "lbsgd"):
@@ -270,7 +275,7 @@ def _fit_config(job, kv, rank, workers, iters_per_epoch, logger):
 def _recipe_options(config, job, train_iter, logger):
     """The fast recipe's options on ``config`` (any network): final lr, weight EMA, TTA,
     BatchNorm-bias lr multiplier, and the images for ``__data_init__`` on a fresh run."""
-    from . import data_init
+    from mxcnn.train import data_init
     args = job.args
     config.lr_scheduler_args["final_lr"] = args.final_lr
     config.ema_decay, config.ema_every = args.ema_decay, args.ema_every

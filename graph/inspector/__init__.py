@@ -16,11 +16,11 @@ What netscope, its "CNN Analyzer" fork, torchinfo and Netron show, for MXNet::
 * :mod:`.render` -- DOT/SVG/PDF through Graphviz and the offline HTML page (``assets/``);
 * :mod:`.cli` -- the command line.
 """
-from .analysis import load_symbol, summarize
-from .cli import main
-from .layout import fold_graph, layout_graph
-from .render import to_dot, write_graphviz, write_html
-from .summary import InspectError, LayerRow, Summary
+from mxcnn.graph.inspector.analysis import load_symbol, summarize
+from mxcnn.graph.inspector.cli import main
+from mxcnn.graph.inspector.layout import fold_graph, layout_graph
+from mxcnn.graph.inspector.render import to_dot, write_graphviz, write_html
+from mxcnn.graph.inspector.summary import InspectError, LayerRow, Summary
 
 __all__ = ["InspectError", "LayerRow", "Summary", "summarize", "load_symbol", "fold_graph",
            "layout_graph", "to_dot", "write_html", "write_graphviz", "main"]

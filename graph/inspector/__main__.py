@@ -1,6 +1,6 @@
 """``python -m graph.inspector``: the inspector's command line."""
 import sys
 
-from .cli import main
+from mxcnn.graph.inspector.cli import main
 
 sys.exit(main())

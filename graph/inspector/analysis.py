@@ -15,9 +15,9 @@ import warnings
 
 import numpy as np
 
-from .. import common
-from .counting import count_operator, prod
-from .summary import InspectError, LayerRow, Summary, assign_groups, group_names
+from mxcnn import common
+from mxcnn.graph.inspector.counting import count_operator, prod
+from mxcnn.graph.inspector.summary import InspectError, LayerRow, Summary, assign_groups, group_names
 
 __all__ = ["summarize", "load_symbol", "max_dimension", "check_shape"]
 
@@ -115,7 +115,7 @@ def _infer_shapes(internals, shapes):
 # one row per operator
 # --------------------------------------------------------------------------------------------
 
-class _RowBuilder(object):
+class _RowBuilder:
     """Turns the operator nodes of a symbol's JSON graph into LayerRows and drawing edges."""
 
     def __init__(self, nodes, shapes):
@@ -231,7 +231,7 @@ def load_symbol(source, num_layers=None, num_classes=10, image_shape=(3, 32, 32)
     import mxnet as mx
     if source.endswith(".json") or os.path.sep in source or os.path.isfile(source):
         return _load_symbol_file(source)
-    get_symbol = common.sibling("symbols").get_symbol
+    from mxcnn.symbols import get_symbol
     try:
         return get_symbol(source, num_classes=num_classes, num_layers=num_layers,
                           image_shape=image_shape, **(options or {}))

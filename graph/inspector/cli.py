@@ -12,10 +12,10 @@ import os
 import sys
 import warnings
 
-from .. import common
-from .analysis import load_symbol, max_dimension, summarize
-from .render import write_graphviz, write_html, write_output
-from .summary import GROUP_BY, SORT_KEYS, InspectError
+from mxcnn import common
+from mxcnn.graph.inspector.analysis import load_symbol, max_dimension, summarize
+from mxcnn.graph.inspector.render import write_graphviz, write_html, write_output
+from mxcnn.graph.inspector.summary import GROUP_BY, SORT_KEYS, InspectError
 
 __all__ = ["build_parser", "run", "main", "MAX_LAYERS"]
 
@@ -99,7 +99,8 @@ def build_parser():
 def _summary_of(args):
     """The Summary the arguments ask for (InspectError on bad input)."""
     try:
-        image_shape = common.sibling("symbols").as_image_shape(args.image_shape)
+        from mxcnn import symbols
+        image_shape = symbols.as_image_shape(args.image_shape)
     except ValueError as err:
         raise InspectError(str(err))
     _check_sizes(args, image_shape)

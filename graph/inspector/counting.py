@@ -22,7 +22,9 @@ Shapes are tuples of Python ints and products are exact (no int64 wrap-around).
 """
 import re
 
-__all__ = ["count_operator", "prod", "parse_tuple", "is_true"]
+from mxcnn.graph.symbol_json import is_true
+
+__all__ = ["count_operator", "prod", "parse_tuple"]
 
 #: operators that only move or select data: 0 MACs, 0 other ops
 DATA_MOVEMENT = {
@@ -73,11 +75,6 @@ def parse_tuple(text):
     if text is None:
         return ()
     return tuple(int(v) for v in re.findall(r"-?\d+", str(text)))
-
-
-def is_true(value):
-    """MXNet's boolean attributes are strings: 'True', 'true' or '1'."""
-    return str(value).lower() in ("true", "1")
 
 
 def _weight(param_shapes, in_shapes):

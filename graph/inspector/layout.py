@@ -6,8 +6,9 @@ crossings reduced by barycentre sweeps, x placed by neighbour averages with mini
 """
 import collections
 
-from .counting import CONV_OPS, POOL_OPS, is_true, parse_tuple
-from .summary import shape_text
+from mxcnn.graph.inspector.counting import CONV_OPS, POOL_OPS, parse_tuple
+from mxcnn.graph.inspector.summary import shape_text
+from mxcnn.graph.symbol_json import is_true
 
 __all__ = ["FOLDABLE_OPS", "fold_graph", "layout_graph", "describe",
            "NODE_W", "NODE_H", "DUMMY_W", "GAP_X", "GAP_Y"]
@@ -108,7 +109,7 @@ def fold_graph(summary):
 # layered layout
 # --------------------------------------------------------------------------------------------
 
-class _Layers(object):
+class _Layers:
     """Nodes and dummy points by layer: ``vlayer``/``vwidth`` per point (nodes first), the
     point ``chains`` of each edge, ``up``/``down`` neighbours and ``layers`` (points per layer).
     """

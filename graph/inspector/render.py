@@ -2,17 +2,22 @@
 
 Every file is written atomically with the user's umask (``common.atomic_write_text``); a
 path that cannot be written raises :class:`InspectError` naming the file and the fix.
+
+A symbol file is input from elsewhere: its names and attributes reach the HTML page only
+HTML-escaped (the title) or as JSON data made safe inside ``<script>`` (:func:`script_json`),
+and the page's script puts them into the DOM as text.  Opening a page runs nothing of it.
 """
 import html as _html
 import json
 import os
+import re
 import subprocess
 
-from .. import common
-from .layout import NODE_H, NODE_W, fold_graph, layout_graph
-from .summary import InspectError, human_count, shape_text
+from mxcnn import common
+from mxcnn.graph.inspector.layout import NODE_H, NODE_W, fold_graph, layout_graph
+from mxcnn.graph.inspector.summary import InspectError, human_count, shape_text
 
-__all__ = ["to_dot", "write_graphviz", "html_page", "write_html", "write_output"]
+__all__ = ["to_dot", "write_graphviz", "html_page", "write_html", "write_output", "script_json"]
 
 _TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "inspect.html")
 
@@ -117,18 +122,32 @@ def _page_data(summary, title):
     }
 
 
+#: what :func:`script_json` writes as JSON escapes: "<" and ">" (no ``<!--``, ``<script`` or
+#: ``</script`` can form), "&", and the line separators older JavaScript parsers reject
+_SCRIPT_ESCAPES = {ord(c): "\\u%04x" % ord(c) for c in "<>&\u2028\u2029"}
+_MARKERS = re.compile(r"__MXCNN_TITLE__|/\*__MXCNN_DATA__\*/null")
+
+
+def script_json(value) -> str:
+    """``value`` as JSON text that is inert inside an HTML ``<script>`` element: ASCII only,
+    with ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\uXXXX`` escapes (``JSON.parse`` and
+    ``json.loads`` read back ``value``)."""
+    return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_ESCAPES)
+
+
 def html_page(summary, title=None):
     """The self-contained interactive page (str): canvas graph, details panel, linked table."""
     payload = _page_data(summary, title)
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
     try:
         with open(_TEMPLATE, encoding="utf-8") as f:
             template = f.read()
     except OSError as err:
         raise InspectError("cannot read the page template %s (%s); reinstall mxcnn"
                            % (_TEMPLATE, err.strerror or err))
-    return (template.replace("__MXCNN_TITLE__", _html.escape(payload["title"]))
-            .replace("/*__MXCNN_DATA__*/null", data))
+    values = {"__MXCNN_TITLE__": _html.escape(payload["title"], quote=True),
+              "/*__MXCNN_DATA__*/null": script_json(payload)}
+    # one pass: text from the symbol file is never searched for markers again
+    return _MARKERS.sub(lambda match: values[match.group(0)], template)
 
 
 def write_html(summary, path, title=None):

@@ -7,7 +7,7 @@ import collections
 import os
 import re
 
-from .. import common
+from mxcnn import common
 
 __all__ = ["InspectError", "LayerRow", "Summary", "COLUMNS", "SORT_KEYS", "GROUP_BY",
            "shape_text", "human_count", "human_bytes", "assign_groups", "group_names"]
@@ -17,7 +17,7 @@ class InspectError(common.UserError):
     """A symbol, shape or option the inspector cannot use; the message says how to fix it."""
 
 
-class LayerRow(object):
+class LayerRow:
     """One operator of the symbol with its counted figures (all ints, shapes are tuples)."""
 
     __slots__ = ("index", "name", "op", "attrs", "inputs", "output_shapes", "params",
@@ -61,7 +61,7 @@ def _merge(index, key, rows):
         unit=rows[0].unit, counted=all(r.counted for r in rows))
 
 
-class Summary(object):
+class Summary:
     """Per-operator rows of a symbol plus totals; ``render()`` gives the text table.
 
     ``rows`` hold operators only (inputs and parameters are folded into their consumers);

@@ -55,7 +55,7 @@ def test_plan_on_a_two_gpu_host(tmp_path):
 def test_make_tree_gives_a_preparable_data_set(tmp_path):
     sys.path.insert(0, ROOT)
     from bench import gpu_smoke
-    from data.prepare_cifar import prepare
+    from mxcnn.data.prepare_cifar import prepare
     gpu_smoke.make_tree(str(tmp_path / "tree"), classes=10, train=2, test=1)
     stats = prepare("cifar10", source=str(tmp_path / "tree"), output_dir=str(tmp_path / "out"),
                     name="smoke", quiet=True, log=lambda m: None)

@@ -9,9 +9,8 @@ time, so other processes sharing the core do not lower the figure.
 import os
 import shutil
 
-import pytest
-
 import _common
+import pytest
 
 needs_cc = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
 #: Plausible per-core clock range (GHz) and vector pipes per core.

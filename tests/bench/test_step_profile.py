@@ -5,9 +5,9 @@ through the shared bench helpers and parses oneDNN's verbose output into per-kin
 """
 
 import pytest
-
 import step_profile
-from graph import fusion
+
+from mxcnn.graph import fusion
 
 
 @pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-import common
-from common.files import FileSet
+from mxcnn import common
+from mxcnn.common.files import FileSet
 
 NAMES = ["run_a.bin", "run_b.bin", "run_meta.json"]
 

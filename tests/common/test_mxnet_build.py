@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from common import mxnet_build
+from mxcnn.common import mxnet_build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "mxnet_build.py")

@@ -1,7 +1,7 @@
 """common/system.py: affinity, cgroup CPU quotas (v1 and v2) and physical cores, on fake trees."""
 import os
 
-from common import system
+from mxcnn.common import system
 
 
 def _write(path, text):

@@ -102,7 +102,7 @@ def make_cifar100(folder, kind, label_mode):
             {b"fine_label_names": [n.encode() for n in FINE],
              b"coarse_label_names": [n.encode() for n in COARSE]}, protocol=2)
     else:  # <1 coarse><1 fine><3072 pixels>
-        for name, images, fine, coarse in (("train.bin", train_images, train_fine, train_coarse),
+        for name, images, fine, coarse in (("mxcnn.train.bin", train_images, train_fine, train_coarse),
                                            ("test.bin", val_images, val_fine, val_coarse)):
             rows = np.concatenate([coarse[:, None].astype(np.uint8), fine[:, None].astype(np.uint8),
                                    planes(images)], axis=1)
@@ -177,7 +177,7 @@ def snapshot(folder):
 
 def visible(folder, name="cifar10"):
     """{member: bytes or None} of data set ``name`` as a reader of its file names sees it."""
-    from data.recfile import dataset_names
+    from mxcnn.data.recfile import dataset_names
     out = {}
     for member in dataset_names(name):
         try:
@@ -225,7 +225,8 @@ def as_nobody():
     """A context manager running its block with the permissions of an ordinary user: root
     ignores file modes, so root switches its effective ids to nobody (65534) for the block."""
     import contextlib
-    import mxnet, cv2, tqdm  # noqa: F401  (imported before the ids change)
+
+    import mxnet  # noqa: F401  (imported before the ids change)
 
     @contextlib.contextmanager
     def block():

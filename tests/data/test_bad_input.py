@@ -11,10 +11,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from data import prepare_cifar
-from data.errors import DataError
-from data.safety import load_pickle
-from data.prepare_cifar import main
+from mxcnn.data import prepare_cifar
+from mxcnn.data.errors import DataError
+from mxcnn.data.prepare_cifar import main
+from mxcnn.data.safety import load_pickle
 
 
 class _Payload:
@@ -211,7 +211,7 @@ def test_bad_sources_exit_2_and_leave_outputs_intact(fx, tmp_path, out_dir, caps
 
 def test_failure_while_packing_leaves_no_half_written_files(fx, tmp_path, out_dir, good_run,
                                                             monkeypatch):
-    from data import recfile
+    from mxcnn.data import recfile
     calls = []
     original = recfile.SplitWriter.add
 
@@ -291,7 +291,7 @@ def test_an_existing_set_is_replaced_only_with_force(fx, tmp_path, out_dir, caps
 def test_an_interrupted_older_conversion_is_named_and_repaired(fx, tmp_path, out_dir, capsys):
     """A mixed set in the plain-file layout (new train files, old val files and stats, as the
     converter used to leave when killed): readers name it, prepare rebuilds it with --force."""
-    from data import iterators
+    from mxcnn.data import iterators
     a, b = fx.make_cifar10_binary(str(tmp_path)), fx.make_tree(str(tmp_path / "t"), size=(32, 32))
     other = str(tmp_path / "other")
     for source, folder in ((a.path, out_dir), (b.path, other)):
@@ -413,8 +413,8 @@ def test_a_failing_disk_exits_2_and_keeps_the_old_set(fx, tmp_path, out_dir, cap
 
 def test_a_second_run_on_the_same_set_waits_for_none_and_changes_nothing(fx, tmp_path, out_dir,
                                                                          capsys, good_run):
-    import common
-    from data.recfile import dataset_names
+    from mxcnn import common
+    from mxcnn.data.recfile import dataset_names
     other = fx.make_tree(str(tmp_path / "tree")).path
     with common.FileSet(out_dir, "cifar10", dataset_names("cifar10")).lock():  # a running writer
         code, err = run_cli(capsys, "--source", other, "--output-dir", out_dir, "--force")

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from data.errors import DataError
-from data.epoch_iters import InMemoryIter
-from data.iterators import SyntheticIter, get_rec_iters, part_range
-from data.prepare_cifar import prepare
+from mxcnn.data.epoch_iters import InMemoryIter
+from mxcnn.data.errors import DataError
+from mxcnn.data.iterators import SyntheticIter, get_rec_iters, part_range
+from mxcnn.data.prepare_cifar import prepare
 
 BATCH = 8
 

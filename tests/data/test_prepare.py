@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from data.errors import DataError
-from data.prepare_cifar import main, prepare
-from data.recfile import dataset_names
+from mxcnn.data.errors import DataError
+from mxcnn.data.prepare_cifar import main, prepare
+from mxcnn.data.recfile import dataset_names
 
 
 def check_outputs(fx, out_dir, name, fixture, dataset):

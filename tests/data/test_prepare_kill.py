@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import common
-from data import iterators
-from data.prepare_cifar import prepare
-from data.recfile import dataset_names
+from mxcnn import common
+from mxcnn.data import iterators
+from mxcnn.data.prepare_cifar import prepare
+from mxcnn.data.recfile import dataset_names
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "data", "prepare_cifar.py")
 

@@ -5,13 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from data.iterators import get_rec_iters
-from data.prepare_cifar import main
+from mxcnn.data.iterators import get_rec_iters
+from mxcnn.data.prepare_cifar import main
 
 SUBSET = "cifar10-jpeg-subset.tar.gz"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CANDIDATES = [os.path.join(REPO, "..", "shared", "data", SUBSET),
-              os.path.join("/work", "shared", "data", SUBSET)]
+#: the shared real data sits beside the checkout (CI copies it there too)
+CANDIDATES = [os.path.join(os.path.dirname(REPO), "shared", "data", SUBSET)]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck"]
 
@@ -30,7 +30,7 @@ def test_real_cifar10_subset_converts_with_right_counts_classes_and_labels(tmp_p
     for split, per_class, folder in (("train", 1000, "train"), ("val", 500, "test")):
         lines = [l.split("\t") for l in open(os.path.join(out, "cifar10_%s.lst" % split))]
         assert len(lines) == 10 * per_class
-        for index, label, path in lines:  # the label is the class folder's sorted position
+        for _index, label, path in lines:  # the label is the class folder's sorted position
             top, cls, _ = path.strip().split("/")
             assert top == folder and CLASSES[int(float(label))] == cls
     train, val = get_rec_iters(os.path.join(out, "cifar10_train.rec"),

@@ -1,21 +1,17 @@
 """graph.channel_pad: zero channels up to oneDNN's 16-channel block keep the maths, and the
 engines hand out the unpadded BatchNorm statistics."""
-import json
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from graph import channel_pad, fusion, precision
-from train import engines
+from mxcnn import symbols
+from mxcnn.graph import channel_pad, fusion, precision, training
+from mxcnn.train import engines, unpadded
+from tests.graph.graph_helpers import nodes
 
 SHAPE = (4, 3, 32, 32)
 HAS_BF16 = "avx512_bf16" in precision.cpu_flags() and fusion.available()
-
-
-def _nodes(sym):
-    return json.loads(sym.tojson(remove_amp_cast=False))["nodes"]
 
 
 def _aux_shapes(sym, shape=SHAPE):
@@ -31,7 +27,7 @@ CASES = [  # (options of symbols.densenet, convolutions padded); 2 layers in eac
 
 
 def _filters(sym):
-    return {n["name"]: int(n["attrs"]["num_filter"]) for n in _nodes(sym)
+    return {n["name"]: int(n["attrs"]["num_filter"]) for n in nodes(sym)
             if n["op"] == "Convolution"}
 
 
@@ -44,8 +40,8 @@ def test_padding_changes_nothing_but_the_layout(options, expected, same_training
     before, after = _filters(sym), _filters(padded)
     assert sum(before[n] != after[n] for n in before) == expected
     assert all(f % channel_pad.BLOCK == 0 for f in after.values())
-    stem = [n for n in _nodes(padded) if n["name"] == "stem_conv"][0]
-    assert _nodes(padded)[stem["inputs"][0][0]]["op"] == "Reshape"  # images padded to 16
+    stem = [n for n in nodes(padded) if n["name"] == "stem_conv"][0]
+    assert nodes(padded)[stem["inputs"][0][0]]["op"] == "Reshape"  # images padded to 16
     for listing in ("list_arguments", "list_auxiliary_states", "list_outputs"):
         assert getattr(padded, listing)() == getattr(sym, listing)()
     assert padded.infer_shape(data=SHAPE)[0] == sym.infer_shape(data=SHAPE)[0]
@@ -55,7 +51,7 @@ def test_padding_changes_nothing_but_the_layout(options, expected, same_training
     assert all(after[n][0] % channel_pad.BLOCK == 0 for n in segments)
     assert {n for n in before if before[n] != after[n]} == set(segments)
     assert all(sum(real for real, _ in segments[n]) == before[n][0] for n in segments)
-    assert not any(n["op"] == "expand_dims" for n in _nodes(padded))  # 4-D, aligned Concats
+    assert not any(n["op"] == "expand_dims" for n in nodes(padded))  # 4-D, aligned Concats
     same_training_step(sym, padded, SHAPE, seed=7)
 
 
@@ -66,8 +62,8 @@ def test_trainer_graph_with_fusion_trains_as_the_built_symbol(options, same_trai
     """What the trainer binds (global pooling, padding, then BatchNorm+ReLU fusion, which
     now finds blocked neighbours in DenseNet) against the symbol as built."""
     sym = symbols.get_symbol("densenet", num_classes=10, **options)
-    graph = engines.training_graph(sym, [mx.cpu()], SHAPE)
-    ops = [n["op"] for n in _nodes(graph)]
+    graph = training.training_graph(sym, [mx.cpu()], SHAPE)
+    ops = [n["op"] for n in nodes(graph)]
     assert fusion.FUSED_OP in ops and "expand_dims" not in ops
     # seed 9 would put a BatchNorm output of plain DenseNet-10 at 4e-7 from ReLU's kink: the
     # padded graph's float32 rounding lands it on the other side (checked against float64),
@@ -103,8 +99,8 @@ def test_inference_reads_the_padded_statistics():
 
 @pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
 def test_scoring_binds_the_padded_graph_with_the_checkpoints_statistics():
-    """train/predict.py binds DenseNet padded too (score.py, predict.py, the ONNX check)."""
-    from train import predict
+    """inference/predict.py binds DenseNet padded too (score.py, predict.py, the ONNX check)."""
+    from mxcnn.inference import predict
     sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
     mx.random.seed(4)
     arg_params, aux_params = engines.initial_params(sym, SHAPE)
@@ -149,12 +145,12 @@ def test_engines_train_and_hand_out_unpadded_statistics(engine, devices):
     statistics EMA and lookahead write (live_params) reach the bound arrays."""
     sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
     contexts = [mx.cpu(i) for i in range(devices)]
-    plain_rewrites = tuple(r for r in engines.ONEDNN_REWRITES if r != "channel_pad")
-    padded = engines.training_graph(sym, contexts, SHAPE)
+    plain_rewrites = tuple(r for r in training.ONEDNN_REWRITES if r != "channel_pad")
+    padded = training.training_graph(sym, contexts, SHAPE)
     assert channel_pad.padded_batchnorms(padded)
-    runs = [_engine(sym, engines.training_graph(sym, contexts, SHAPE, rewrites=plain_rewrites),
+    runs = [_engine(sym, training.training_graph(sym, contexts, SHAPE, rewrites=plain_rewrites),
                     engine, contexts), _engine(sym, padded, engine, contexts)]
-    assert isinstance(runs[1], engines.UnpaddedStatistics)
+    assert isinstance(runs[1], unpadded.UnpaddedStatistics)
     data = mx.nd.random.uniform(-1, 1, SHAPE)
     label = mx.nd.array(np.arange(SHAPE[0]) % 10)
     for run in runs:
@@ -181,12 +177,12 @@ def test_bfloat16_padded_concats_and_step():
     """In bfloat16 the padded channel Concats run in bfloat16 (the stem's float32 output is
     cast down), the parameter-padding ones in float32, and a step stays near float32's."""
     sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
-    padded = engines.training_graph(sym, [mx.cpu()], SHAPE, dtype="float32")
-    low = engines.training_graph(sym, [mx.cpu()], SHAPE, dtype="bfloat16")
+    padded = training.training_graph(sym, [mx.cpu()], SHAPE, dtype="float32")
+    low = training.training_graph(sym, [mx.cpu()], SHAPE, dtype="bfloat16")
     internals = low.get_internals()
     _, types, _ = internals.infer_type(data="float32", softmax_label="float32")
     types = dict(zip(internals.list_outputs(), types))
-    concats = [n for n in _nodes(low) if n["op"] == "Concat"]
+    concats = [n for n in nodes(low) if n["op"] == "Concat"]
     marked = [n["name"] for n in concats if channel_pad.SEGMENTS_ATTR in n.get("attrs", {})]
     others = [n["name"] for n in concats if n["name"] not in marked]
     assert marked and others
@@ -201,7 +197,7 @@ def test_bfloat16_padded_concats_and_step():
         run.step(data, label)
     probs = [run.output().asnumpy() for run in runs]
     np.testing.assert_allclose(probs[1], probs[0], atol=0.03)
-    (arg32, aux32), (arg16, aux16) = runs[0].get_params(), runs[1].get_params()
+    (_arg32, aux32), (_arg16, aux16) = runs[0].get_params(), runs[1].get_params()
     for name in aux32:
         np.testing.assert_allclose(aux16[name].asnumpy(), aux32[name].asnumpy(), rtol=0.05,
                                    atol=0.05)
@@ -213,10 +209,10 @@ def test_bfloat16_fusion_on_the_padded_stem_is_exact():
     BatchNorm+ReLU behind it must back-propagate the unfused graph's gradients (a plain
     bfloat16 stem output broke them; graph.precision's docstring)."""
     sym = symbols.get_symbol("densenet", num_classes=10, num_layers=16)
-    graphs = [engines.training_graph(sym, [mx.cpu()], SHAPE, fuse=fuse, dtype="bfloat16")
+    graphs = [training.training_graph(sym, [mx.cpu()], SHAPE, fuse=fuse, dtype="bfloat16")
               for fuse in (False, True)]
     assert "stem_conv" not in precision.float32_layers(graphs[1])
-    assert any(n["op"] == fusion.FUSED_OP for n in _nodes(graphs[1]))
+    assert any(n["op"] == fusion.FUSED_OP for n in nodes(graphs[1]))
     mx.random.seed(5)
     arg_params, aux_params = engines.initial_params(sym, SHAPE)
     data = mx.nd.random.uniform(-1, 1, SHAPE)

@@ -1,22 +1,18 @@
 """graph.fusion: BatchNorm+ReLU fusion keeps the interface, the values and the gradients."""
-import json
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from graph import fusion, memonger
-from train import fit
+from mxcnn import symbols
+from mxcnn.graph import fusion, memonger, training
+from mxcnn.train import fit
+from tests.graph.graph_helpers import ops
 
 BATCH = 4
 SHAPE = (BATCH, 3, 32, 32)
 
 pytestmark = pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
-
-
-def _ops(sym):
-    return [node["op"] for node in json.loads(sym.tojson())["nodes"]]
 
 
 def _forward_backward(sym, arg_params, aux_params, data, label):
@@ -68,7 +64,7 @@ def test_fused_training_step_is_exact(network, options, expected):
     assert fused.list_arguments() == sym.list_arguments()
     assert fused.list_auxiliary_states() == sym.list_auxiliary_states()
     assert fused.list_outputs() == sym.list_outputs()
-    assert _ops(fused).count(fusion.FUSED_OP) == count
+    assert ops(fused).count(fusion.FUSED_OP) == count
     mx.random.seed(1)
     arg_params, aux_params = fit.initial_params(sym, SHAPE)
     data = mx.nd.random.uniform(-1, 1, SHAPE)
@@ -128,8 +124,8 @@ def test_nothing_fused_without_shapes_or_with_a_memonger_plan(tmp_path, monkeypa
 def test_trainer_binds_fused_graph_and_saves_the_unfused_one(tmp_path):
     sym = symbols.get_symbol("resnet", num_classes=10, num_layers=8)
     contexts = [mx.cpu()]
-    assert fusion.FUSED_OP in _ops(fit.training_graph(sym, contexts, (8, 3, 32, 32)))
-    assert fusion.FUSED_OP not in _ops(fit.training_graph(sym, contexts, (8, 3, 32, 32), fuse=False))
+    assert fusion.FUSED_OP in ops(training.training_graph(sym, contexts, (8, 3, 32, 32)))
+    assert fusion.FUSED_OP not in ops(training.training_graph(sym, contexts, (8, 3, 32, 32), fuse=False))
     rs = np.random.RandomState(0)
     x = rs.uniform(-1, 1, (16, 3, 32, 32)).astype("f")
     y = (np.arange(16) % 10).astype("f")
@@ -139,5 +135,5 @@ def test_trainer_binds_fused_graph_and_saves_the_unfused_one(tmp_path):
                         model_prefix=str(tmp_path / "m"))
     fit.fit(sym, train, None, cfg)
     saved = mx.sym.load(str(tmp_path / "m-symbol.json"))
-    assert fusion.FUSED_OP not in _ops(saved)
+    assert fusion.FUSED_OP not in ops(saved)
     assert saved.tojson() == sym.tojson()

@@ -5,16 +5,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from graph import fusion, global_pool, memonger
-from train import fit
+from mxcnn import symbols
+from mxcnn.graph import fusion, global_pool, memonger, training
+from tests.graph.graph_helpers import ops
 
 BATCH = 4
 SHAPE = (BATCH, 3, 32, 32)
-
-
-def _ops(sym):
-    return [node["op"] for node in json.loads(sym.tojson())["nodes"]]
 
 
 CASES = [  # (network, options, global average pools)
@@ -37,8 +33,8 @@ def test_rewritten_training_step_matches(network, options, expected, same_traini
     assert rewritten.list_arguments() == sym.list_arguments()
     assert rewritten.list_auxiliary_states() == sym.list_auxiliary_states()
     assert rewritten.list_outputs() == sym.list_outputs()
-    added = _ops(rewritten).count("mean") + _ops(rewritten).count("pick")
-    assert added == _ops(sym).count("mean") + _ops(sym).count("pick") + count
+    added = ops(rewritten).count("mean") + ops(rewritten).count("pick")
+    assert added == ops(sym).count("mean") + ops(sym).count("pick") + count
     assert "Pooling" not in [n["op"] for n in json.loads(rewritten.tojson())["nodes"]
                              if n.get("attrs", {}).get("global_pool") == "True"]
     internals = rewritten.get_internals().list_outputs()
@@ -106,22 +102,22 @@ def test_mirror_marks_survive(tmp_path, monkeypatch):
 @pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
 def test_trainer_rewrites_on_onednn_cpus_only():
     sym = symbols.get_symbol("resnet", num_classes=10, num_layers=8)
-    bound = fit.training_graph(sym, [mx.cpu()], SHAPE)
-    assert "mean" in _ops(bound) and fusion.FUSED_OP in _ops(bound)
-    unfused = fit.training_graph(sym, [mx.cpu()], SHAPE, fuse=False)
-    assert "mean" in _ops(unfused) and fusion.FUSED_OP not in _ops(unfused)
+    bound = training.training_graph(sym, [mx.cpu()], SHAPE)
+    assert "mean" in ops(bound) and fusion.FUSED_OP in ops(bound)
+    unfused = training.training_graph(sym, [mx.cpu()], SHAPE, fuse=False)
+    assert "mean" in ops(unfused) and fusion.FUSED_OP not in ops(unfused)
     # a GPU context trains the symbol as built (cuDNN's pooling has no such slow path);
     # building the graph needs no GPU
-    assert fit.training_graph(sym, [mx.gpu(0)], SHAPE) is sym
+    assert training.training_graph(sym, [mx.gpu(0)], SHAPE) is sym
 
 
 @pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")
 def test_each_rewrite_can_be_left_out():
     sym = symbols.get_symbol("resnet", num_classes=10, num_layers=8)
-    assert fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=()) is sym
-    pooled = _ops(fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("global_pool",)))
+    assert training.training_graph(sym, [mx.cpu()], SHAPE, rewrites=()) is sym
+    pooled = ops(training.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("global_pool",)))
     assert "mean" in pooled and fusion.FUSED_OP not in pooled
-    fused = _ops(fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("fusion",)))
+    fused = ops(training.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("fusion",)))
     assert "mean" not in fused and fusion.FUSED_OP in fused
     with pytest.raises(ValueError, match="unknown graph rewrite.*choose from global_pool"):
-        fit.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("speed",))
+        training.training_graph(sym, [mx.cpu()], SHAPE, rewrites=("speed",))

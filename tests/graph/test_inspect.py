@@ -9,8 +9,8 @@ import warnings
 import mxnet as mx
 import pytest
 
-import symbols
-from graph import inspector as insp
+from mxcnn import symbols
+from mxcnn.graph import inspector as insp
 
 
 def _summarize(sym, **shapes):
@@ -266,7 +266,7 @@ def test_svg_without_the_graphviz_package_is_one_line(tmp_path, capsys, monkeypa
     assert not (tmp_path / "g.svg").exists()
 
 
-@pytest.mark.parametrize("module", ["graph.inspector", "symbols.inspect"])
+@pytest.mark.parametrize("module", ["mxcnn.graph.inspector", "mxcnn.symbols.inspect"])
 def test_module_entry_points_refuse_a_huge_batch(module):
     """The issue's command, run as users run it (both the new and the old module path)."""
     import subprocess

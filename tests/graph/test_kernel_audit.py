@@ -1,7 +1,7 @@
 """graph.kernel_audit: the DNNL_VERBOSE parser, and every family on oneDNN's fast kernels.
 
 The family check trains one step of a small member of each family module as the trainer
-binds it (``train.fit.training_graph``) with ``DNNL_VERBOSE=1`` and fails when oneDNN's
+binds it (``graph.training.training_graph``) with ``DNNL_VERBOSE=1`` and fails when oneDNN's
 reference (``ref``) implementations take more than 5% of the step's oneDNN time on the CPU
 that runs it.  Which kernels oneDNN picks depends on the ISA (the global-pooling ``ref`` path
 showed on AVX-512, not on AVX2), so the check runs everywhere and names the CPU flags it saw.
@@ -10,9 +10,8 @@ It depends on no timing beyond that share.
 import mxnet as mx
 import pytest
 
-import symbols
-from graph import fusion, kernel_audit
-from train import fit
+from mxcnn import symbols
+from mxcnn.graph import fusion, kernel_audit, training
 
 MAX_REF_SHARE = 0.05
 
@@ -140,7 +139,7 @@ def family_audit():
     for label, network, options, shape, batch in FAMILIES:
         sym = symbols.get_symbol(network, num_classes=10, image_shape=shape, **options)
         data_shape = (batch,) + shape
-        jobs.append((label, fit.training_graph(sym, [mx.cpu()], data_shape), data_shape))
+        jobs.append((label, training.training_graph(sym, [mx.cpu()], data_shape), data_shape))
     # one OpenMP thread: the kernels and layouts oneDNN picks do not depend on it, and on a
     # busy shared machine a descheduled thread would stall its sibling inside any primitive;
     # two audited steps, each primitive's least disturbed one counted (summarise)

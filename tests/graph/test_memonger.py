@@ -6,8 +6,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from graph import memonger
+from mxcnn import symbols
+from mxcnn.graph import memonger
 
 BATCH = 8
 SHAPE = (BATCH, 3, 32, 32)
@@ -76,7 +76,7 @@ def test_plan_gives_identical_gradients_and_updates(net):
 
 
 def test_plan_reduces_executor_memory_and_logs_it(net, caplog):
-    with caplog.at_level(logging.INFO, logger="graph.memonger"):
+    with caplog.at_level(logging.INFO, logger="mxcnn.graph.memonger"):
         planned = memonger.plan(net, data=SHAPE)
     before = memonger.allocated_mb(net, data=SHAPE)
     after = memonger.allocated_mb(planned, data=SHAPE)

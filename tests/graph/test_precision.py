@@ -9,10 +9,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import common
-import symbols
-from graph import fusion, precision
-from train import engines
+from mxcnn import common, symbols
+from mxcnn.graph import fusion, precision
+from mxcnn.train import engines
+from tests.graph.graph_helpers import nodes
 
 BATCH = 8
 SHAPE = (BATCH, 3, 32, 32)
@@ -35,10 +35,6 @@ NETS = {
 def _net(name):
     network, options = NETS[name]
     return symbols.get_symbol(network, num_classes=10, **options)
-
-
-def _nodes(sym):
-    return json.loads(sym.tojson(remove_amp_cast=False))["nodes"]
 
 
 def _internal_types(sym):
@@ -72,7 +68,7 @@ def test_interface_stays_float32(name, dtype):
     # every convolution but the stem and the logit layers really runs in low precision ...
     kept = precision.float32_layers(sym)
     assert len(kept) == 1 + len(sym.list_outputs())  # one stem here, one layer per head
-    convs = sum(node["op"] == "Convolution" and node["name"] not in kept for node in _nodes(sym))
+    convs = sum(node["op"] == "Convolution" and node["name"] not in kept for node in nodes(sym))
     assert precision.low_precision_ops(low, dtype).get("Convolution") == convs
     # ... the stem reads float32 data and writes float32 (oneDNN has no blocked bf16 kernel
     # for 3 input channels) and every loss head's logits are float32
@@ -99,16 +95,16 @@ def _without_dtype(graph):
 def test_batchnorm_keeps_float32_parameters_and_statistics(dtype):
     sym, _ = fusion.fuse_bn_relu(_net("preact20"), data=SHAPE)
     low = precision.training_symbol(sym, dtype)
-    nodes = _nodes(low)
-    by_name = {node["name"]: node for node in nodes}
+    low_nodes = nodes(low)
+    by_name = {node["name"]: node for node in low_nodes}
     bn_ops = ("BatchNorm", fusion.FUSED_OP)
     bn_params = set()
-    for node in nodes:
+    for node in low_nodes:
         if node["op"] in bn_ops:
-            bn_params.update(nodes[i[0]]["name"] for i in node["inputs"][1:])
-            assert all(nodes[i[0]]["op"] == "null" for i in node["inputs"][1:]), node["name"]
-    assert len(bn_params) == 4 * sum(node["op"] in bn_ops for node in nodes)
-    cast_inputs = {nodes[i[0]]["name"] for node in nodes if node["op"] in precision.CAST_OPS
+            bn_params.update(low_nodes[i[0]]["name"] for i in node["inputs"][1:])
+            assert all(low_nodes[i[0]]["op"] == "null" for i in node["inputs"][1:]), node["name"]
+    assert len(bn_params) == 4 * sum(node["op"] in bn_ops for node in low_nodes)
+    cast_inputs = {low_nodes[i[0]]["name"] for node in low_nodes if node["op"] in precision.CAST_OPS
                    for i in node["inputs"]}
     assert not bn_params & cast_inputs
     assert all(by_name[name]["op"] == "null" for name in bn_params)
@@ -210,7 +206,7 @@ def test_mixed_concats_are_repaired(network, shape, pinned):
     for name in pinned:
         assert types[name + "_output"] == np.float32
     kept = precision.float32_layers(sym)
-    convs = sum(node["op"] == "Convolution" and node["name"] not in kept for node in _nodes(sym))
+    convs = sum(node["op"] == "Convolution" and node["name"] not in kept for node in nodes(sym))
     assert precision.low_precision_ops(low, dtype).get("Convolution") == convs
 
 

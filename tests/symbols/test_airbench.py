@@ -3,9 +3,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from symbols import airbench
-from train import data_init, engines
+from mxcnn import symbols
+from mxcnn.symbols import airbench
+from mxcnn.train import data_init, engines
 
 CIFAR = (3, 32, 32)
 

@@ -9,7 +9,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
+from mxcnn import symbols
 
 IMAGENET = (3, 224, 224)
 CIFAR = (3, 32, 32)
@@ -278,7 +278,7 @@ def test_densenet_transitions_compress():
 
 
 def test_densenet_concat_features_is_a_channel_concatenation():
-    from symbols import densenet
+    from mxcnn.symbols import densenet
     pieces = [np.random.RandomState(i).uniform(size=(2, c, 3, 4)) for i, c in enumerate((5, 2, 3))]
     names = ["a", "b", "c"]
     joined = densenet.concat_features([mx.sym.Variable(n) for n in names], "joined")
@@ -316,7 +316,7 @@ def test_unsupported_variants_name_the_choices(network, options, image_shape, ex
 
 
 def test_mobilenet_version_is_checked():
-    from symbols import mobilenet
+    from mxcnn.symbols import mobilenet
     with pytest.raises(ValueError, match="version must be one of 1, 2"):
         mobilenet.get_symbol(version=3)
 

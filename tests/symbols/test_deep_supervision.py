@@ -11,9 +11,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from symbols import deep_supervision as ds
-from symbols.layers import classifier, conv_bn_act, softmax_output
+from mxcnn import symbols
+from mxcnn.symbols import deep_supervision as ds
+from mxcnn.symbols.layers import classifier, conv_bn_act, softmax_output
 
 SHAPE = (3, 16, 16)
 CLASSES = 5
@@ -186,7 +186,7 @@ def test_bad_heads_raise_clear_errors(heads, message):
 
 
 def test_head_too_large_for_its_feature_map_is_reported():
-    from symbols.googlenet import aux_head  # avg pool 5x5 cannot run on a 4x4 map
+    from mxcnn.symbols.googlenet import aux_head  # avg pool 5x5 cannot run on a 4x4 map
     with pytest.raises(ValueError, match="cannot be built on 'stage3_unit1_relu_output'"):
         ds.attach_heads(small_net(), ["stage3_unit1_relu_output"], CLASSES, head_builder=aux_head,
                         image_shape=SHAPE)

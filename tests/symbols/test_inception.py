@@ -12,8 +12,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from symbols import deep_supervision as ds
+from mxcnn import symbols
+from mxcnn.symbols import deep_supervision as ds
 
 IMAGENET = (3, 224, 224)
 V3 = (3, 299, 299)

@@ -2,8 +2,8 @@
 import mxnet as mx
 import pytest
 
-import symbols
-from symbols import layers
+from mxcnn import symbols
+from mxcnn.symbols import layers
 
 # The input each network is built for when no num_layers/image_shape is given.
 NATIVE_SHAPE = {

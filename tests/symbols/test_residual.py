@@ -11,8 +11,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from symbols import preact_resnet, resnet, resnext, wrn
+from mxcnn import symbols
+from mxcnn.symbols import preact_resnet, resnet, resnext, wrn
 
 CIFAR = (3, 32, 32)
 IMAGENET = (3, 224, 224)
@@ -340,8 +340,8 @@ def test_se_variants_are_the_plain_ones_with_squeeze_excitation():
 
 def test_variants_describe_the_spec_tables():
     for module in (resnet, preact_resnet, wrn, resnext):
-        for name, text in module.VARIANTS.items():
-            assert name in symbols._NETWORKS and symbols._NETWORKS[name][0] == module.__name__.split(".")[-1]
+        for name, _text in module.VARIANTS.items():
+            assert name in symbols._NETWORKS and symbols._NETWORKS[name][0] is module
     assert "6n+2 (20, 32, 44, 56, 110, 1202)" in resnet.VARIANTS["resnet"]
     assert "18, 34, 50, 101, 152, 200" in resnet.VARIANTS["se_resnet"]
     assert "9n+2 (164, 1001)" in preact_resnet.VARIANTS["preact_resnet"]

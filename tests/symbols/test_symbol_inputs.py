@@ -4,9 +4,8 @@ import re
 
 import pytest
 
-import common
-import symbols
-from symbols import layers
+from mxcnn import common, symbols
+from mxcnn.symbols import layers
 
 FAMILIES = ["alexnet", "densenet", "googlenet", "inception_bn", "inception_v3", "inception_v4",
             "lenet", "mobilenet", "vgg", "resnet", "preact_resnet", "resnext", "wrn"]

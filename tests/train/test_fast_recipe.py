@@ -11,13 +11,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from train import engines, fit, tta
-from train.ema import WeightEMA
-from train.lookahead import Lookahead
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train_cli import ROOT, SCRIPT, base_args, env, make_records  # noqa: E402
-from test_train_engine import NUM_CLASSES, config, iters, tiny_net  # noqa: E402
+from mxcnn.inference import tta
+from mxcnn.train import engines, fit
+from mxcnn.train.ema import WeightEMA
+from mxcnn.train.lookahead import Lookahead
+from tests.train.cli_helpers import ROOT, SCRIPT, base_args, env, make_records
+from tests.train.engine_helpers import NUM_CLASSES, config, iters, tiny_net
 
 
 def _numpy_params(engine):
@@ -150,8 +149,9 @@ def test_resume_with_ema_is_exact(tmp_path):
 
 def test_score_rec_tta_is_the_mean_over_the_views(tmp_path):
     """score.py --tta: top-1 of the mean probability over the views, computed here by hand."""
-    from train import score
     from test_train_cli import SIDE
+
+    from mxcnn.inference import score
     train, val = make_records(str(tmp_path / "data"), n_train=16, n_val=24)
     sym = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(mx.sym.flatten(mx.sym.var("data")),
                                                      num_hidden=4, name="fc1"), name="softmax")
@@ -164,7 +164,7 @@ def test_score_rec_tta_is_the_mean_over_the_views(tmp_path):
     prefix = str(tmp_path / "lin")
     mod.save_checkpoint(prefix, 1)
     got = score.score_rec(prefix, 1, val, batch_size=8, views=("flip", "translate"))
-    from data import iterators
+    from mxcnn.data import iterators
     _, it = iterators.get_rec_iters(None, val, 24, (3, SIDE, SIDE))
     batch = next(iter(it))
     x, labels = batch.data[0].asnumpy(), batch.label[0].asnumpy()
@@ -180,9 +180,9 @@ def test_score_rec_tta_is_the_mean_over_the_views(tmp_path):
     assert len(probs) == 6 and (expected != plain or np.abs(np.mean(probs, 0) - probs[0]).max() > 1e-3)
 
 
-def _engine(sym, shape, contexts=(mx.cpu(),), engine="module", **kw):
+def _engine(sym, shape, contexts=None, engine="module", **kw):
     arg, aux = engines.initial_params(sym, shape)
-    return engines.make_engine(engine, sym, list(contexts), shape, (shape[0],), arg, aux, "nag",
+    return engines.make_engine(engine, sym, list(contexts or [mx.cpu()]), shape, (shape[0],), arg, aux, "nag",
                                {"learning_rate": 0.2, "momentum": 0.9, "wd": 1e-3}, **kw)
 
 

@@ -1,4 +1,4 @@
-"""The trainer's GPU path, simulated on a CPU (issue 16): device ids against a faked
+"""The trainer's GPU path, simulated on a CPU: device ids against a faked
 ``num_gpus()``, what ``--deterministic`` sets for GPU contexts, the GPU input pipeline and
 memonger device, ``--num-examples`` above the data, and the dist resume agreement."""
 import os
@@ -9,19 +9,21 @@ import types
 import mxnet as mx
 import pytest
 
-from train import fit, job as jobmod, train_cifar
+from mxcnn.common import devices
+from mxcnn.train import fit, train_cifar
+from mxcnn.train import job as jobmod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_gpu_ids_are_checked_against_the_gpus_mxnet_sees(monkeypatch):
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 2)
-    assert fit.check_gpus(fit.parse_devices("0,1")) == [mx.gpu(0), mx.gpu(1)]
+    assert devices.check_gpus(devices.parse_devices("0,1")) == [mx.gpu(0), mx.gpu(1)]
     with pytest.raises(fit.common.UserError, match="sees 2 GPU"):
-        fit.check_gpus(fit.parse_devices("1,2"))
+        devices.check_gpus(devices.parse_devices("1,2"))
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)
     with pytest.raises(fit.common.UserError, match="CPU-only build"):
-        fit.check_gpus(fit.parse_devices("0"))
+        devices.check_gpus(devices.parse_devices("0"))
 
 
 def test_gpus_0_on_this_machine_is_one_line_and_exit_2():
@@ -70,7 +72,7 @@ def test_gpu_contexts_get_prefetch_and_pinned_memory():
 
 
 def test_memonger_plans_on_the_training_devices(monkeypatch):
-    from graph import memonger
+    from mxcnn.graph import memonger
     calls = []
     monkeypatch.setattr(memonger, "plan", lambda sym, ctx=None, **shapes: calls.append((ctx, shapes)) or sym)
     job = _fake_job([mx.gpu(0), mx.gpu(1)], memonger=1, batch_size=64)

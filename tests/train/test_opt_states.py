@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from train import opt_states
+from mxcnn.train import opt_states
 
 BATCH = 4
 
@@ -141,7 +141,7 @@ def test_pickled_mxnet_states_are_not_ours(tmp_path, monkeypatch):
 
 
 def _engine(contexts, optimizer="sgd"):
-    from train import engines
+    from mxcnn.train import engines
     sym = _net()
     data, label = (BATCH, 2, 5, 5), (BATCH,)
     mx.random.seed(3)
@@ -153,7 +153,7 @@ def _engine(contexts, optimizer="sgd"):
 
 
 def test_engine_says_whether_momentum_was_restored(tmp_path):
-    from train import engines
+    from mxcnn.train import engines
     first = _engine([mx.cpu(0), mx.cpu(1)])
     for batch in _batches(2):
         first.step(batch.data[0], batch.label[0])
@@ -171,7 +171,7 @@ def test_engine_says_whether_momentum_was_restored(tmp_path):
 
 
 def test_job_explains_a_missing_states_file(tmp_path):
-    from train import job as jobmod
+    from mxcnn.train import job as jobmod
     fake = type("J", (), {})()
     fake.engine, fake.contexts = "module", [mx.cpu(0)]
     fake.state = {"kvstore": "dist_async"}

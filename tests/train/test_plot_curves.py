@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from train import plot_curves
+from mxcnn.train import plot_curves
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _AS_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,

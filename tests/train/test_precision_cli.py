@@ -2,22 +2,15 @@
 training writes float32 checkpoints that a float32 run continues from."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train_cli import base_args, make_records, run_cli  # noqa: E402
-
-from graph import fusion, precision  # noqa: E402
+from mxcnn.graph import fusion, precision  # noqa: E402
+from tests.train.cli_helpers import base_args, run_cli
 
 HAS_BF16 = "avx512_bf16" in precision.cpu_flags() and fusion.available()
 
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_records(str(tmp_path_factory.mktemp("records")))
 
 
 def _one_line_error(proc):
@@ -43,7 +36,8 @@ def test_bfloat16_without_the_cpu_flag_exits_2_with_one_line(records, tmp_path):
 @pytest.mark.skipif(not HAS_BF16, reason="needs a CPU with avx512_bf16 and oneDNN")
 def test_bfloat16_run_saves_float32_checkpoints_a_float32_run_continues(records, tmp_path):
     import mxnet as mx
-    import symbols
+
+    from mxcnn import symbols
     prefix = str(tmp_path / "m")
     proc = run_cli(base_args(records, prefix, "--dtype", "bfloat16", "--num-epochs", "1"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,64 +9,19 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "train", "train_cifar.py")
-PLOT = os.path.join(ROOT, "train", "plot_curves.py")
-SIDE = 16
-CLASSES = 4
-
-
-def make_records(folder, name="toy", n_train=96, n_val=32, classes=CLASSES):
-    """Tiny class-coloured PNG records + stats in data/prepare_cifar.py's layout."""
-    import mxnet as mx
-    rs = np.random.RandomState(0)
-    os.makedirs(folder, exist_ok=True)
-    for split, n in (("train", n_train), ("val", n_val)):
-        rec = mx.recordio.MXIndexedRecordIO(os.path.join(folder, "%s_%s.idx" % (name, split)),
-                                            os.path.join(folder, "%s_%s.rec" % (name, split)), "w")
-        for i in range(n):
-            label = i % classes
-            img = (rs.rand(SIDE, SIDE, 3) * 60).astype(np.uint8)
-            img[..., label % 3] += 60 * (1 + label // 3)
-            header = mx.recordio.IRHeader(0, float(label), i, 0)
-            rec.write_idx(i, mx.recordio.pack_img(header, img, img_fmt=".png"))
-        rec.close()
-    stats = {"num_classes": classes, "classes": ["c%d" % i for i in range(classes)],
-             "num_train": n_train, "num_val": n_val, "image_shape": [3, SIDE, SIDE],
-             "mean": [90.0, 90.0, 90.0], "std": [60.0, 60.0, 60.0]}
-    with open(os.path.join(folder, "%s_stats.json" % name), "w") as handle:
-        json.dump(stats, handle)
-    return os.path.join(folder, "%s_train.rec" % name), os.path.join(folder, "%s_val.rec" % name)
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_records(str(tmp_path_factory.mktemp("records")))
-
-
-def base_args(records, prefix, *extra):
-    train, val = records
-    return ["--data-train", train, "--data-val", val, "--image-shape", "3,%d,%d" % (SIDE, SIDE),
-            "--network", "resnet", "--num-layers", "8", "--batch-size", "16", "--lr", "0.05",
-            "--lr-step-epochs", "2", "--model-prefix", prefix, "--disp-batches", "2",
-            "--no-plot"] + list(extra)
-
-
-def env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-
-
-def run_cli(args, script=SCRIPT, timeout=240, **extra_env):
-    return subprocess.run([sys.executable, script] + list(args), capture_output=True, text=True,
-                          env=dict(env(), **extra_env), timeout=timeout, cwd=ROOT)
-
-
-def load(prefix, epoch):
-    import mxnet as mx
-    return mx.nd.load("%s-%04d.params" % (prefix, epoch))
-
+from tests.train.cli_helpers import (  # noqa: F401
+    CLASSES,
+    PLOT,
+    ROOT,
+    SCRIPT,
+    SIDE,
+    base_args,
+    env,
+    load,
+    make_records,
+    run_cli,
+)
 
 BAD_INPUT = [
     # (case, args, expected message fragment)
@@ -90,8 +45,9 @@ def test_bad_input_fails_fast_with_one_line(records, tmp_path):
     garbage = tmp_path / "garbage_train.rec"
     garbage.write_bytes(b"this is not a record file")
     # a checkpoint of a 2-class resnet-8: same names, other fc shape
-    from train import checkpoint, fit
-    import symbols
+    from mxcnn import symbols
+    from mxcnn.inference import checkpoint
+    from mxcnn.train import fit
     other_sym = symbols.get_symbol("resnet", 2, 8, (3, SIDE, SIDE))
     arg, aux = fit.initial_params(other_sym, (2, 3, SIDE, SIDE))
     other = str(tmp_path / "other" / "m")
@@ -99,7 +55,7 @@ def test_bad_input_fails_fast_with_one_line(records, tmp_path):
     env_vars = env()
     env_vars.pop("DMLC_PS_ROOT_URI", None)
     procs = []
-    for case, extra, _ in BAD_INPUT:  # all at once: each only imports mxnet and checks
+    for _case, extra, _ in BAD_INPUT:  # all at once: each only imports mxnet and checks
         extra = [str(garbage) if a == "{garbage}" else other if a == "{other}" else a for a in extra]
         args = base_args(records, str(tmp_path / "none" / "m")) + extra
         procs.append(subprocess.Popen([sys.executable, SCRIPT] + args, stdout=subprocess.PIPE,
@@ -180,7 +136,7 @@ def test_dist_sync_two_workers_through_the_launcher(records, tmp_path):
     prefix = str(tmp_path / "dist" / "m")
     out = run_cli(["-n", "2", "-s", "1", "--timeout", "200", "--", sys.executable, SCRIPT]
                   + base_args(records, prefix, "--kv-store", "dist_sync", "--num-epochs", "1"),
-                  script=os.path.join(ROOT, "train", "launch.py"))
+                  script=os.path.join(ROOT, "distributed", "launch.py"))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     text = out.stdout + out.stderr
     assert text.count("Epoch[0] Train-accuracy") == 2  # both workers trained
@@ -207,7 +163,7 @@ def test_dist_sync_two_workers_through_the_launcher(records, tmp_path):
     out = run_cli(["-n", "2", "-s", "1", "--timeout", "200", "--", sys.executable, SCRIPT]
                   + base_args(records, prefix, "--kv-store", "dist_sync", "--num-epochs", "2",
                               "--resume"),
-                  script=os.path.join(ROOT, "train", "launch.py"))
+                  script=os.path.join(ROOT, "distributed", "launch.py"))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     text = out.stdout + out.stderr
     assert text.count("resuming from %s-1-0001.params" % prefix) == 2, text[-3000:]
@@ -235,7 +191,7 @@ def test_no_fusion_trains_the_graph_as_built(tmp_path):
 
 
 def test_presets_fill_only_flags_not_given():
-    from train import presets, train_cifar
+    from mxcnn.train import presets, train_cifar
     argv = ["--preset", "wrn", "--wd", "1e-3", "--num-layers", "16"]
     args = train_cifar.apply_preset(train_cifar.build_parser().parse_args(argv),
                                     train_cifar.explicit_flags(argv))

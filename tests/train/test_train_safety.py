@@ -1,4 +1,4 @@
-"""train_cifar.py against a hostile user (issue 15): bad numbers, impossible paths, a missing
+"""train_cifar.py against a hostile user: bad numbers, impossible paths, a missing
 GPU, damaged checkpoints and another run's prefix each give one line and exit 2 and touch
 nothing; a diverging run stops before a non-finite checkpoint; a kill at any rename of a
 save leaves the previous epoch as the newest complete one; every output honours the umask."""
@@ -15,21 +15,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from train import checkpoint as ckpt
-from train import fit, train_cifar
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train_cli import ROOT, SCRIPT, SIDE, base_args, env, make_records  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_records(str(tmp_path_factory.mktemp("records")))
+from mxcnn.inference import checkpoint as ckpt
+from mxcnn.train import fit, train_cifar
+from tests.train.cli_helpers import ROOT, SCRIPT, SIDE, base_args, env
 
 
 def save_run(prefix, epochs=2):
     """A finished run of base_args' network (resnet-8, 4 classes): checkpoints 1..epochs + log."""
-    import symbols
+    from mxcnn import symbols
     sym = symbols.get_symbol("resnet", 4, 8, (3, SIDE, SIDE))
     arg, aux = fit.initial_params(sym, (2, 3, SIDE, SIDE))
     for epoch in range(1, epochs + 1):

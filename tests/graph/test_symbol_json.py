@@ -1,10 +1,10 @@
-"""graph._rebuild: a pass that renames or drops an argument, state or output is caught."""
+"""graph.symbol_json: a pass that renames or drops an argument, state or output is caught."""
 import json
 
 import mxnet as mx
 import pytest
 
-from graph import _rebuild
+from mxcnn.graph import symbol_json
 
 
 def _net():
@@ -15,7 +15,7 @@ def _net():
 
 def test_an_unchanged_graph_loads_back():
     sym = _net()
-    loaded = _rebuild.load_rewritten(json.loads(sym.tojson()), sym, "a pass")
+    loaded = symbol_json.load_rewritten(json.loads(sym.tojson()), sym, "a pass")
     assert loaded.tojson() == sym.tojson()
 
 
@@ -28,4 +28,4 @@ def test_a_renamed_name_is_a_bug_of_the_pass(rename, listing):
     next(n for n in graph["nodes"] if n["name"] == rename)["name"] = rename + "_x"
     with pytest.raises(AssertionError, match="a pass changed the symbol's interface \\(%s\\)"
                        % listing):
-        _rebuild.load_rewritten(graph, sym, "a pass")
+        symbol_json.load_rewritten(graph, sym, "a pass")

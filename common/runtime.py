@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 
-from . import common
+from mxcnn import common
 
 #: Defaults from ``bench/throughput.py --knobs`` on a quiet 2-core AVX-512 machine (ResNet-20,
 #: batch 128, 3 interleaved rounds; table in the README).  OMP_NUM_THREADS is filled in at run

@@ -17,12 +17,8 @@ Needs ``onnx`` and ``onnxruntime`` versions that mxnet 1.9.1's exporter works wi
 import os
 import sys
 
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import train  # noqa: F401
-    __package__ = "train"
-
-from . import common, runtime
+from mxcnn import common
+from mxcnn.common import runtime
 
 runtime.configure()  # before mxnet is imported
 
@@ -31,8 +27,16 @@ import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .predict import (PredictError, bind_inference, check_batch, check_params,  # noqa: E402
-                      checkpoint_preprocess, inference_symbol, read_checkpoint)
+from mxcnn.graph.symbol_json import is_true  # noqa: E402
+from mxcnn.inference.predict import (  # noqa: E402
+    PredictError,
+    bind_inference,
+    check_batch,
+    check_params,
+    checkpoint_preprocess,
+    inference_symbol,
+    read_checkpoint,
+)
 
 __all__ = ["ExportError", "exportable_symbol", "export_checkpoint", "verify_onnx", "main"]
 
@@ -76,7 +80,7 @@ def _require_onnx():
 
 
 def _truthy(value, default):
-    return default if value is None else str(value).lower() in ("true", "1")
+    return default if value is None else is_true(value)
 
 
 def exportable_symbol(sym, params, data_name, data_shape):
@@ -92,6 +96,7 @@ def exportable_symbol(sym, params, data_name, data_shape):
     Returns ``(symbol, params, notes)``.
     """
     import json
+
     import mxnet as mx
     graph = json.loads(sym.tojson())
     internals = sym.get_internals()
@@ -258,7 +263,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    symbols = common.sibling("symbols")
+    from mxcnn import symbols
     try:
         image_shape = symbols.layers.as_image_shape(
             args.image_shape or (checkpoint_preprocess(args.model_prefix, args.load_epoch) or {})

@@ -1,15 +1,15 @@
-"""train/export_onnx.py: MXNet's exporter + ONNX Runtime agree on our families' checkpoints."""
+"""inference/export_onnx.py: MXNet's exporter + ONNX Runtime agree on our families' checkpoints."""
 import os
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
+from mxcnn import symbols
 
 onnx = pytest.importorskip("onnx", reason="pip install onnx==1.15.0 onnxruntime==1.18.1")
 ort = pytest.importorskip("onnxruntime", reason="pip install onnx==1.15.0 onnxruntime==1.18.1")
-from train import export_onnx  # noqa: E402
+from mxcnn.inference import export_onnx  # noqa: E402
 
 
 def checkpoint(prefix, sym, data_shape, seed=0, fix_gamma_scale=None):
@@ -194,7 +194,7 @@ def test_export_really_read_only_folder(small, tmp_path, capsys):
 
 
 def test_export_batch_beyond_memory(small, tmp_path, monkeypatch, capsys):
-    from train import predict
+    from mxcnn.inference import predict
     monkeypatch.setattr(predict, "_available_bytes", lambda: 2 ** 10)
     argv = ["--model-prefix", small["ok"], "--load-epoch", "1", "--image-shape", "3,8,8",
             "--batch-size", "64", "--output", str(tmp_path / "m.onnx")]

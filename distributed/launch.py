@@ -32,23 +32,17 @@ Exit status: 0 when every worker exited 0; otherwise the failing node's status (
 for a node killed by a signal), 1 for a worker stuck after a traceback, 124 on
 ``--timeout``, 130/143 on Ctrl-C/SIGTERM, 2 for bad arguments.
 """
-import os
-import sys
-
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import train  # noqa: F401
-    __package__ = "train"
-
 import argparse
+import os
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 
-from . import common, runtime
-from .supervisor import (SHUTDOWN_GRACE, TRACEBACK_GRACE, Job, JobFailed, Node,  # noqa: F401
-                         describe)
+from mxcnn import common
+from mxcnn.common import runtime
+from mxcnn.distributed.supervisor import SHUTDOWN_GRACE, TRACEBACK_GRACE, Job, JobFailed, Node, describe  # noqa: F401
 
 __all__ = ["Node", "JobFailed", "plan_nodes", "node_env", "ssh_command", "read_hostfile",
            "free_port", "split_gpus", "node_command", "run_job", "main"]

@@ -36,7 +36,8 @@ import json
 import os
 import re
 
-from . import common
+from mxcnn import common
+from mxcnn.graph.inference import inference_symbol
 
 __all__ = ["CheckpointError", "checkpoint_paths", "rank_prefix", "resume_prefix",
            "save_checkpoint", "load_params", "load_state", "list_epochs", "latest_epoch",
@@ -86,7 +87,6 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, save_states=N
 
 
 def _inference_json(symbol):
-    from .predict import inference_symbol  # the one place that builds it
     return inference_symbol(symbol, all_outputs=True).tojson()
 
 

@@ -1,10 +1,10 @@
-"""train/runtime.py: defaults fill only what the user has not set, before MXNet loads."""
+"""common/runtime.py: defaults fill only what the user has not set, before MXNet loads."""
 import os
 import subprocess
 import sys
 
-import common
-from train import runtime
+from mxcnn import common
+from mxcnn.common import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,7 +40,7 @@ def test_usable_cores_follows_affinity():
         assert cores == (min(expected, max(1, int(quota))) if quota else expected)
         # under taskset to one core, the default thread count is 1
         out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
-                              "from train import runtime; print(runtime.configure({})['OMP_NUM_THREADS'])"],
+                              "from mxcnn.common import runtime; print(runtime.configure({})['OMP_NUM_THREADS'])"],
                              cwd=ROOT, capture_output=True, text=True, timeout=60,
                              env=dict(os.environ, PYTHONPATH=ROOT))
         if out.returncode == 0:
@@ -51,7 +51,7 @@ def test_configure_reaches_mxnet_before_it_loads():
     # MXNet reads its engine settings when the library loads: the values configure() puts
     # into os.environ must be what the process (and so libmxnet) sees.
     code = ("import os\n"
-            "from train import runtime\n"
+            "from mxcnn.common import runtime\n"
             "applied = runtime.configure()\n"
             "import mxnet\n"
             "import ctypes\n"
@@ -89,7 +89,7 @@ def test_configure_reads_gpus_and_the_launchers_share():
     for argv, expected in ((["--gpus", "0,1"], True), (["--gpus=0"], True), (["--cpus", "2"], False),
                            (["--gpus", ""], False), ([], False)):
         assert runtime.argv_uses_gpu(argv) is expected, argv
-    out = subprocess.run([sys.executable, "-c", "from train import runtime; "
+    out = subprocess.run([sys.executable, "-c", "from mxcnn.common import runtime; "
                           "print(runtime.configure({}, cores=4)['OMP_NUM_THREADS'])",
                           "--network", "resnet", "--gpus", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -1,4 +1,4 @@
-"""train/score.py and train/predict.py on checkpoints made here with Module.save_checkpoint."""
+"""inference/score.py and inference/predict.py on checkpoints made here with Module.save_checkpoint."""
 import json
 import os
 import re
@@ -10,8 +10,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import symbols
-from train import predict, score
+from mxcnn import symbols
+from mxcnn.common import devices
+from mxcnn.inference import predict, score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}  # RGB, class order
@@ -181,7 +182,7 @@ def test_bad_inputs(fixture_dir, tmp_path, capsys):
 
 def test_runs_as_a_script(fixture_dir):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train", "score.py"), "--model-prefix",
+        [sys.executable, os.path.join(ROOT, "inference", "score.py"), "--model-prefix",
          str(fixture_dir / "net"), "--load-epoch", "3", "--stats",
          str(fixture_dir / "colours_stats.json"), "--predict", str(fixture_dir / "blue.png"),
          "--top-k", "1"], capture_output=True, text=True, cwd=str(fixture_dir), timeout=120)
@@ -191,8 +192,7 @@ def test_runs_as_a_script(fixture_dir):
 
 # ------------------------------------------------------------------ checkpoints as the trainer writes them
 
-from train import checkpoint as ckpt  # noqa: E402
-from train import fit  # noqa: E402
+from mxcnn.inference import checkpoint as ckpt  # noqa: E402
 
 
 def colour_params(sym):
@@ -207,7 +207,7 @@ def colour_params(sym):
 
 
 def save_trained(prefix, sym=None, epochs=(1,), stats=None):
-    """Checkpoints written by train/checkpoint.py with the trainer's ``preprocess`` record."""
+    """Checkpoints written by inference/checkpoint.py with the trainer's ``preprocess`` record."""
     sym = colour_net() if sym is None else sym
     args, aux = colour_params(sym)
     record = predict.preprocess_record((3, 8, 8), dict(stats or STATS, path="colours_stats.json"), 3)
@@ -271,7 +271,7 @@ def test_corrupt_training_state_names_the_file(tmp_path, fixture_dir, capsys):
 
 
 def test_cpus_counts_contexts_like_the_trainer(capsys, fixture_dir):
-    assert predict.make_contexts(cpus="2") == fit.parse_devices(None, 2) == [mx.cpu(0), mx.cpu(1)]
+    assert predict.make_contexts(cpus="2") == devices.parse_devices(None, 2) == [mx.cpu(0), mx.cpu(1)]
     assert predict.make_contexts() == [mx.cpu(0)]
     net = ["--model-prefix", str(fixture_dir / "net"), "--load-epoch", "3", "--predict",
            str(fixture_dir / "red.png")]
@@ -279,7 +279,7 @@ def test_cpus_counts_contexts_like_the_trainer(capsys, fixture_dir):
 
 
 def test_predict_one_image_on_two_contexts(fixture_dir, capsys):
-    """Issue 16 item 6: a batch smaller than the device count ("Too many slices")."""
+    """A batch smaller than the device count ("Too many slices")."""
     stats = str(fixture_dir / "colours_stats.json")
     p = predict.Predictor(str(fixture_dir / "net"), 3, stats=stats, contexts=[mx.cpu(0), mx.cpu(1)],
                           batch_size=1)
@@ -349,7 +349,7 @@ def test_gluon_imports_the_inference_symbol(tmp_path, fixture_dir, grouped):
 
 def test_trainer_records_preprocessing_and_the_inference_symbol(tmp_path, fixture_dir):
     """One epoch of train_cifar.py: its .json carries the stats' mean/std/classes and shape."""
-    from train import train_cifar
+    from mxcnn.train import train_cifar
     rec, prefix = str(fixture_dir / "colours_val.rec"), str(tmp_path / "r8" / "model")
     assert train_cifar.main(["--network", "resnet", "--num-layers", "8", "--data-train", rec,
                              "--data-val", rec, "--image-shape", "3,8,8", "--batch-size", "10",

@@ -24,10 +24,15 @@ import os
 
 import numpy as np
 
-from . import common, runtime
-from .checkpoint import CheckpointError, load_params, load_state
+from mxcnn import common
+from mxcnn.common import runtime
+from mxcnn.data import stats as data_stats
+from mxcnn.graph import channel_pad
+from mxcnn.graph.inference import inference_symbol
+from mxcnn.inference.checkpoint import CheckpointError, load_params, load_state
+from mxcnn.symbols.layers import as_image_shape
 
-__all__ = ["PredictError", "data_module", "inference_symbol", "input_name", "check_params",
+__all__ = ["PredictError", "inference_symbol", "input_name", "check_params",
            "check_batch", "load_model", "make_contexts", "read_checkpoint", "bind_inference",
            "preprocess_record", "checkpoint_preprocess", "resolve_preprocess", "preprocess_image",
            "Predictor"]
@@ -38,34 +43,6 @@ MAX_ELEMENTS = 2 ** 31 - 1
 
 class PredictError(common.UserError):
     """A checkpoint, image or option that cannot be used for inference (message says why)."""
-
-
-def data_module(name):
-    """A module of the sibling data package (``iterators``, ``recfile``), checkout or installed."""
-    import importlib
-    data = common.sibling("data")
-    return importlib.import_module(data.__name__ + "." + name)
-
-
-def inference_symbol(sym, all_outputs=False):
-    """``data -> probabilities``: each ``SoftmaxOutput`` head replaced by ``softmax`` (no label).
-
-    Output 0 only (the main head of a deep-supervision symbol), or with ``all_outputs`` every
-    head in the same order (what ``PREFIX-inference-symbol.json`` holds, so that the
-    checkpoint's params file has no parameter the graph lacks).  Other heads (logits, Gluon
-    exports) are kept unchanged.
-    """
-    import mxnet as mx
-    from .engines import json_op
-    count = len(sym.list_outputs())
-    heads = []
-    for index in range(count if all_outputs else 1):
-        out = sym[index] if count > 1 else sym
-        if json_op(out) == "SoftmaxOutput":
-            multi = str(out.list_attr().get("multi_output", "False")).lower() in ("true", "1")
-            out = mx.sym.softmax(out.get_children()[0], axis=1 if multi else -1, name=out.name)
-        heads.append(out)
-    return heads[0] if len(heads) == 1 else mx.sym.Group(heads)
 
 
 def input_name(sym, arg_params):
@@ -174,13 +151,14 @@ def make_contexts(gpus=None, cpus=None):
     """Devices as train_cifar.py reads them: ``--gpus 0,1`` -> [gpu(0), gpu(1)]; ``--cpus N``
     -> [cpu(0), ..., cpu(N-1)]; neither -> [cpu()].  ``common.UserError`` for a GPU this
     MXNet lacks or a count out of range."""
-    from .fit import check_gpus, parse_devices
-    return check_gpus(parse_devices(gpus, _context_count(cpus)))
+    from mxcnn.common import devices
+    return devices.check_gpus(devices.parse_devices(gpus, _context_count(cpus)))
 
 
 def read_checkpoint(prefix, epoch):
     """``(symbol, arg_params, aux_params)`` of a checkpoint; ``PredictError`` naming the bad file."""
     import json
+
     import mxnet as mx
     path = "%s-symbol.json" % prefix
     if os.path.isfile(path):
@@ -255,10 +233,9 @@ def _padded_for_onednn(sym, data_name, data_shape, contexts):
     """``(symbol, AuxPadding or None)``: on oneDNN CPUs, ``sym`` with DenseNet's channels
     padded to oneDNN's block (graph.channel_pad, as the trainer binds it; DenseNet-BC-100
     scores 1.8x faster on Zen 5), its padded BatchNorm statistics mapped by ``AuxPadding``."""
-    from .engines import onednn_cpus
+    from mxcnn.graph.training import onednn_cpus
     if not onednn_cpus(contexts):
         return sym, None
-    channel_pad = common.sibling("graph.channel_pad")
     padded, count = channel_pad.pad_channels(sym, **{data_name: tuple(data_shape)})
     return (padded, channel_pad.AuxPadding.of(padded)) if count else (sym, None)
 
@@ -289,8 +266,7 @@ def checkpoint_preprocess(prefix, epoch):
     if record is None:
         return None
     try:
-        stats = data_module("iterators").load_stats(dict(record))
-        as_image_shape = common.sibling("symbols").layers.as_image_shape
+        stats = data_stats.load_stats(dict(record))
         stats["image_shape"] = list(as_image_shape(record["image_shape"]))
     except (common.UserError, KeyError, TypeError) as err:
         raise PredictError("the preprocess record of %s-%04d.json is damaged (%s); pass --stats "
@@ -305,7 +281,7 @@ def resolve_preprocess(prefix, epoch, stats=None):
     if stats is None:
         return checkpoint_preprocess(prefix, epoch)
     try:
-        return data_module("iterators").load_stats(stats)
+        return data_stats.load_stats(stats)
     except common.UserError as err:
         raise PredictError(str(err))
 
@@ -379,7 +355,7 @@ def preprocess_image(path, image_shape, stats=None, resize=None):
     return image.transpose(2, 0, 1)
 
 
-class Predictor(object):
+class Predictor:
     """Top-k predictions of a checkpoint on image files (see the module docstring).
 
     ``stats``: a stats JSON path or dict; None uses the checkpoint's own preprocess record

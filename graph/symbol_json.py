@@ -1,4 +1,5 @@
-"""What every graph pass here guarantees: a rewritten symbol keeps the original's interface.
+"""A symbol's JSON graph: reading it, and what every graph pass here guarantees when it
+writes one back (the rewritten symbol keeps the original's interface).
 
 The training-graph passes (``fusion``, ``global_pool``, ``layout_barrier``, ``precision``)
 edit the symbol's JSON and load it back.  Parameters, optimizer states and checkpoints are
@@ -7,9 +8,24 @@ the same order, as the symbol it replaces.
 """
 import json
 
-import mxnet as mx
+__all__ = ["symbol_graph", "head_op", "is_true", "check_interface", "load_rewritten"]
 
-__all__ = ["check_interface", "load_rewritten"]
+
+def symbol_graph(sym, keep_amp_casts=False):
+    """The symbol's JSON graph as a dict (``nodes``, ``arg_nodes``, ``heads``, ``attrs``);
+    AMP's cast nodes are dropped unless ``keep_amp_casts``."""
+    return json.loads(sym.tojson(remove_amp_cast=not keep_amp_casts))
+
+
+def head_op(sym):
+    """Operator name of a single-output symbol's head node."""
+    graph = symbol_graph(sym)
+    return graph["nodes"][graph["heads"][0][0]]["op"]
+
+
+def is_true(value):
+    """MXNet's boolean attributes are strings: 'True', 'true' or '1'."""
+    return str(value).lower() in ("true", "1")
 
 
 def check_interface(original, rewritten, what):
@@ -23,4 +39,5 @@ def check_interface(original, rewritten, what):
 
 def load_rewritten(graph, original, what):
     """The symbol of the edited JSON dict ``graph``, checked against ``original``."""
+    import mxnet as mx
     return check_interface(original, mx.sym.load_json(json.dumps(graph)), what)

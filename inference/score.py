@@ -20,12 +20,9 @@ its own files).  ``--cpus N`` / ``--gpus`` mean what they mean in train_cifar.py
 import os
 import sys
 
-if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import train  # noqa: F401
-    __package__ = "train"
-
-from . import common, runtime, tta
+from mxcnn import common
+from mxcnn.common import runtime
+from mxcnn.inference import tta
 
 runtime.configure()  # before mxnet is imported
 
@@ -35,8 +32,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .predict import (PredictError, Predictor, checkpoint_preprocess, data_module,  # noqa: E402
-                      load_model, make_contexts)
+from mxcnn.data import iterators, recfile  # noqa: E402
+from mxcnn.data import stats as data_stats  # noqa: E402
+from mxcnn.inference.predict import PredictError, Predictor, checkpoint_preprocess, load_model, make_contexts  # noqa: E402
 
 __all__ = ["score_rec", "rec_preprocess", "main"]
 
@@ -55,17 +53,17 @@ def _describes(stats, rec_path):
     """True when ``stats`` came from the stats file of ``rec_path``'s own data set."""
     source = stats.get("_source")
     return bool(source) and os.path.isfile(source) and any(
-        os.path.samefile(source, s) for s in data_module("stats").stats_files_beside(rec_path))
+        os.path.samefile(source, s) for s in data_stats.stats_files_beside(rec_path))
 
 
 def _check_classes(stats, rec_path):
     """The data set of ``rec_path`` (its stats beside it) must name the same classes."""
-    own = [s for s in data_module("stats").stats_files_beside(rec_path)
+    own = [s for s in data_stats.stats_files_beside(rec_path)
            if not stats.get("_source") == s]
     if not own or not stats.get("classes"):
         return
     try:
-        theirs = data_module("iterators").load_stats(own[0]).get("classes")
+        theirs = data_stats.load_stats(own[0]).get("classes")
     except common.UserError:  # a broken stats file of the other set is not ours to judge
         return
     if theirs and list(theirs) != list(stats["classes"]):
@@ -76,17 +74,16 @@ def _check_classes(stats, rec_path):
 
 def rec_preprocess(prefix, epoch, data_val, stats=None):
     """The stats dict to score ``data_val`` with (see the module docstring), or None."""
-    iterators = data_module("iterators")
     if stats is not None:
-        chosen = iterators.load_stats(stats)
+        chosen = data_stats.load_stats(stats)
         if not _describes(chosen, data_val):  # another test set: normalisation only
             chosen = dict({k: chosen[k] for k in NORMALISATION_KEYS if k in chosen},
                           _source=chosen["_source"])
     else:
         chosen = checkpoint_preprocess(prefix, epoch)
         if chosen is None:  # older checkpoints: the data set's own stats
-            beside = data_module("stats").stats_files_beside(data_val)
-            return iterators.load_stats(beside[0]) if beside else None
+            beside = data_stats.stats_files_beside(data_val)
+            return data_stats.load_stats(beside[0]) if beside else None
     _check_classes(chosen, data_val)
     return chosen
 
@@ -105,7 +102,6 @@ def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=N
     Returns ``{'top-1': acc, 'top-5': acc, 'samples': n, 'seconds': s, 'img/s': r}``.
     """
     import mxnet as mx
-    iterators, recfile = data_module("iterators"), data_module("recfile")
     _check_input_file(data_val, "validation file")
     stats = rec_preprocess(prefix, epoch, data_val, stats)
     shape = tuple(image_shape or (stats or {}).get("image_shape") or (3, 32, 32))
@@ -197,7 +193,7 @@ def _predict(args, shape, contexts):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    symbols = common.sibling("symbols")
+    from mxcnn import symbols
     try:
         _check_numbers(args)
         shape = symbols.layers.as_image_shape(args.image_shape) if args.image_shape else None

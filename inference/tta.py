@@ -9,7 +9,7 @@ batch, so any network and iterator works; the cost is one forward pass per view.
 """
 import numpy as np
 
-from . import common
+from mxcnn import common
 
 __all__ = ["MODES", "parse", "views", "predict"]
 

@@ -1,0 +1,210 @@
+"""Reading a user's image file or bytes: the one place the project decodes them, bounded and checked.
+
+    from mxcnn.data.images import read_image
+    rgb = read_image("cat.jpg")                      # uint8 (H, W, 3) RGB
+    grey = read_image(blob, name="x.png", grey=True)  # uint8 (H, W, 1)
+
+Before any pixel is decoded, the size the file declares in its header (Pillow's ``Image.open``
+reads only the header) is checked against ``max_pixels``: a small file that declares a huge
+image (a decompression bomb) is refused in one line naming the file and its size, at the
+memory cost of the header.  Then the file is checked for completeness and decoded:
+
+* a JPEG must reach its end-of-image marker and a PNG its IEND chunk, and Pillow raises for
+  pixel data that ends early (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off): a truncated
+  file is refused, never filled with grey as OpenCV's ``imdecode`` does;
+* only the formats a class-per-folder tree may hold are opened (:data:`FORMATS`), so no
+  Pillow plugin that runs an external program (EPS runs Ghostscript) is ever reached;
+* CMYK, greyscale, palette, 16-bit and alpha images come back as RGB (alpha dropped, as
+  OpenCV's ``IMREAD_COLOR`` does), EXIF orientation applied (as OpenCV applies it).
+
+Every problem is a :class:`~mxcnn.data.errors.DataError` (a ``common.UserError``) whose
+message names the file and the fix.
+"""
+import contextlib
+import io
+import os
+import re
+import struct
+import threading
+import warnings
+import zlib
+
+import numpy as np
+
+from mxcnn.data.errors import DataError
+
+__all__ = ["MAX_IMAGE_PIXELS", "FORMATS", "read_image", "decode_image", "check_max_pixels",
+           "truncation_problem"]
+
+#: The default limit on width x height: Pillow's own ``MAX_IMAGE_PIXELS`` (a 256 MiB RGB
+#: decode, 2^30 / 4 / 3 pixels).  It takes every camera photo up to ~89 MP (a 4K frame is
+#: 8.3 MP), and a refused image costs its header only; ``--max-image-pixels`` raises it.
+MAX_IMAGE_PIXELS = 89478485
+
+#: Pillow formats opened (the extensions of data.sources.IMAGE_EXTENSIONS); "JPEG" also
+#: opens the multi-picture JPEGs cameras write (format "MPO").
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000", "GIF")
+
+#: a JPEG marker: 0xFF (fill bytes allowed) + a byte that is not stuffing (00), a restart
+#: marker (D0-D7), TEM (01) or fill
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\x01\xd0-\xd7\xff])")
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+#: markers without a length field (SOI; EOI is handled apart)
+_JPEG_STANDALONE = {0xD8}
+_PIL_SETTINGS_LOCK = threading.Lock()
+_EXIF_ORIENTATION = 0x0112
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                  IndexError, MemoryError)
+
+
+def check_max_pixels(max_pixels: int, flag: str = "--max-image-pixels") -> int:
+    """``max_pixels`` as a positive int; DataError naming ``flag`` otherwise."""
+    try:
+        value = int(max_pixels)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1 or value != max_pixels:
+        raise DataError("%s must be a positive number of pixels (width x height), got %r"
+                        % (flag, max_pixels))
+    return value
+
+
+def read_image(source, name: str = None, max_pixels: int = MAX_IMAGE_PIXELS,
+               grey: bool = False) -> np.ndarray:
+    """Decode an image file path (or its bytes) to uint8 (H, W, 3) RGB, or (H, W, 1) with
+    ``grey``.  ``name`` is what messages call it (default: the path).  DataError for a
+    missing, unreadable, oversized, truncated or undecodable file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(source), name or "image", max_pixels, grey)
+    path = os.fspath(source)
+    name = name or path
+    if os.path.isdir(path):
+        raise DataError("image %s is a folder; give image files (e.g. %s/*.png)"
+                        % (name, name.rstrip("/")))
+    try:
+        with open(path, "rb") as handle:
+            blob = handle.read()
+    except FileNotFoundError:
+        raise DataError("image %s does not exist" % name) from None
+    except OSError as err:
+        raise DataError("cannot read image %s (%s); check that you may read it"
+                        % (name, err.strerror or err)) from None
+    return decode_image(blob, name, max_pixels, grey)
+
+
+def decode_image(blob: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
+                 grey: bool = False) -> np.ndarray:
+    """:func:`read_image` on the bytes of a file; ``name`` labels it in messages."""
+    from PIL import Image, UnidentifiedImageError
+    max_pixels = check_max_pixels(max_pixels)
+    if not blob:
+        raise DataError("%s: the image file is empty; replace or remove it" % name)
+    with _pil_settings():
+        try:
+            image = Image.open(io.BytesIO(blob), formats=FORMATS)
+        except UnidentifiedImageError:
+            raise DataError("%s: cannot decode the image (corrupt, or not a %s file); replace "
+                            "or remove it" % (name, "/".join(FORMATS))) from None
+        except _DECODE_ERRORS as err:
+            raise _corrupt(name, err) from None
+        _check_pixels(image.size, name, len(blob), max_pixels)
+        problem = truncation_problem(blob, image.format)
+        if problem:
+            raise DataError("%s: the image is truncated (%s); replace or remove the file"
+                            % (name, problem))
+        if grey and image.format in ("JPEG", "MPO"):
+            image.draft("L", image.size)  # libjpeg's own luma, as OpenCV's IMREAD_GRAYSCALE
+        try:
+            image.load()
+            return _to_array(image, grey)
+        except _DECODE_ERRORS as err:
+            raise _corrupt(name, err) from None
+
+
+@contextlib.contextmanager
+def _pil_settings():
+    """Pillow's process-wide switches as this module needs them, for the block: no bomb
+    check of its own (ours names the file and honours ``max_pixels`` above Pillow's 2x
+    hard limit), truncated images raise.  Restored afterwards; one block at a time."""
+    from PIL import Image, ImageFile
+    with _PIL_SETTINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _check_pixels(size, name, file_bytes, max_pixels):
+    width, height = size
+    if width * height > max_pixels:
+        raise DataError("%s (%s on disk) declares %dx%d = %s pixels, over the limit of %s; "
+                        "shrink it, or pass --max-image-pixels %d if you trust the file"
+                        % (name, _human_bytes(file_bytes), width, height,
+                           format(width * height, ","), format(max_pixels, ","),
+                           width * height))
+
+
+def _human_bytes(count):
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if count >= scale:
+            return "%.1f %s" % (count / scale, unit)
+    return "%d bytes" % count
+
+
+def _corrupt(name, err):
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return DataError("%s: cannot decode the image (%s); the file is truncated or corrupt, "
+                     "replace or remove it" % (name, detail))
+
+
+def truncation_problem(blob: bytes, fmt: str):
+    """Why the JPEG/PNG in ``blob`` is cut short (a phrase), or None: a JPEG must reach its
+    end-of-image marker, a PNG its IEND chunk.  Other formats: None (Pillow checks them)."""
+    if fmt in ("JPEG", "MPO"):
+        return None if _jpeg_reaches_eoi(blob) else "no end-of-image marker"
+    if fmt == "PNG":
+        return None if _PNG_IEND in blob else "no IEND chunk"
+    return None
+
+
+def _jpeg_reaches_eoi(blob):
+    """True when the marker segments from SOI on reach an EOI marker (FFD9): segments with a
+    length are skipped whole (an EXIF thumbnail's EOI does not count), entropy-coded data is
+    scanned for its next marker."""
+    pos = 2  # after SOI
+    while True:
+        match = _JPEG_MARKER.search(blob, pos)
+        if match is None:
+            return False
+        marker, pos = match.group(1)[0], match.end()
+        if marker == 0xD9:
+            return True
+        if marker in _JPEG_STANDALONE:
+            continue
+        if pos + 2 > len(blob):
+            return False
+        length = int.from_bytes(blob[pos:pos + 2], "big")
+        if length < 2:
+            return False
+        pos += length
+
+
+def _to_array(image, grey):
+    """uint8 (H, W, 3) RGB or (H, W, 1) grey of a loaded Pillow image, EXIF orientation applied."""
+    from PIL import Image, ImageOps
+    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies otherwise
+        image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):  # 16/32-bit integer grey: keep the high byte, as OpenCV does
+        high = np.clip(np.asarray(image, np.int64) >> 8, 0, 255).astype(np.uint8)
+        image = Image.fromarray(high)
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+    target = "L" if grey else "RGB"
+    if image.mode != target:  # CMYK, YCbCr, P, PA, LA, RGBA, 1, L -> RGB; any -> L
+        image = image.convert(target)
+    array = np.asarray(image, np.uint8)
+    return np.ascontiguousarray(array[:, :, None] if grey else array)

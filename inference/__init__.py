@@ -1,0 +1,11 @@
+"""Models at rest and at work: checkpoint files, prediction, scoring and export.
+
+* ``checkpoint`` -- the checkpoint files (MXNet's layout, written atomically, with the
+  preprocessing record), read and written by every tool here and by the trainer.
+* ``predict`` -- load a checkpoint, bind its inference graph, preprocess images.
+* ``tta`` -- test-time augmentation views.
+* ``score`` -- the ``mxcnn-score`` CLI: top-k accuracy on a ``.rec``, ``--predict`` on images.
+* ``export_onnx`` -- the ``mxcnn-export-onnx`` CLI, checked against ONNX Runtime.
+
+The trainer (``mxcnn.train``) uses this package; nothing here imports the trainer.
+"""
