@@ -16,7 +16,7 @@ NUM_LAYERS ?= 164
 PRESET     ?= resnet
 TRAIN_ARGS ?=
 
-.PHONY: setup system-deps test train bench clean
+.PHONY: setup system-deps lint test train bench clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py common/
 system-deps:
 	bash scripts/install_browser.sh || echo "system packages not installed: the browser and Graphviz tests will be skipped"
 
-test: setup system-deps
+# ruff: the lint rules and the format check of ruff.toml, on every Python file of the checkout.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup system-deps lint
 	$(PY) -m pytest
 
 train: setup

@@ -105,7 +105,7 @@ def run_case(name, before_tree, data, work, epochs, examples):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="commit to compare with (e.g. dba286b)")
+    parser.add_argument("--before", required=True, help="commit or tag to compare with (e.g. HEAD~1)")
     parser.add_argument("--work-dir", default=os.path.join(ROOT, "runs", "checkpoint_identity"))
     parser.add_argument("--archive", default=ARCHIVE)
     parser.add_argument("--cases", default=",".join(CASES))

@@ -1,5 +1,7 @@
 """Devices from the command line: ``--gpus``/``--cpus`` to MXNet contexts, checked against the
 GPUs this MXNet build sees.  Shared by the trainer and the inference tools."""
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from . import errors
@@ -10,7 +12,7 @@ __all__ = ["MAX_CPU_CONTEXTS", "parse_devices", "check_gpus"]
 MAX_CPU_CONTEXTS = 64
 
 
-def parse_devices(gpus=None, cpus=None):
+def parse_devices(gpus: str | int | None = None, cpus: str | int | None = None) -> list[mx.Context]:
     """``--gpus 0,1`` -> [mx.gpu(0), mx.gpu(1)]; ``--cpus N`` -> [mx.cpu(0), ..., mx.cpu(N-1)].
 
     Neither given: [mx.cpu()].  ``errors.UserError`` for malformed lists or both given.
@@ -34,7 +36,7 @@ def parse_devices(gpus=None, cpus=None):
     return [mx.cpu(i) for i in range(count)]
 
 
-def check_gpus(contexts):
+def check_gpus(contexts: Sequence[mx.Context]) -> Sequence[mx.Context]:
     """``contexts``, or ``errors.UserError`` when a GPU among them is not one this MXNet sees
     (``mx.context.num_gpus()``: 0 in a CPU-only build)."""
     ids = [ctx.device_id for ctx in contexts if ctx.device_type == "gpu"]

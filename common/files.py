@@ -8,14 +8,19 @@ leaves at most such a temporary file, which :func:`stale_temp_files` finds.
 :class:`FileSet` replaces a group of files (a data set's records + stats, an epoch's
 checkpoint files) as a unit: one ``rename(2)`` switches every member at once.
 """
+from __future__ import annotations
+
 import contextlib
+import errno
 import glob
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from .errors import UserError
+from .errors import UserError, error_line
 
 try:
     import fcntl
@@ -23,13 +28,14 @@ except ImportError:  # not POSIX: FileSet writers are not serialised
     fcntl = None
 
 __all__ = ["TMP_SUFFIX", "umask", "atomic_write", "atomic_write_text", "stale_temp_files",
-           "file_digest", "digest_mismatch",
+           "file_digest", "digest_mismatch", "is_disk_full", "write_failure", "size_text",
+           "PathLock",
            "FileSet"]
 
 TMP_SUFFIX = ".tmp"
 
 
-def umask():
+def umask() -> int:
     """The process umask (read from /proc where it can be, without changing it)."""
     try:
         with open("/proc/self/status") as handle:
@@ -51,7 +57,8 @@ def _temp_path(path):
     return tmp
 
 
-def atomic_write(path, write, make_dirs=True):
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object],
+                 make_dirs: bool = True) -> None:
     """Call ``write(tmp_path)``, then move ``tmp_path`` onto ``path`` (same folder).
 
     ``write`` may write the file by name (``nd.save``, ``savefig``) or open it itself.  On
@@ -71,7 +78,7 @@ def atomic_write(path, write, make_dirs=True):
         raise
 
 
-def atomic_write_text(path, data, make_dirs=True):
+def atomic_write_text(path: str | os.PathLike[str], data: str | bytes, make_dirs: bool = True) -> None:
     """Write ``data`` (str or bytes) to ``path`` atomically."""
     def write(tmp):
         with open(tmp, "wb") as handle:
@@ -87,13 +94,13 @@ def _fsync(path):
         os.close(fd)
 
 
-def stale_temp_files(path):
+def stale_temp_files(path: str | os.PathLike[str]) -> list[str]:
     """Temporary files :func:`atomic_write` left beside ``path`` (a killed writer's)."""
     folder, base = os.path.split(os.path.abspath(path))
     return sorted(glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(base) + ".*" + TMP_SUFFIX)))
 
 
-def file_digest(path):
+def file_digest(path: str | os.PathLike[str]) -> dict[str, int | str]:
     """``{"bytes": size, "sha256": hex}`` of ``path``: what a manifest records of a file
     written earlier so that a reader can tell it from a truncated or altered one."""
     import hashlib
@@ -104,7 +111,8 @@ def file_digest(path):
     return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
-def digest_mismatch(path, recorded, checksum=True):
+def digest_mismatch(path: str | os.PathLike[str], recorded: Mapping[str, Any],
+                    checksum: bool = True) -> str | None:
     """None when ``path`` matches ``recorded`` (a :func:`file_digest`), else what is wrong, as
     words that follow the file name: "is missing", "is truncated (10 of 20 bytes)", ...
     ``checksum=False`` compares sizes only (no read)."""
@@ -119,6 +127,97 @@ def digest_mismatch(path, recorded, checksum=True):
     if checksum and recorded.get("sha256") and file_digest(path)["sha256"] != recorded["sha256"]:
         return "is corrupt (its SHA-256 differs from the one recorded when it was written)"
     return None
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for an error of a write that ran out of space: ``ENOSPC``/``EDQUOT``, or MXNet's
+    "FileStream.Write incomplete" (dmlc's short ``fwrite``, which carries no errno)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "Write incomplete" in str(err)
+
+
+def size_text(size: float) -> str:
+    """``"1.5 MB"``: a byte count for messages (powers of 1024)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return ("%d %s" if unit == "bytes" else "%.1f %s") % (size, unit)
+        size /= 1024.0
+
+
+def write_failure(folder: str | os.PathLike[str], err: BaseException) -> str:
+    """Why writing into ``folder`` failed, in words that follow "cannot write ...": the full
+    file system with its free space ("the file system of F is full (1.2 MB free)"), else the
+    system's reason.  For one-line messages."""
+    try:
+        free = size_text(shutil.disk_usage(folder).free)
+    except OSError:
+        free = "free space unknown"
+    if is_disk_full(err):
+        return "the file system of %s is full (%s free)" % (folder, free)
+    return "%s (in %s, %s free)" % (getattr(err, "strerror", None) or error_line(err), folder, free)
+
+
+class PathLock:
+    """An exclusive ``flock`` on the file ``path``, held until :meth:`release` (or until the
+    process ends: the kernel drops the lock of a killed holder, so a stale file never blocks).
+
+    :meth:`acquire` returns False at once when another process holds it.  The holder writes
+    its pid into the file (:meth:`holder` reads it) and removes the file on release; a
+    process that locked a file just removed by its holder notices and locks the new one."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self._fd = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another process holds it.  OSError when the folder cannot
+        be written."""
+        if self._fd is not None:
+            raise RuntimeError("PathLock %s is held already" % self.path)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+            try:  # the previous holder may have removed the file: then lock the new one
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        self._fd = fd
+        return True
+
+    def holder(self) -> int | None:
+        """The pid written by the holder, or None when it cannot be read."""
+        try:
+            with open(self.path) as handle:
+                return int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Remove the file and drop the lock (no-op when not held)."""
+        if self._fd is None:
+            return
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
 
 
 def _fsync_dir(folder):
@@ -183,22 +282,22 @@ class FileSet:
         self.store = os.path.join(self.folder, "." + key + ".set")
         self._lock_fd = None
 
-    def path(self, name):
+    def path(self, name: str) -> str:
         """The visible path of member ``name``."""
         return os.path.join(self.folder, name)
 
-    def current(self):
+    def current(self) -> str | None:
         """The folder of the current version, or None when there is none."""
         try:
             return os.path.join(self.store, os.readlink(os.path.join(self.store, self.CURRENT)))
         except OSError:
             return None
 
-    def present(self):
+    def present(self) -> list[str]:
         """Members that exist (a regular file, reached through the link or not)."""
         return [n for n in self.names if os.path.isfile(self.path(n))]
 
-    def complete(self):
+    def complete(self) -> bool:
         """True when every member exists."""
         return len(self.present()) == len(self.names)
 
@@ -212,7 +311,7 @@ class FileSet:
     # ------------------------------------------------------------------ lock
 
     @contextlib.contextmanager
-    def lock(self):
+    def lock(self) -> Iterator[FileSet]:
         """Hold the writers' lock of this set (an exclusive ``flock`` on ``.K.set/lock``).
 
         Raises UserError at once when another process holds it, OSError when the folder
@@ -255,7 +354,7 @@ class FileSet:
 
     # ------------------------------------------------------------------ leftovers
 
-    def stale(self):
+    def stale(self) -> list[str]:
         """What interrupted writers left: versions that are not current (a killed writer's
         new version, an old one not yet removed), temporary links, and the
         :func:`atomic_write` temporary files beside the member names.  Only meaningful
@@ -270,7 +369,7 @@ class FileSet:
             found += stale_temp_files(self.path(name))
         return found
 
-    def remove_stale(self):
+    def remove_stale(self) -> tuple[list[str], int]:
         """Remove :meth:`stale` leftovers; ``(paths removed, bytes freed)``."""
         self._need_lock("remove_stale")
         removed, freed = [], 0
@@ -286,7 +385,7 @@ class FileSet:
     # ------------------------------------------------------------------ writing
 
     @contextlib.contextmanager
-    def replace(self):
+    def replace(self) -> Iterator[str]:
         """Yield the folder of a new version; write every member into it by its name.
 
         On a normal exit the version is flushed to disk and made current (one rename);

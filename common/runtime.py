@@ -3,11 +3,18 @@
 MXNet reads these from the environment when the library loads, so ``configure()`` must
 run first.  A value the user already exported always wins.
 """
+from __future__ import annotations
+
 import contextlib
 import os
 import sys
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING
 
 from mxcnn import common
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 #: Defaults from ``bench/throughput.py --knobs`` on a quiet 2-core AVX-512 machine (ResNet-20,
 #: batch 128, 3 interleaved rounds; table in the README).  OMP_NUM_THREADS is filled in at run
@@ -25,7 +32,7 @@ DEFAULTS = {}
 WORKERS_PER_HOST_ENV = "MXCNN_WORKERS_PER_HOST"
 
 
-def omp_threads(cores, uses_gpu=False, sharing=1):
+def omp_threads(cores: int, uses_gpu: bool = False, sharing: int = 1) -> int:
     """OpenMP threads for one process: its share of ``cores`` (physical, after affinity and
     cgroup quota), less the cores MXNet keeps for its GPU worker threads.
 
@@ -40,7 +47,7 @@ def omp_threads(cores, uses_gpu=False, sharing=1):
     return max(1, share)
 
 
-def argv_uses_gpu(argv):
+def argv_uses_gpu(argv: Sequence[str]) -> bool:
     """True when ``argv`` has a non-empty ``--gpus`` value (every entry point's flag)."""
     for i, arg in enumerate(argv):
         if arg == "--gpus" and i + 1 < len(argv):
@@ -55,7 +62,8 @@ def _sharing(environ):
     return int(value) if value.isdigit() and int(value) >= 1 else 1
 
 
-def configure(environ=None, uses_gpu=None, cores=None):
+def configure(environ: MutableMapping[str, str] | None = None, uses_gpu: bool | None = None,
+              cores: int | None = None) -> dict[str, str]:
     """Fill in the thread and engine defaults the user has not set; return what was set.
 
     MXNet reads OMP_NUM_THREADS when it loads, before any argument parser runs, so
@@ -79,7 +87,7 @@ def configure(environ=None, uses_gpu=None, cores=None):
     return applied
 
 
-def check_single_build(builds=None):
+def check_single_build(builds: Sequence[tuple[str, str]] | None = None) -> None:
     """Exit 2 with one line when two MXNet builds share this environment.
 
     Every MXNet wheel (``mxnet``, ``mxnet-cu117``, ...) installs the same ``mxnet/`` folder,
@@ -97,7 +105,7 @@ def check_single_build(builds=None):
             "mxnet-cu117==1.9.1)" % (" and ".join("%s %s" % b for b in builds), " ".join(names))))
 
 
-def deterministic_env(contexts):
+def deterministic_env(contexts: Iterable[mx.Context]) -> dict[str, str]:
     """The MXNet settings ``--deterministic`` needs for ``contexts`` (``mx.Context`` objects).
 
     Everywhere ``MXNET_ENFORCE_DETERMINISM=1``: only deterministic algorithms (MXNet errors
@@ -116,7 +124,7 @@ def deterministic_env(contexts):
 
 
 @contextlib.contextmanager
-def temporary_env(key, value):
+def temporary_env(key: str, value: str | None) -> Iterator[None]:
     """Set ``key`` to ``value`` for the duration of the block (``None``: leave it as it is).
 
     For MXNet settings read at bind/initialisation time rather than at library load, e.g.

@@ -12,6 +12,7 @@ Three limits apply on Linux, and the smallest wins:
 """
 import math
 import os
+from collections.abc import Iterable
 
 __all__ = ["usable_cores", "affinity_cpus", "cpu_quota", "physical_cores"]
 
@@ -19,7 +20,7 @@ _CGROUP_ROOT = "/sys/fs/cgroup"
 _CPU_SYSFS = "/sys/devices/system/cpu"
 
 
-def affinity_cpus():
+def affinity_cpus() -> set[int]:
     """Logical CPU ids this process may run on (all CPUs where affinity is unknown)."""
     try:
         return set(os.sched_getaffinity(0))
@@ -68,7 +69,7 @@ def _v1_mount(root, controller):
     return controller
 
 
-def cpu_quota(root=_CGROUP_ROOT, proc_cgroup="/proc/self/cgroup"):
+def cpu_quota(root: str = _CGROUP_ROOT, proc_cgroup: str = "/proc/self/cgroup") -> float | None:
     """Cores' worth of CPU time the cgroup quota allows (e.g. 1.5), or None when unlimited.
 
     The tightest quota among this process's cgroup and its ancestors, v2 then v1.
@@ -87,7 +88,7 @@ def cpu_quota(root=_CGROUP_ROOT, proc_cgroup="/proc/self/cgroup"):
     return min(limits) if limits else None
 
 
-def physical_cores(cpus=None, sysfs=_CPU_SYSFS):
+def physical_cores(cpus: Iterable[int] | None = None, sysfs: str = _CPU_SYSFS) -> int:
     """Physical cores among logical ``cpus`` (default: the affinity set).
 
     Hyperthreads of one core list the same ``topology/thread_siblings_list``; a CPU whose
@@ -101,7 +102,8 @@ def physical_cores(cpus=None, sysfs=_CPU_SYSFS):
     return max(1, len(cores))
 
 
-def usable_cores(physical=False, cpus=None, quota=None):
+def usable_cores(physical: bool = False, cpus: Iterable[int] | None = None,
+                 quota: float | bool | None = None) -> int:
     """Cores this process may keep busy: the affinity set, capped by the cgroup CPU quota
     (rounded down, at least 1); ``physical=True`` counts hyperthread siblings once.
 

@@ -22,7 +22,7 @@ __all__ = ["InMemoryIter", "NativeRecIter", "SyntheticIter", "part_range", "PAD_
 PAD_MODES = ("zero", "reflect")
 
 
-def part_range(num_records, num_parts, part_index):
+def part_range(num_records: int, num_parts: int, part_index: int) -> tuple[int, int]:
     """``(start, stop)`` record range of shard ``part_index`` (ImageRecordIter's split with
     an index file: contiguous chunks of ``ceil(N / num_parts)`` records)."""
     step = -(-num_records // num_parts)
@@ -151,7 +151,7 @@ class InMemoryIter(_EpochIter):
             self._flip = np.zeros(n, bool)
         self._cursor = 0
 
-    def assemble(self, index):
+    def assemble(self, index: np.ndarray) -> np.ndarray:
         """Float32 (len(index), C, H, W) batch of samples ``index`` (positions in the data),
         with this epoch's crop offsets and flips.  (Measured fastest on CPU: one strided copy
         per sample for crop + flip, then one vectorised normalisation of the whole batch;
@@ -190,7 +190,7 @@ class InMemoryIter(_EpochIter):
         return (mx.nd.from_numpy(data, zero_copy=True),
                 mx.nd.from_numpy(np.ascontiguousarray(label), zero_copy=True), pad)
 
-    def next(self):
+    def next(self) -> mx.io.DataBatch:
         if self._cursor >= self.num_samples:
             raise StopIteration
         k = self._cursor // self.batch_size
@@ -203,7 +203,7 @@ class InMemoryIter(_EpochIter):
         return mx.io.DataBatch(data=[data], label=[label], pad=pad,
                                provide_data=self.provide_data, provide_label=self.provide_label)
 
-    def close(self):
+    def close(self) -> None:
         """Stop the prefetch thread, if one runs (``reset()`` restarts it as needed)."""
         prefetcher, self._prefetcher = getattr(self, "_prefetcher", None), None
         if prefetcher is not None:
@@ -267,7 +267,7 @@ class NativeRecIter(_EpochIter):
                             % (self._kwargs["path_imgrec"], str(exc).strip().splitlines()[0]))
         self._seen = 0
 
-    def next(self):
+    def next(self) -> mx.io.DataBatch:
         if self._seen >= self.num_samples:
             raise StopIteration
         batch = self._inner.next()
@@ -300,7 +300,7 @@ class SyntheticIter(_EpochIter):
         super()._begin(epoch)
         self._count = 0
 
-    def next(self):
+    def next(self) -> mx.io.DataBatch:
         if self._count >= self.num_batches:
             raise StopIteration
         self._count += 1

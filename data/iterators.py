@@ -27,7 +27,9 @@ fit in :data:`IN_MEMORY_MAX_BYTES` (2 GiB: all of CIFAR-10/100 takes 184 MB), el
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -94,10 +96,14 @@ def _stored_shape(stats, path):
     return (img.shape[2], img.shape[0], img.shape[1])
 
 
-def get_rec_iters(data_train, data_val, batch_size, image_shape=(3, 32, 32), stats=None,
-                  augment=True, pad=4, rand_mirror=True, shuffle=True, seed=0, num_parts=1,
-                  part_index=0, preprocess_threads=None, backend="auto", num_classes=None,
-                  prefetch=0, pin_memory=False, shard_val=False, pad_mode="zero"):
+def get_rec_iters(data_train: str | os.PathLike[str] | None, data_val: str | os.PathLike[str] | None,
+                  batch_size: int, image_shape: str | Sequence[int] = (3, 32, 32),
+                  stats: str | os.PathLike[str] | dict[str, Any] | None = None, augment: bool = True,
+                  pad: int = 4, rand_mirror: bool | str = True, shuffle: bool = True, seed: int = 0,
+                  num_parts: int = 1, part_index: int = 0, preprocess_threads: int | None = None,
+                  backend: str = "auto", num_classes: int | None = None, prefetch: int = 0,
+                  pin_memory: bool = False, shard_val: bool = False, pad_mode: str = "zero"
+                  ) -> tuple[InMemoryIter | NativeRecIter | None, InMemoryIter | NativeRecIter | None]:
     """``(train_iter, val_iter)`` over ``<prefix>_train.rec`` and ``<prefix>_val.rec``
     (either may be None -> that iterator is None; scoring passes only ``data_val``).
     See the module docstring.

@@ -2,6 +2,7 @@
 import queue
 import threading
 import weakref
+from typing import Any
 
 __all__ = ["Prefetcher"]
 
@@ -42,13 +43,13 @@ class Prefetcher:
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put((False, exc))
 
-    def get(self):
+    def get(self) -> Any:
         ok, item = self._queue.get()
         if not ok:
             raise item
         return item
 
-    def close(self):
+    def close(self) -> None:
         """Stop the thread (it notices within 50 ms) and wait for it."""
         self._stop.set()
         self._thread.join()

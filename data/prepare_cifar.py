@@ -26,6 +26,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def _reading(path):
                         % (exc.filename or path, exc.strerror or exc)) from None
 
 
-def download(dataset, folder, quiet=False):
+def download(dataset: str, folder: str | os.PathLike[str], quiet: bool = False) -> str:
     """The official archive of ``dataset`` in ``folder``, downloaded (temp name + rename) and
     MD5-checked unless a good copy is already there."""
     url, md5 = DOWNLOADS[dataset]
@@ -106,7 +108,7 @@ def download(dataset, folder, quiet=False):
     return path
 
 
-def fingerprint(source):
+def fingerprint(source: str | os.PathLike[str]) -> str:
     """A digest that changes when ``source`` changes: file contents for an archive; names,
     sizes and modification times for a folder."""
     digest = hashlib.sha256()
@@ -126,7 +128,7 @@ def fingerprint(source):
     return "tree-sha256:" + digest.hexdigest()
 
 
-def channel_stats(images, chunk=4096):
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation (0-255 scale) of uint8 (N, H, W, C) images."""
     total = np.zeros(images.shape[-1], np.float64)
     squares = np.zeros(images.shape[-1], np.float64)
@@ -315,9 +317,11 @@ def _image_settings(max_pixels, skip_bad):
     return out
 
 
-def prepare(dataset="cifar10", source=None, output_dir=None, name=None, img_format="png",
-            quality=None, label_mode="fine", force=False, quiet=False, log=print,
-            max_pixels=MAX_IMAGE_PIXELS, skip_bad=False):
+def prepare(dataset: str = "cifar10", source: str | os.PathLike[str] | None = None,
+            output_dir: str | os.PathLike[str] | None = None, name: str | None = None,
+            img_format: str = "png", quality: int | None = None, label_mode: str = "fine",
+            force: bool = False, quiet: bool = False, log: Callable[[str], object] = print,
+            max_pixels: int = MAX_IMAGE_PIXELS, skip_bad: bool = False) -> dict[str, Any] | None:
     """Convert ``source`` (downloaded when None) and return the stats dict written beside the
     records, or None when the outputs were already up to date.  Raises :class:`DataError`.
 
@@ -401,7 +405,7 @@ def _parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         prepare(dataset=args.dataset, source=args.source, output_dir=args.output_dir,

@@ -9,28 +9,33 @@ a truncated or corrupt file raises :class:`DataError` naming it instead of abort
 """
 import contextlib
 import hashlib
+import mmap
 import os
 import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from mxcnn.data.errors import DataError
 
-__all__ = ["RECORD_MAGIC", "read_records", "decode_image", "count_records", "SplitWriter",
-           "split_paths", "dataset_names", "ends_digest", "set_problem", "check_against_stats"]
+__all__ = ["RECORD_MAGIC", "read_records", "decode_image", "count_records", "record_offsets",
+           "read_index", "check_index", "check_split", "SplitWriter", "split_paths",
+           "dataset_names", "ends_digest", "set_problem", "check_against_stats"]
 
 RECORD_MAGIC = 0xCED7230A  # dmlc RecordIO
 _HEADER = struct.Struct("<II")
 _MAGIC_BYTES = struct.pack("<I", RECORD_MAGIC)
+_LENGTH_MASK = (1 << 29) - 1
 
 
-def split_paths(directory, name, split):
+def split_paths(directory: str | os.PathLike[str], name: str, split: str) -> dict[str, str]:
     """``{'rec', 'idx', 'lst'}`` paths of ``<directory>/<name>_<split>.*``."""
     stem = os.path.join(directory, "%s_%s" % (name, split))
     return {ext: stem + "." + ext for ext in ("rec", "idx", "lst")}
 
 
-def dataset_names(name):
+def dataset_names(name: str) -> list[str]:
     """Member file names of data set ``name``; the stats file (the manifest) comes last."""
     return ["%s_%s.%s" % (name, split, ext) for split in ("train", "val")
             for ext in ("rec", "idx", "lst")] + ["%s_stats.json" % name]
@@ -39,7 +44,7 @@ def dataset_names(name):
 DIGEST_SPAN = 1 << 16
 
 
-def ends_digest(path):
+def ends_digest(path: str | os.PathLike[str]) -> str:
     """``"sha256-ends:<hex>"`` of a file's size, first and last 64 KiB.
 
     Cheap on a data set of any size (a full hash of many GB would cost each training start
@@ -56,7 +61,7 @@ def ends_digest(path):
     return "sha256-ends:" + digest.hexdigest()
 
 
-def set_problem(stats, folder, names):
+def set_problem(stats: dict[str, Any], folder: str | os.PathLike[str], names: Iterable[str]) -> str | None:
     """Why the files ``names`` in ``folder`` are not the ones ``stats`` describes
     (``file_sizes`` and, when present, ``file_digests``), or None when they are."""
     sizes = stats.get("file_sizes") if isinstance(stats, dict) else None
@@ -77,7 +82,7 @@ def set_problem(stats, folder, names):
     return None
 
 
-def check_against_stats(stats, paths):
+def check_against_stats(stats: dict[str, Any], paths: Iterable[str | os.PathLike[str] | None]) -> None:
     """DataError when a file of ``paths`` (.rec files; their .idx is checked too) belongs to
     the data set of ``stats`` (same folder as ``stats['_source']``, a name it lists) but is
     not the file that conversion wrote: a partial or mixed set.  Files the stats do not list
@@ -125,7 +130,7 @@ def _chunks(path, blob):
         pos = end + ((4 - length % 4) % 4)
 
 
-def read_records(path):
+def read_records(path: str | os.PathLike[str]) -> list[tuple[int, bytes | memoryview]]:
     """All records of the .rec file ``path`` as a list of ``(offset, bytes)``."""
     try:
         with open(path, "rb") as f:
@@ -138,16 +143,162 @@ def read_records(path):
     return list(_chunks(path, memoryview(blob)))
 
 
-def count_records(path):
-    """Number of records in ``path`` (reads its .idx if present, else scans the .rec)."""
+def count_records(path: str | os.PathLike[str]) -> int:
+    """Number of records in the .rec file ``path``, from its record headers: its .idx, when
+    present, only says where to look (:func:`record_offsets`), it is not trusted."""
     idx = os.path.splitext(path)[0] + ".idx"
-    if os.path.exists(idx):
-        with open(idx) as f:
-            return sum(1 for line in f if line.strip())
-    return len(read_records(path))
+    try:
+        expected = read_index(idx)[1] if os.path.isfile(idx) else None
+    except DataError:  # an unreadable or damaged index: the headers alone tell
+        expected = None
+    return len(record_offsets(path, expected))
 
 
-def unpack_record(path, offset, record):
+_OFFSETS = {}  # (file identity, size, mtime) -> record offsets: one read per file
+
+
+def record_offsets(path: str | os.PathLike[str],
+                   expected: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+    """Byte offsets of the records of the .rec file ``path`` (an int64 array).
+
+    Only the 8-byte record headers are read (magic + length word), no image is decoded.
+    ``expected`` (the offsets an .idx lists) is confirmed on the headers in one numpy pass:
+    every one a whole record, each ending where the next starts, the last at the end of the
+    file (a CIFAR-size file: milliseconds).  Without it, or when it does not hold, the
+    headers are walked one by one (a CIFAR-size file: a fraction of a second).  The result is
+    kept for the file's identity, size and mtime.  DataError naming the file when it is
+    unreadable, truncated or not RecordIO; an empty file has no records."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if key not in _OFFSETS:
+                if len(_OFFSETS) >= 8:  # a run reads a few files: keep the latest ones
+                    del _OFFSETS[next(iter(_OFFSETS))]
+                found = _confirmed(f, st.st_size, expected)
+                _OFFSETS[key] = found if found is not None else _walk_headers(path, f, st.st_size)
+            return _OFFSETS[key].copy()
+    except OSError as exc:
+        raise DataError("cannot read record file %s (%s); check the path and its permissions"
+                        % (path, exc.strerror or exc)) from None
+
+
+def _confirmed(f, size, expected):
+    """``expected`` sorted, when the headers of the open file ``f`` show that these are all of
+    its records (unsplit, back to back, to the end); else None."""
+    if expected is None or not len(expected) or not size or size % 4:
+        return None
+    starts = np.unique(np.asarray(expected, np.int64))
+    if len(starts) != len(expected) or starts[0] != 0 or starts[-1] + 8 > size or (starts % 4).any():
+        return None
+    words = np.memmap(f, np.uint32, "r")
+    magic, lrec = words[starts // 4], words[starts // 4 + 1].astype(np.int64)
+    del words
+    length = lrec & _LENGTH_MASK
+    ends = starts + 8 + length + (-length) % 4
+    whole = (magic == RECORD_MAGIC).all() and not (lrec >> 29).any()
+    return starts if whole and (ends[:-1] == starts[1:]).all() and ends[-1] == size else None
+
+
+def _walk_headers(path, f, size):
+    """Offsets of the logical records of the open file ``f`` of ``size`` bytes."""
+    if not size:
+        return np.zeros(0, np.int64)
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
+        offsets, pos, unpack = [], 0, _HEADER.unpack_from
+        while pos < size:
+            if pos + 8 > size:
+                raise DataError("%s: truncated record header at byte %d; the file is incomplete, "
+                                "convert the data again" % (path, pos))
+            magic, lrec = unpack(blob, pos)
+            if magic != RECORD_MAGIC:
+                raise DataError("%s: bad RecordIO magic at byte %d; the file is corrupt or not a "
+                                ".rec file, convert the data again" % (path, pos))
+            length = lrec & _LENGTH_MASK
+            if pos + 8 + length > size:
+                raise DataError("%s: record at byte %d is truncated (needs %d bytes, %d left); "
+                                "convert the data again" % (path, pos, length, size - pos - 8))
+            if lrec >> 29 in (0, 1):  # a whole record, or the first part of a split one
+                offsets.append(pos)
+            pos += 8 + length + (-length) % 4
+    return np.array(offsets, np.int64)
+
+
+def read_index(path: str | os.PathLike[str],
+               rec_path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, offsets)`` (int64 arrays) of an ``.idx`` file (``MXIndexedRecordIO``'s
+    ``key<TAB>offset`` lines); DataError naming the file when it is unreadable or a line is
+    not of that form (and the records of ``rec_path``, the file it should index, if given)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as exc:
+        raise DataError("cannot read index file %s (%s); check its permissions, or convert the "
+                        "data again" % (path, exc.strerror or exc)) from None
+    lines = text.splitlines()
+    fields = text.split()
+    try:
+        if len(fields) != 2 * sum(1 for line in lines if line.strip()):
+            raise ValueError
+        values = np.array(fields, dtype=np.int64).reshape(-1, 2)
+    except (ValueError, OverflowError):
+        what = " (%s holds %d records)" % (rec_path, len(record_offsets(rec_path))) if rec_path else ""
+        raise DataError("%s: line %d is not 'key<TAB>byte offset': the index is damaged%s; convert "
+                        "the data again" % (path, _bad_line(lines), what)) from None
+    return values[:, 0], values[:, 1]
+
+
+def _bad_line(lines):
+    """The 1-based number of the first line of an .idx that is not two integers."""
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if fields and (len(fields) != 2 or not all(f.lstrip(b"-").isdigit() for f in fields)):
+            return number
+    return len(lines)
+
+
+def check_index(rec_path: str | os.PathLike[str]) -> np.ndarray:
+    """The record offsets of ``rec_path`` (:func:`record_offsets`), after checking that the
+    ``.idx`` beside it, if any, indexes exactly these records; else DataError naming both
+    files and their counts: a cut .rec, a cut or garbage .idx, or an .idx of another file."""
+    idx = os.path.splitext(rec_path)[0] + ".idx"
+    if not os.path.lexists(idx):
+        return record_offsets(rec_path)
+    keys, listed = read_index(idx, rec_path)
+    offsets = record_offsets(rec_path, listed)
+    if len(listed) != len(offsets):
+        raise DataError("%s lists %d records but %s holds %d: one of them is cut or from another "
+                        "conversion; convert the data again" % (idx, len(listed), rec_path,
+                                                                len(offsets)))
+    stray = np.setdiff1d(listed, offsets)
+    if len(stray) or len(np.unique(keys)) != len(keys):
+        where = "byte %d, where no record starts" % stray[0] if len(stray) else "a key twice"
+        raise DataError("%s does not index %s (%d records): it lists %s; convert the data again"
+                        % (idx, rec_path, len(offsets), where))
+    return offsets
+
+
+def check_split(rec_path: str | os.PathLike[str], stats: dict[str, Any] | None = None,
+                key: str | None = None) -> int:
+    """The number of records of ``rec_path``, after checking that its ``.idx`` indexes them
+    (:func:`check_index`) and, with ``stats`` (a stats dict whose ``_source`` is the stats
+    file) and ``key`` (``num_train`` / ``num_val``), that the stats count them and record
+    these files (:func:`check_against_stats`).  DataError, one line naming the files and the
+    counts, at the first disagreement."""
+    count = len(check_index(rec_path))
+    if stats is None:
+        return count
+    listed = stats.get(key) if key else None
+    if listed is not None and int(listed) != count:
+        raise DataError("%s holds %d records but %s says %s=%s: the data set is cut or mixed; "
+                        "convert the data again" % (rec_path, count, stats.get("_source"),
+                                                    key, listed))
+    check_against_stats(stats, [rec_path])
+    return count
+
+
+def unpack_record(path: str | os.PathLike[str], offset: int,
+                  record: bytes | memoryview) -> tuple[float, bytes | memoryview]:
     """``(label, encoded image bytes)`` of one image record (``mx.recordio.IRHeader`` layout)."""
     if len(record) < 24:
         raise DataError("%s: record at byte %d is too short to be an image record" % (path, offset))
@@ -159,7 +310,7 @@ def unpack_record(path, offset, record):
     return label, body
 
 
-def decode_image(path, offset, encoded):
+def decode_image(path: str | os.PathLike[str], offset: int, encoded: bytes | memoryview) -> np.ndarray:
     """Decode one record's image to an RGB uint8 (H, W, 3) array; DataError naming the file."""
     import cv2
     img = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
@@ -193,7 +344,7 @@ class SplitWriter:
     def _writing(self, path):
         return _write_errors(self._mx, path)
 
-    def add(self, rgb, label, path):
+    def add(self, rgb: np.ndarray, label: int, path: str) -> None:
         """Append one RGB uint8 (H, W, 3) image with integer ``label``; ``path`` goes in the .lst."""
         mx = self._mx
         header = mx.recordio.IRHeader(0, float(label), self.count, 0)
@@ -204,7 +355,7 @@ class SplitWriter:
             self._lst.write("%d\t%f\t%s\n" % (self.count, float(label), path))
         self.count += 1
 
-    def close(self):
+    def close(self) -> None:
         """Finish writing (flushes and closes the three files)."""
         with self._writing(self.paths["rec"]):
             if self._record is not None:

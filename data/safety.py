@@ -9,13 +9,21 @@ run any code, so :func:`load_pickle` uses an unpickler whose ``find_class`` reso
 the few numpy globals needed to rebuild arrays (object arrays excluded); everything else
 (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) is refused.
 """
+from __future__ import annotations
+
 import io
+import os
 import pickle
 import stat
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mxcnn.data.errors import DataError
+
+if TYPE_CHECKING:
+    import tarfile
+    import zipfile
 
 __all__ = ["load_pickle", "safe_member_name", "tar_members", "zip_members"]
 
@@ -64,7 +72,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError("global %s.%s is not allowed" % (module, name)) from None
 
 
-def load_pickle(data, source):
+def load_pickle(data: bytes, source: str) -> Any:
     """Unpickle ``data`` (bytes) that may only hold dicts, lists, tuples, strings, bytes,
     numbers and plain numpy arrays.  ``source`` names the file in the error message.
 
@@ -81,7 +89,7 @@ def load_pickle(data, source):
                         % (source, type(exc).__name__, exc)) from None
 
 
-def safe_member_name(archive, name):
+def safe_member_name(archive: str | os.PathLike[str], name: str) -> str:
     """``name`` as a clean relative posix path; DataError if it would escape the folder it is
     extracted or read into (absolute path, drive letter, ``..``)."""
     parts = name.replace("\\", "/").split("/")
@@ -91,7 +99,8 @@ def safe_member_name(archive, name):
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def tar_members(archive, tar):
+def tar_members(archive: str | os.PathLike[str],
+                tar: tarfile.TarFile) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
     """``(files, folders)`` of an open ``tarfile``: ``{clean name: TarInfo}`` of its regular
     files and the set of its folder names.  Every member is checked first: a path escaping the
     folder, a symbolic or hard link, a device or FIFO raises DataError naming the member."""
@@ -111,7 +120,8 @@ def tar_members(archive, tar):
     return files, folders
 
 
-def zip_members(archive, zf):
+def zip_members(archive: str | os.PathLike[str],
+                zf: zipfile.ZipFile) -> tuple[dict[str, zipfile.ZipInfo], set[str]]:
     """Like :func:`tar_members` for an open ``zipfile.ZipFile`` (links and special files are
     recognised from the Unix mode bits)."""
     files, folders = {}, set()

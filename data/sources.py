@@ -384,8 +384,9 @@ def _progress(enabled, total, desc):
 
 # ---------------------------------------------------------------------------- entry point
 
-def load_source(source, dataset="cifar10", label_mode="fine", progress=False,
-                max_pixels=MAX_IMAGE_PIXELS, skip_bad=False):
+def load_source(source: str | os.PathLike[str], dataset: str = "cifar10", label_mode: str = "fine",
+                progress: bool = False, max_pixels: int = MAX_IMAGE_PIXELS,
+                skip_bad: bool = False) -> Dataset:
     """Read ``source`` (see module docstring) into a :class:`Dataset`.
 
     ``dataset`` must match an official archive's contents (``cifar10``/``cifar100``);

@@ -2,13 +2,14 @@
 beside ``NAME_train.rec`` / ``NAME_val.rec``: finding and validating them."""
 import json
 import os
+from typing import Any
 
 from mxcnn.data.errors import DataError
 
 __all__ = ["load_stats", "stats_files_beside"]
 
 
-def stats_files_beside(rec_path):
+def stats_files_beside(rec_path: str | os.PathLike[str]) -> list[str]:
     """Stats files that describe ``rec_path`` by name: ``NAME_stats.json`` for
     ``NAME_train.rec``, ``NAME_val.rec``, ``NAME_test.rec`` or ``NAME.rec``."""
     stem = os.path.splitext(os.fspath(rec_path))[0]
@@ -16,7 +17,8 @@ def stats_files_beside(rec_path):
     return [n + "_stats.json" for n in names if os.path.isfile(n + "_stats.json")]
 
 
-def load_stats(stats, rec_path=None):
+def load_stats(stats: str | os.PathLike[str] | dict[str, Any] | None,
+               rec_path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The stats dict from a path, a dict, or (None) the ``<prefix>_stats.json`` beside
     ``rec_path``; None when there is none.  DataError for an unreadable or invalid file."""
     source = "stats"

@@ -33,12 +33,19 @@ which need no padding but then leave MXNet's plain-layout Concat).  Anything the
 channels would reach that the pass does not know (a sum of differently padded tensors, a
 loss, a reshape) leaves the graph as it was.  Same argument, auxiliary-state and output names as ``sym``.
 """
-import json
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mxcnn.graph.memonger import MIRROR_ATTR
-from mxcnn.graph.symbol_json import load_rewritten
+from mxcnn.graph.symbol_json import load_rewritten, symbol_graph
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["BLOCK", "SEGMENTS_ATTR", "pad_channels", "padded_batchnorms", "real_index",
            "AuxPadding"]
@@ -80,7 +87,7 @@ def _runs(segments):
     return runs
 
 
-def real_index(segments):
+def real_index(segments: Iterable[tuple[int, int]]) -> np.ndarray:
     """Positions of the real channels in the padded layout (int array)."""
     index, offset = [], 0
     for real, padded in segments:
@@ -89,9 +96,9 @@ def real_index(segments):
     return np.array(index, dtype=np.int64)
 
 
-def padded_batchnorms(sym):
+def padded_batchnorms(sym: mx.sym.Symbol) -> dict[str, list[tuple[int, int]]]:
     """``{aux state name: segments}`` of the BatchNorms :func:`pad_channels` padded in ``sym``."""
-    graph = json.loads(sym.tojson(remove_amp_cast=False))
+    graph = symbol_graph(sym, keep_amp_casts=True)
     nodes, found = graph["nodes"], {}
     for node in nodes:
         text = node.get("attrs", {}).get(SEGMENTS_ATTR)
@@ -101,12 +108,12 @@ def padded_batchnorms(sym):
     return found
 
 
-def pad_channels(sym, **shapes):
+def pad_channels(sym: mx.sym.Symbol, **shapes: Sequence[int]) -> tuple[mx.sym.Symbol, int]:
     """``(symbol, count)``: ``sym`` with its ``count`` channel concatenations made oneDNN
     Concats of 16-aligned pieces, the Convolutions feeding them padded to a multiple of
     :data:`BLOCK` filters (module docstring); ``(sym, 0)`` where the pass does not apply.
     ``shapes``: the input shapes, e.g. ``data=(N, 3, 32, 32)``."""
-    graph = json.loads(sym.tojson(remove_amp_cast=False))
+    graph = symbol_graph(sym, keep_amp_casts=True)
     if any(MIRROR_ATTR in node.get("attrs", {}) for node in graph["nodes"]):
         return sym, 0  # graph.memonger planned the unpadded graph
     internals = sym.get_internals()
@@ -375,7 +382,7 @@ class AuxPadding:
         self._index, self._fills = {}, {}
 
     @classmethod
-    def of(cls, sym):
+    def of(cls, sym: mx.sym.Symbol) -> AuxPadding:
         """The padding of training graph ``sym`` (false when it has none)."""
         return cls(padded_batchnorms(sym))
 
@@ -383,7 +390,7 @@ class AuxPadding:
         return bool(self.segments)
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         return list(self.segments)
 
     def _fill(self, name):
@@ -402,13 +409,13 @@ class AuxPadding:
                                 mx.nd.array(source, ctx=ctx, dtype="int64"))
         return self._index[key]
 
-    def unpad(self, name, padded, out=None):
+    def unpad(self, name: str, padded: mx.nd.NDArray, out: mx.nd.NDArray | None = None) -> mx.nd.NDArray:
         """The real channels of ``padded`` (written to ``out`` if given)."""
         import mxnet as mx
         real, _ = self._indices(name, padded.context)
         return mx.nd.take(padded, real, out=out) if out is not None else mx.nd.take(padded, real)
 
-    def pad(self, name, real, out=None):
+    def pad(self, name: str, real: mx.nd.NDArray, out: mx.nd.NDArray | None = None) -> mx.nd.NDArray:
         """``real`` spread over the padded layout, the rest filled (written to ``out`` if given)."""
         import mxnet as mx
         _, source = self._indices(name, real.context)
@@ -419,7 +426,7 @@ class AuxPadding:
         extended = mx.nd.concat(real, self._fills[key], dim=0)
         return mx.nd.take(extended, source, out=out) if out is not None else mx.nd.take(extended, source)
 
-    def pad_params(self, aux_params):
+    def pad_params(self, aux_params: Mapping[str, mx.nd.NDArray]) -> dict[str, mx.nd.NDArray]:
         """``aux_params`` with the padded states in their padded shapes."""
         return {name: self.pad(name, value) if name in self.segments else value
                 for name, value in aux_params.items()}

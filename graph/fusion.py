@@ -16,13 +16,13 @@ symbol to ``-symbol.json`` (loadable anywhere, exportable to ONNX).
 Graphs carrying memory-mirroring marks (``graph.memonger``) are left alone: the planner
 measured the unfused graph.
 """
-import json
 import os
+from collections.abc import Sequence
 
 import mxnet as mx
 
 from mxcnn.graph.memonger import MIRROR_ATTR
-from mxcnn.graph.symbol_json import load_rewritten
+from mxcnn.graph.symbol_json import load_rewritten, symbol_graph
 
 FUSED_OP = "_contrib_BatchNormWithReLU"
 #: Channel counts of both tensors of a fused pair must be multiples of this (oneDNN's FP32
@@ -36,7 +36,7 @@ BLOCKED_PRODUCERS = ("Convolution", "elemwise_add", "_Plus", "_plus", "ElementWi
 __all__ = ["FUSED_OP", "available", "fuse_bn_relu"]
 
 
-def available():
+def available() -> bool:
     """True when this MXNet has oneDNN enabled, the only backend of the fused operator."""
     if os.environ.get("MXNET_MKLDNN_ENABLED", "1").strip() in ("0", "false", "False"):
         return False
@@ -142,13 +142,13 @@ def _batchnorm_channels(sym, graph, shapes):
             if shape and len(shape) > 1}
 
 
-def fuse_bn_relu(sym, **shapes):
+def fuse_bn_relu(sym: mx.sym.Symbol, **shapes: Sequence[int]) -> tuple[mx.sym.Symbol, int]:
     """``(fused_symbol, pairs_fused)``; ``sym`` itself (and 0) when nothing can be fused.
 
     ``shapes``: the input shapes the graph will be bound with (``data=(N, C, H, W)``), from
     which the channel counts are inferred.
     """
-    graph = json.loads(sym.tojson())
+    graph = symbol_graph(sym)
     nodes = graph["nodes"]
     if any(MIRROR_ATTR in node.get("attrs", {}) for node in nodes):
         return sym, 0

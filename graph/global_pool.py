@@ -27,11 +27,13 @@ the symbol saved to ``-symbol.json`` stays the canonical network: plain MXNet, G
 outputs; the last replacing node keeps the Pooling's name (so ``<name>_output`` still
 exists) and every replacing node its private ``__...__`` attributes (memory-mirroring marks).
 """
-import json
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import mxnet as mx
 
-from mxcnn.graph.symbol_json import load_rewritten
+from mxcnn.graph.symbol_json import load_rewritten, symbol_graph
 
 __all__ = ["global_pools", "reduce_global_pools"]
 
@@ -40,7 +42,7 @@ def _truthy(value):
     return str(value).strip() in ("True", "true", "1")
 
 
-def global_pools(graph):
+def global_pools(graph: Mapping[str, Any]) -> list[int]:
     """Node ids of the global average and max poolings over NCHW in ``graph`` (symbol JSON)."""
     found = []
     for index, node in enumerate(graph["nodes"]):
@@ -119,7 +121,7 @@ def _rebuild(graph, replace):
             "heads": [remap(head) for head in graph["heads"]], "attrs": graph.get("attrs", {})}
 
 
-def reduce_global_pools(sym, **shapes):
+def reduce_global_pools(sym: mx.sym.Symbol, **shapes: Sequence[int]) -> tuple[mx.sym.Symbol, int]:
     """``(symbol, count)``: ``sym`` with each global average or max Pooling over a 4-D input
     computed by MXNet's own reductions (:func:`_replacement`), under the same name;
     ``(sym, 0)`` when there is none.
@@ -127,7 +129,7 @@ def reduce_global_pools(sym, **shapes):
     ``shapes``: the input shapes of the bind (``data=(N, C, H, W)``), to check the inputs
     are 4-D (1-D and 3-D global poolings are left alone).
     """
-    graph = json.loads(sym.tojson(remove_amp_cast=False))  # keep AMP casts, if any
+    graph = symbol_graph(sym, keep_amp_casts=True)  # keep AMP casts, if any
     ids = _four_d(sym, graph, global_pools(graph), shapes)
     if not ids:
         return sym, 0

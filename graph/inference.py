@@ -3,12 +3,19 @@
 Built in one place for the trainer (which saves it beside every checkpoint as
 ``PREFIX-inference-symbol.json``) and for the inference tools that bind it.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from mxcnn.graph.symbol_json import head_op, is_true
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["inference_symbol"]
 
 
-def inference_symbol(sym, all_outputs=False):
+def inference_symbol(sym: mx.sym.Symbol, all_outputs: bool = False) -> mx.sym.Symbol:
     """``data -> probabilities``: each ``SoftmaxOutput`` head replaced by ``softmax`` (no label).
 
     Output 0 only (the main head of a deep-supervision symbol), or with ``all_outputs`` every

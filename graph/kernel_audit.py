@@ -21,6 +21,8 @@ reference loops, 10-100x slower than the JIT kernels; reorders convert between l
 
 The parser imports nothing heavy; MXNet is imported only in the measuring child.
 """
+from __future__ import annotations
+
 import collections
 import json
 import math
@@ -29,8 +31,13 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mxcnn import common
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["Execution", "parse_line", "parse", "is_ref", "is_reorder", "kind", "conv_flops",
            "by_kind", "summarise", "format_summary", "measure", "onednn_isa", "isa_flags",
@@ -55,7 +62,7 @@ class AuditError(common.UserError):
     """The measuring child failed (the message names the symbol and the child's last line)."""
 
 
-def parse_line(line):
+def parse_line(line: str) -> Execution | None:
     """An :class:`Execution` for a ``dnnl_verbose,exec,...`` line, else ``None``.
 
     Tolerates the optional timestamp field (``DNNL_VERBOSE_TIMESTAMP=1``) after the tag.
@@ -78,17 +85,17 @@ def parse_line(line):
                      fields[-2], ms)
 
 
-def parse(lines):
+def parse(lines: Iterable[str]) -> list[Execution]:
     """The :class:`Execution` records of ``lines`` (other output is skipped)."""
     return [record for record in map(parse_line, lines) if record is not None]
 
 
-def is_ref(record):
+def is_ref(record: Execution) -> bool:
     """True for oneDNN's reference implementations (``ref:any``, ``bnorm_ref:any``, ...)."""
     return bool(_REF.search(record.impl))
 
 
-def is_reorder(record):
+def is_reorder(record: Execution) -> bool:
     return record.primitive == "reorder"
 
 
@@ -96,12 +103,12 @@ def _kind_of(primitive, prop):
     return primitive if prop in ("undef", "") else "%s %s" % (primitive, prop)
 
 
-def kind(record):
+def kind(record: Execution) -> str:
     """``convolution backward_data``, ``reorder``, ...: primitive plus propagation kind."""
     return _kind_of(record.primitive, record.prop)
 
 
-def conv_flops(problem):
+def conv_flops(problem: str) -> float:
     """FLOPs of one convolution execution from oneDNN's problem string (``mb..ic..oc..``)."""
     dims = {}
     for key, value in _PROBLEM.findall(problem):
@@ -111,7 +118,7 @@ def conv_flops(problem):
     return 2.0 * get("mb") * get("ic") // groups * get("oc") * get("oh") * get("ow") * get("kh") * get("kw")
 
 
-def by_kind(records, steps=1):
+def by_kind(records: Iterable[Execution], steps: int = 1) -> tuple[dict[str, float], dict[str, float]]:
     """``({kind: ms per step}, {kind: convolution FLOP per step})`` over ``records``."""
     times, flops = collections.Counter(), collections.Counter()
     for record in records:
@@ -134,7 +141,8 @@ def _groups(records):
     return groups
 
 
-def summarise(records, steps=1, worst=5):
+def summarise(records: Sequence[Execution] | Sequence[list[Execution]], steps: int = 1,
+              worst: int = 5) -> dict[str, Any]:
     """Per-step totals of ``records``: ``{"total_ms", "ref_ms", "reorder_ms", "ref_share",
     "reorder_share", "executions", "worst", "ref"}``.
 
@@ -167,7 +175,7 @@ def summarise(records, steps=1, worst=5):
             "ref": [g for g in ranked if _REF.search(g["impl"])]}
 
 
-def format_summary(label, summary, worst=None):
+def format_summary(label: str, summary: Mapping[str, Any], worst: int | None = None) -> list[str]:
     """Lines of text for one audited step: a totals line (``label`` first), then the
     ``worst`` heaviest primitive groups (all that :func:`summarise` kept when ``None``)
     and every ``ref`` one, each with ms per step, share, calls per step, implementation,
@@ -186,7 +194,7 @@ def format_summary(label, summary, worst=None):
     return lines
 
 
-def isa_flags(cpuinfo="/proc/cpuinfo"):
+def isa_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """The :data:`ISA_FLAGS` this CPU has, in that order (empty when unreadable)."""
     try:
         with open(cpuinfo) as handle:
@@ -199,7 +207,7 @@ def isa_flags(cpuinfo="/proc/cpuinfo"):
     return []
 
 
-def cpu_name(cpuinfo="/proc/cpuinfo"):
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     try:
         with open(cpuinfo) as handle:
             for line in handle:
@@ -219,7 +227,8 @@ def _top_package_dir():
     return os.path.dirname(os.path.abspath(list(top.__path__)[0]))
 
 
-def measure(jobs, steps=1, warmup=1, env=None, timeout=1800):
+def measure(jobs: Sequence[tuple[str, mx.sym.Symbol, Sequence[int]]], steps: int = 1, warmup: int = 1,
+            env: Mapping[str, str] | None = None, timeout: float = 1800) -> list[dict[str, Any]]:
     """Audit one training step of each job; a list of :func:`summarise` dicts, in order.
 
     ``jobs``: ``(label, symbol, data_shape)`` with ``data_shape`` (N, C, H, W) of the input
@@ -257,7 +266,7 @@ def measure(jobs, steps=1, warmup=1, env=None, timeout=1800):
     return [dict(summarise(step_lists), isa=isa) for step_lists in per_job]
 
 
-def onednn_isa(lines):
+def onednn_isa(lines: Iterable[str]) -> str:
     """The ISA oneDNN reports it dispatches to (its ``dnnl_verbose,info,cpu,isa:`` line)."""
     for line in lines:
         if line.startswith("dnnl_verbose,info,cpu,isa:"):

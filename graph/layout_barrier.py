@@ -21,9 +21,16 @@ input barrier is ``<conv>_plain_in``, the convolution becomes ``<conv>_grouped``
 output barrier takes its name (so ``<conv>_output`` still exists); barriers carry the
 convolution's private ``__...__`` attributes.
 """
-import json
 
-from mxcnn.graph.symbol_json import load_rewritten
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mxcnn.graph.symbol_json import load_rewritten, symbol_graph
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["BLOCK", "narrow_grouped_convs", "plain_around_narrow_groups"]
 
@@ -38,7 +45,7 @@ def _int(attrs, key, default):
         return None
 
 
-def narrow_grouped_convs(graph):
+def narrow_grouped_convs(graph: Mapping[str, Any]) -> list[int]:
     """Node ids of the grouped, non-depthwise convolutions whose output groups are narrower
     than :data:`BLOCK` channels (or no multiple of it) in ``graph`` (symbol JSON dict).
 
@@ -66,10 +73,10 @@ def _barrier(name, source, private):
             "inputs": [source]}
 
 
-def plain_around_narrow_groups(sym):
+def plain_around_narrow_groups(sym: mx.sym.Symbol) -> tuple[mx.sym.Symbol, int]:
     """``(symbol, count)``: ``sym`` with a no-op Reshape before and after each convolution of
     :func:`narrow_grouped_convs` (``count`` of them); ``(sym, 0)`` when there is none."""
-    graph = json.loads(sym.tojson(remove_amp_cast=False))  # keep AMP casts, if any
+    graph = symbol_graph(sym, keep_amp_casts=True)  # keep AMP casts, if any
     wanted = set(narrow_grouped_convs(graph))
     if not wanted:
         return sym, 0

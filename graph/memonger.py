@@ -40,11 +40,14 @@ import logging
 import math
 import os
 import re
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
 
 import mxnet as mx
 import numpy as np
 
 from mxcnn import common
+from mxcnn.graph.symbol_json import symbol_graph
 
 __all__ = ["plan", "allocated_mb", "device", "activation_sizes", "mirror_nodes",
            "mirrored_names", "default_cache_dir", "MIRROR_ATTR", "STAGE_ATTR"]
@@ -69,7 +72,7 @@ _TOTAL_MB = re.compile(r"Total (\d+) MB allocated")
 _memory_cache = {}
 
 
-def default_cache_dir():
+def default_cache_dir() -> str:
     """The plan cache: ``$MXCNN_CACHE_DIR/memonger``, else ``$XDG_CACHE_HOME/mxcnn/memonger``."""
     root = os.environ.get("MXCNN_CACHE_DIR")
     if not root:
@@ -119,7 +122,7 @@ def _check_shapes(sym, shapes):
     return clean
 
 
-def device(ctx=None):
+def device(ctx: mx.Context | Sequence[mx.Context] | None = None) -> mx.Context:
     """The one device a plan is for: ``ctx`` (a Context, or a list of contexts of one type:
     the first, as every device of a data-parallel job binds the same per-device batch);
     default the CPU.  ``ValueError`` for an empty or mixed list."""
@@ -148,7 +151,8 @@ def _bind(sym, ctx, grad_req, shapes):
                                % (ctx, common.error_line(text, 300)))
 
 
-def allocated_mb(sym, ctx=None, **shapes):
+def allocated_mb(sym: mx.sym.Symbol, ctx: mx.Context | Sequence[mx.Context] | None = None,
+                 **shapes: Sequence[int]) -> float:
     """The executor's own estimate of training memory for ``sym`` at ``shapes``, in MB.
 
     Binds for training (``grad_req='write'`` on parameters, ``'null'`` on the given
@@ -172,7 +176,7 @@ def allocated_mb(sym, ctx=None, **shapes):
     return float(sum(totals))
 
 
-def activation_sizes(sym, **shapes):
+def activation_sizes(sym: mx.sym.Symbol, **shapes: Sequence[int]) -> list[int]:
     """Bytes of the visible outputs of each node of ``sym``, indexed like its JSON ``nodes``."""
     shapes = _check_shapes(sym, shapes)
     internals = sym.get_internals()
@@ -180,7 +184,7 @@ def activation_sizes(sym, **shapes):
     out_types = internals.infer_type(**{name: np.float32 for name in shapes})[1]  # as simple_bind
     out_types = out_types or [np.float32] * len(out_shapes)
     owner = [internals[i].name for i in range(len(out_shapes))]
-    nodes = json.loads(sym.tojson())["nodes"]
+    nodes = symbol_graph(sym)["nodes"]
     sizes, k = [], 0
     for node in nodes:
         total = 0
@@ -207,7 +211,8 @@ def _attr(node, key):
     return (node.get("attrs") or node.get("attr") or {}).get(key)
 
 
-def mirror_nodes(nodes, sizes, candidates, budget):
+def mirror_nodes(nodes: Sequence[Mapping[str, Any]], sizes: Sequence[int], candidates: Collection[int],
+                 budget: float) -> tuple[set[int], int]:
     """Chen et al.'s budgeted segmentation (Algorithm 2) for one ``budget`` in bytes.
 
     Walks the ops in topological order accumulating output sizes; a candidate node
@@ -242,9 +247,9 @@ def _annotate(graph, mirrored):
     return graph
 
 
-def mirrored_names(sym):
+def mirrored_names(sym: mx.sym.Symbol) -> list[str]:
     """Names of the nodes of ``sym`` that carry ``__force_mirroring__='True'``."""
-    return [n["name"] for n in json.loads(sym.tojson())["nodes"] if _attr(n, MIRROR_ATTR) == "True"]
+    return [n["name"] for n in symbol_graph(sym)["nodes"] if _attr(n, MIRROR_ATTR) == "True"]
 
 
 def _without_plan(sym_json):
@@ -278,7 +283,8 @@ def _read_cache(path):
         return None, None
 
 
-def plan(sym, /, cache_dir=None, ctx=None, **shapes):
+def plan(sym: mx.sym.Symbol, /, cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
+         ctx: mx.Context | Sequence[mx.Context] | None = None, **shapes: Sequence[int]) -> mx.sym.Symbol:
     """Return ``sym`` annotated for sublinear-memory training at the given input shapes.
 
     ``shapes`` are the per-device input shapes, e.g. ``plan(sym, data=(64, 3, 32, 32))``

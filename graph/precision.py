@@ -57,14 +57,20 @@ bfloat16 has float32's exponent range and needs none.  MXNet's dynamic loss scal
 (``amp.init_trainer``) requires ``amp.init()``, which patches every ``mx.sym``/``mx.nd``
 operator process-wide, and serves Gluon only; it is not used.
 """
+from __future__ import annotations
+
 import contextlib
-import json
 import os
 import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from mxcnn import common
 from mxcnn.graph.channel_pad import SEGMENTS_ATTR as _CHANNEL_SEGMENTS
-from mxcnn.graph.symbol_json import check_interface
+from mxcnn.graph.symbol_json import check_interface, symbol_graph
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 DTYPES = ("float32", "float16", "bfloat16")
 #: CPU flags (as /proc/cpuinfo spells them) oneDNN needs for native bfloat16 kernels.
@@ -80,7 +86,7 @@ __all__ = ["DTYPES", "training_symbol", "optimizer_params", "check_supported", "
            "cast_count", "low_precision_ops", "float32_layers", "request_amx_permission"]
 
 
-def cpu_flags(path="/proc/cpuinfo"):
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     """The CPU feature flags of the first processor in ``path`` (empty where it is unreadable)."""
     try:
         with open(path) as handle:
@@ -98,7 +104,7 @@ def cpu_flags(path="/proc/cpuinfo"):
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
 
 
-def request_amx_permission():
+def request_amx_permission() -> bool:
     """Ask Linux for the AMX tile state for this process; True when the kernel grants it.
 
     oneDNN 2.4 (mxnet 1.9.1) never asks, so with ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX`` its
@@ -137,7 +143,8 @@ def _onednn_enabled():
     return bool(mx.runtime.Features().is_enabled("MKLDNN"))
 
 
-def check_supported(dtype, contexts, flags=None, onednn=None):
+def check_supported(dtype: str, contexts: Iterable[mx.Context | str], flags: Iterable[str] | None = None,
+                    onednn: bool | None = None) -> None:
     """Raise ``common.UserError`` (one line) unless every context can train in ``dtype``.
 
     ``contexts``: ``mx.Context`` objects (or ``"cpu"``/``"gpu"``).  ``flags``: the CPU flags
@@ -175,7 +182,7 @@ def _check_bf16_cpu(flags, onednn):
             "or a build without MKLDNN); unset it or use --dtype float32")
 
 
-def optimizer_params(dtype):
+def optimizer_params(dtype: str) -> dict[str, Any]:
     """Extra optimizer keyword arguments for training in ``dtype`` (the user's own win).
 
     float16: ``multi_precision=True``, as MXNet's fit.py passes with ``--dtype float16``.  The
@@ -188,10 +195,10 @@ def optimizer_params(dtype):
 
 
 def _graph(sym):
-    return json.loads(sym.tojson(remove_amp_cast=False))
+    return symbol_graph(sym, keep_amp_casts=True)
 
 
-def cast_count(sym):
+def cast_count(sym: mx.sym.Symbol) -> int:
     """Number of AMP cast nodes (``amp_cast``/``amp_multicast``) in ``sym``."""
     return sum(node["op"] in CAST_OPS for node in _graph(sym)["nodes"])
 
@@ -225,7 +232,7 @@ def _stem_names(graph, inputs):
             and nodes[node["inputs"][0][0]]["name"] in inputs]
 
 
-def float32_layers(sym):
+def float32_layers(sym: mx.sym.Symbol) -> list[str]:
     """Names of the layers ``training_symbol`` keeps in float32: stems and logit layers."""
     from mxnet.contrib import amp
     graph = _graph(sym)
@@ -238,7 +245,7 @@ def _fed_inputs(sym):
     return [name for name in sym.list_inputs() if name == "data" or name.endswith("_label")]
 
 
-def training_symbol(sym, dtype):
+def training_symbol(sym: mx.sym.Symbol, dtype: str) -> mx.sym.Symbol:
     """The graph to bind for training ``sym`` in ``dtype`` (module docstring: the contract)."""
     _check_dtype(dtype)
     if dtype == "float32":
@@ -356,7 +363,7 @@ def _check_interface(sym, converted):
                              "this is a bug")
 
 
-def low_precision_ops(sym, dtype):
+def low_precision_ops(sym: mx.sym.Symbol, dtype: str) -> dict[str, int]:
     """``{op: count}`` of the operators whose output is ``dtype`` in ``sym`` (casts excluded).
 
     Type inference from float32 inputs; for logs and tests (what actually runs in ``dtype``).

@@ -6,29 +6,35 @@ edit the symbol's JSON and load it back.  Parameters, optimizer states and check
 keyed by name, so the result must list the same arguments, auxiliary states and outputs, in
 the same order, as the symbol it replaces.
 """
+from __future__ import annotations
+
 import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["symbol_graph", "head_op", "is_true", "check_interface", "load_rewritten"]
 
 
-def symbol_graph(sym, keep_amp_casts=False):
+def symbol_graph(sym: mx.sym.Symbol, keep_amp_casts: bool = False) -> dict[str, Any]:
     """The symbol's JSON graph as a dict (``nodes``, ``arg_nodes``, ``heads``, ``attrs``);
     AMP's cast nodes are dropped unless ``keep_amp_casts``."""
     return json.loads(sym.tojson(remove_amp_cast=not keep_amp_casts))
 
 
-def head_op(sym):
+def head_op(sym: mx.sym.Symbol) -> str:
     """Operator name of a single-output symbol's head node."""
     graph = symbol_graph(sym)
     return graph["nodes"][graph["heads"][0][0]]["op"]
 
 
-def is_true(value):
+def is_true(value: object) -> bool:
     """MXNet's boolean attributes are strings: 'True', 'true' or '1'."""
     return str(value).lower() in ("true", "1")
 
 
-def check_interface(original, rewritten, what):
+def check_interface(original: mx.sym.Symbol, rewritten: mx.sym.Symbol, what: str) -> mx.sym.Symbol:
     """Raise ``AssertionError`` (a bug of pass ``what``) unless both list the same names."""
     for listing in ("list_arguments", "list_auxiliary_states", "list_outputs"):
         if getattr(rewritten, listing)() != getattr(original, listing)():
@@ -37,7 +43,7 @@ def check_interface(original, rewritten, what):
     return rewritten
 
 
-def load_rewritten(graph, original, what):
+def load_rewritten(graph: dict[str, Any], original: mx.sym.Symbol, what: str) -> mx.sym.Symbol:
     """The symbol of the edited JSON dict ``graph``, checked against ``original``."""
     import mxnet as mx
     return check_interface(original, mx.sym.load_json(json.dumps(graph)), what)

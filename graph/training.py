@@ -4,17 +4,25 @@ converted to the compute precision.
 Every rewrite keeps the symbol's argument, auxiliary and output names, so parameters,
 optimizer states and checkpoints are those of the symbol as built.
 """
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from mxcnn.graph import channel_pad, fusion, global_pool, layout_barrier, precision
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["ONEDNN_REWRITES", "training_graph", "onednn_cpus"]
 
 ONEDNN_REWRITES = ("global_pool", "layout_barrier", "channel_pad", "fusion")
 
 
-def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
-                   rewrites=ONEDNN_REWRITES):
+def training_graph(sym: mx.sym.Symbol, contexts: Sequence[mx.Context], data_shape: Sequence[int],
+                   fuse: bool = True, dtype: str = "float32",
+                   rewrites: Iterable[str] = ONEDNN_REWRITES) -> mx.sym.Symbol:
     """The graph the engines bind: ``sym`` rewritten for oneDNN's fast kernels on CPUs, then
     converted to the compute ``dtype`` (``graph.precision.training_symbol``: float32 weights,
     BatchNorm statistics and outputs).  The conversion comes last because the other passes
@@ -48,7 +56,7 @@ def training_graph(sym, contexts, data_shape, fuse=True, dtype="float32",
     return low
 
 
-def onednn_cpus(contexts):
+def onednn_cpus(contexts: Iterable[mx.Context]) -> bool:
     """True when every context is a CPU and this MXNet runs oneDNN there: the contexts whose
     binds get the oneDNN graph rewrites."""
     return (all(ctx.device_type == "cpu" for ctx in contexts)

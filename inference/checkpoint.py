@@ -31,16 +31,18 @@ its files still match it (:func:`damage`); a kill at any instant leaves the prev
 complete epoch as the newest one, plus at most temporary files (:func:`temp_files`) and
 an uncommitted epoch (:func:`saved_epochs` without a ``.json``), which the trainer removes.
 """
+import contextlib
 import glob
 import json
 import os
 import re
 
 from mxcnn import common
+from mxcnn.common import files as common_files
 from mxcnn.graph.inference import inference_symbol
 
 __all__ = ["CheckpointError", "checkpoint_paths", "rank_prefix", "resume_prefix",
-           "save_checkpoint", "load_params", "load_state", "list_epochs", "latest_epoch",
+           "save_checkpoint", "saving", "load_params", "load_state", "list_epochs", "latest_epoch",
            "damage", "newest_intact", "intact_hint", "saved_epochs", "epoch_files", "temp_files",
            "remove_files", "require_epoch"]
 
@@ -68,22 +70,45 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, save_states=N
     """
     import mxnet as mx
     paths = checkpoint_paths(prefix, epoch)
-    if os.path.exists(paths["state"]):
-        os.remove(paths["state"])  # re-saving this epoch: it is incomplete until the new .json
-    common.atomic_write_text(paths["symbol"], symbol.tojson())
-    common.atomic_write_text(paths["inference_symbol"], _inference_json(symbol))
-    arrays = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
-    arrays.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    common.atomic_write(paths["params"], lambda tmp: mx.nd.save(tmp, arrays))
-    if save_states is not None:
-        common.atomic_write(paths["states"], save_states)
-    elif os.path.exists(paths["states"]):
-        os.remove(paths["states"])  # stale states of another run must not be paired with these params
-    files = {os.path.basename(path): common.file_digest(path) for path in epoch_files(prefix, epoch)
-             if path != paths["state"]}  # what this save wrote (.params, .states, .live, ...)
-    common.atomic_write_text(paths["state"], json.dumps(dict(state or {}, epoch=epoch, files=files),
-                                                        indent=1, sort_keys=True))
+    with saving(prefix, epoch):
+        if os.path.exists(paths["state"]):
+            os.remove(paths["state"])  # re-saving this epoch: it is incomplete until the new .json
+        common.atomic_write_text(paths["symbol"], symbol.tojson())
+        common.atomic_write_text(paths["inference_symbol"], _inference_json(symbol))
+        arrays = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
+        arrays.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+        common.atomic_write(paths["params"], lambda tmp: mx.nd.save(tmp, arrays))
+        if save_states is not None:
+            common.atomic_write(paths["states"], save_states)
+        elif os.path.exists(paths["states"]):
+            os.remove(paths["states"])  # stale states of another run must not be paired with these params
+        files = {os.path.basename(path): common.file_digest(path) for path in epoch_files(prefix, epoch)
+                 if path != paths["state"]}  # what this save wrote (.params, .states, .live, ...)
+        common.atomic_write_text(paths["state"], json.dumps(dict(state or {}, epoch=epoch, files=files),
+                                                            indent=1, sort_keys=True))
     return paths
+
+
+@contextlib.contextmanager
+def saving(prefix, epoch):
+    """Write checkpoint ``epoch``'s files inside this block.  When a write fails (a full disk,
+    no permission: ``OSError`` or MXNet's "FileStream.Write incomplete"), the epoch's files
+    and the temporary files under ``prefix`` are removed, earlier epochs stay as they were,
+    and CheckpointError says in one line why, naming the folder and its free space."""
+    import mxnet as mx
+    try:
+        yield
+    except CheckpointError:
+        remove_files(prefix, [epoch], temp_files(prefix))
+        raise
+    except (OSError, mx.base.MXNetError) as err:
+        remove_files(prefix, [epoch], temp_files(prefix))
+        latest = latest_epoch(prefix)
+        raise CheckpointError(
+            "cannot save checkpoint %d under %s: %s; its partial files were removed, the newest "
+            "complete checkpoint is %s; free space or choose another --model-prefix"
+            % (epoch, prefix, common_files.write_failure(os.path.dirname(os.path.abspath(prefix)), err),
+               "none" if latest is None else checkpoint_paths(prefix, latest)["params"])) from None
 
 
 def _inference_json(symbol):

@@ -27,7 +27,7 @@ import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from mxcnn.graph.symbol_json import is_true  # noqa: E402
+from mxcnn.graph.symbol_json import is_true, symbol_graph  # noqa: E402
 from mxcnn.inference.predict import (  # noqa: E402
     PredictError,
     bind_inference,
@@ -98,7 +98,7 @@ def exportable_symbol(sym, params, data_name, data_shape):
     import json
 
     import mxnet as mx
-    graph = json.loads(sym.tojson())
+    graph = symbol_graph(sym)
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(**{data_name: tuple(data_shape)})
     shape_of = dict(zip(internals.list_outputs(), out_shapes))

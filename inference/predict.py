@@ -8,7 +8,8 @@ Any MXNet checkpoint works (``prefix-symbol.json`` + ``prefix-NNNN.params`` with
 ``arg:``/``aux:`` names, as ``mx.model.load_checkpoint`` reads): this project's, MXNet's
 examples', or a Gluon ``export()``.  A grouped multi-output symbol (deep supervision) is
 evaluated on output 0; a ``SoftmaxOutput`` head becomes a plain ``softmax`` so that no
-label is needed (the same probabilities).  Images are read with OpenCV, converted to RGB,
+label is needed (the same probabilities).  Images are read by ``mxcnn.data.images`` (sizes
+checked from the header against ``max_pixels`` before decoding, truncated files refused) as RGB,
 resized so the shorter side is ``resize`` (default: the crop side), centre-cropped to the
 image shape and normalised with per-channel ``mean``/``std`` (0-255 RGB).
 
@@ -19,7 +20,6 @@ mean/std, the image shape and class names); else none (raw pixels, classes as nu
 
 The command line is train/score.py (``--predict``).
 """
-import contextlib
 import os
 
 import numpy as np
@@ -27,6 +27,8 @@ import numpy as np
 from mxcnn import common
 from mxcnn.common import runtime
 from mxcnn.data import stats as data_stats
+from mxcnn.data.errors import DataError
+from mxcnn.data.images import MAX_IMAGE_PIXELS, read_image
 from mxcnn.graph import channel_pad
 from mxcnn.graph.inference import inference_symbol
 from mxcnn.inference.checkpoint import CheckpointError, load_params, load_state
@@ -286,52 +288,20 @@ def resolve_preprocess(prefix, epoch, stats=None):
         raise PredictError(str(err))
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null for the block (C libraries' own messages)."""
+def _read_image(path, grey, max_pixels):
+    """uint8 (H, W, 3) RGB or (H, W, 1) grey of the image file; PredictError naming the problem."""
     try:
-        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+        return read_image(path, max_pixels=max_pixels, grey=grey)
+    except DataError as err:
+        raise PredictError(str(err)) from None
 
 
-def _read_image(path, flag):
-    """Decode the image file at ``path`` (OpenCV ``flag``); PredictError naming the problem."""
-    import cv2
-    if os.path.isdir(path):
-        raise PredictError("image %s is a folder; give image files (e.g. %s/*.png)" % (path, path.rstrip("/")))
-    try:
-        with open(path, "rb") as handle:
-            blob = np.frombuffer(handle.read(), np.uint8)
-    except FileNotFoundError:
-        raise PredictError("image %s does not exist" % path)
-    except OSError as err:
-        raise PredictError("cannot read image %s (%s)" % (path, err.strerror))
-    with _native_stderr_silenced():  # libpng/libjpeg print their own line for a broken file
-        image = cv2.imdecode(blob, flag) if blob.size else None
-    if image is None:
-        raise PredictError("cannot decode %s as an image (PNG/JPEG/BMP...): the file is empty, "
-                           "truncated or of another format" % path)
-    return image
-
-
-def preprocess_image(path, image_shape, stats=None, resize=None):
-    """(C, H, W) float32 of the image file: RGB, shorter side to ``resize``, centre crop, mean/std."""
+def preprocess_image(path, image_shape, stats=None, resize=None, max_pixels=MAX_IMAGE_PIXELS):
+    """(C, H, W) float32 of the image file: RGB, shorter side to ``resize``, centre crop, mean/std.
+    A file declaring more than ``max_pixels`` (width x height) is refused before decoding."""
     import cv2
     channels, height, width = image_shape
-    image = _read_image(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
-    if channels == 1:
-        image = image[:, :, None]
-    else:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    image = _read_image(path, channels == 1, max_pixels)
     short = int(resize or max(height, width))
     h, w = image.shape[:2]
     scale = short / float(min(h, w))
@@ -360,17 +330,19 @@ class Predictor:
 
     ``stats``: a stats JSON path or dict; None uses the checkpoint's own preprocess record
     (``self.stats`` stays None when there is neither).  The batch is rounded up to a multiple
-    of the contexts; short batches are padded with zeros and the padding dropped.
+    of the contexts; short batches are padded with zeros and the padding dropped.  Image
+    files over ``max_pixels`` (width x height) are refused before decoding.
     """
 
     def __init__(self, prefix, epoch, image_shape=None, stats=None, contexts=None, batch_size=8,
-                 resize=None):
+                 resize=None, max_pixels=MAX_IMAGE_PIXELS):
         self.stats = resolve_preprocess(prefix, epoch, stats)
         shape = image_shape or (self.stats or {}).get("image_shape") or (3, 32, 32)
         self.image_shape = tuple(int(v) for v in shape)
         devices = len(contexts or [None])
         self.batch_size = -(-max(1, int(batch_size)) // devices) * devices
         self.resize = resize
+        self.max_pixels = max_pixels
         self.module, self.data_name = load_model(prefix, epoch, self.image_shape, self.batch_size,
                                                  contexts)
         self.classes = list((self.stats or {}).get("classes") or [])
@@ -389,8 +361,8 @@ class Predictor:
 
     def predict_files(self, paths, top_k=5):
         """``[[(class index, class name, probability), ...] per file]``, best first."""
-        images = np.stack([preprocess_image(p, self.image_shape, self.stats, self.resize)
-                           for p in paths])
+        images = np.stack([preprocess_image(p, self.image_shape, self.stats, self.resize,
+                                            self.max_pixels) for p in paths])
         probs = self.probabilities(images)
         k = max(1, min(int(top_k), probs.shape[1]))
         results = []

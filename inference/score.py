@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from mxcnn.data import iterators, recfile  # noqa: E402
 from mxcnn.data import stats as data_stats  # noqa: E402
+from mxcnn.data.images import MAX_IMAGE_PIXELS  # noqa: E402
 from mxcnn.inference.predict import PredictError, Predictor, checkpoint_preprocess, load_model, make_contexts  # noqa: E402
 
 __all__ = ["score_rec", "rec_preprocess", "main"]
@@ -159,6 +160,9 @@ def build_parser():
     parser.add_argument("--top-k", type=int, default=5, help="classes listed per image (--predict)")
     parser.add_argument("--resize", type=int, help="shorter side before the centre crop (--predict; "
                                                    "default: the crop side)")
+    parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
+                        help="refuse image files larger than N pixels (width x height), checked "
+                             "before decoding (--predict; default %d)" % MAX_IMAGE_PIXELS)
     devices = parser.add_mutually_exclusive_group()
     devices.add_argument("--gpus", help="GPU ids, e.g. 0,1")
     devices.add_argument("--cpus", help="number of CPU contexts, as in train_cifar.py (default 1)")
@@ -171,14 +175,15 @@ def build_parser():
 
 def _check_numbers(args):
     for flag, value in (("--batch-size", args.batch_size), ("--top-k", args.top_k),
-                        ("--resize", args.resize)):
+                        ("--resize", args.resize), ("--max-image-pixels", args.max_image_pixels)):
         if value is not None and value < 1:
             raise PredictError("%s must be at least 1, got %d" % (flag, value))
 
 
 def _predict(args, shape, contexts):
     predictor = Predictor(args.model_prefix, args.load_epoch, shape, args.stats, contexts,
-                          batch_size=min(args.batch_size, len(args.predict)), resize=args.resize)
+                          batch_size=min(args.batch_size, len(args.predict)), resize=args.resize,
+                          max_pixels=args.max_image_pixels)
     results = predictor.predict_files(args.predict, args.top_k)
     if predictor.stats is None:  # after the work: an error stays the only line
         print("%s: note: neither --stats nor a preprocess record in the checkpoint: images are "

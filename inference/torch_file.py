@@ -271,10 +271,11 @@ def _tensor(buffer, offset, ref, storage, budget, what):
                              "tied weights; refused" % what)
     if not numel:
         array = np.zeros(ref.shape, buffer.dtype)
-    else:
+    else:  # a read-only view of the file's bytes; copied only when strided or byte-swapped
         array = np.lib.stride_tricks.as_strided(
             buffer[offset:], ref.shape, [s * buffer.itemsize for s in ref.stride], writeable=False)
-    array = np.array(array, dtype=buffer.dtype.newbyteorder("="), order="C")
+    if not array.flags.c_contiguous or not array.dtype.isnative:
+        array = np.array(array, dtype=buffer.dtype.newbyteorder("="), order="C")
     if storage == "BFloat16Storage":
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array
@@ -284,7 +285,8 @@ def read_state_dict(path):
     """The tensors of a state_dict file: OrderedDict name -> numpy array, in file order.
 
     Unwraps ``{'state_dict': ...}`` (and the other :data:`WRAPPER_KEYS`) and drops the
-    ``module.`` prefix of DataParallel saves; non-tensor entries (``_metadata``) are left out."""
+    ``module.`` prefix of DataParallel saves; non-tensor entries (``_metadata``) are left out.
+    The arrays are read-only views of the file's bytes where the layout allows (copy to modify)."""
     obj = read_torch_file(path)
     tensors = _tensor_dict(obj)
     if tensors is None and isinstance(obj, dict):

@@ -13,8 +13,10 @@ options (the same layout, parameter for parameter), and a :class:`Family` that s
 * how the source computes differently, each mapped exactly: ``bn_eps`` (our symbol takes the
   source's epsilon), ``edits`` (attributes of our graph's nodes set to the source's, e.g.
   torchvision GoogLeNet's 2x2 pooling before inception5a; ``op: _copy`` removes an
-  operator the source does not have), ``input_bn`` (a BatchNorm on the input, folded into
-  the preprocessing), ``fold_bn`` (a BatchNorm folded into the one after it), ``transform``
+  operator the source does not have; ``input`` rewires one; keys are regular expressions
+  over node names), ``input_bn`` (the name template of a BatchNorm on the
+  input, and whether its gamma is fixed to 1; folded into the preprocessing), ``fold_bn``
+  (pairs of BatchNorm templates: the first folded into the second), ``transform``
   (a channel order: the option-A shortcut's zero padding in the middle), ``preprocess`` and
   ``options`` (torchvision's ``transform_input`` is a preprocessing of its own);
 * ``refuse`` on an :class:`Arch` -- a difference this project's symbols cannot express.
@@ -22,7 +24,8 @@ options (the same layout, parameter for parameter), and a :class:`Family` that s
 from collections import namedtuple
 
 from mxcnn.inference.name_rules import BiasIntoBN, Rename, bn, conv, dense
-from mxcnn.symbols import vgg as _vgg
+from mxcnn.symbols import inception_v3 as inception_symbols
+from mxcnn.symbols import vgg as vgg_symbols
 
 __all__ = ["Family", "Arch", "SOURCES", "IMAGENET", "CIFAR", "CIFAR10_CLASSES", "find_arch"]
 
@@ -82,7 +85,7 @@ TV_RESNET = Family("torch", tuple(_resnet_v1b_rules("bn_torch")), 1e-5, IMAGENET
 def _vgg_rules(config, batch_norm):
     """torchvision's VGG numbers its ``features`` modules in order (conv, [BN], ReLU, ..., pool)."""
     rules, index = [], 0
-    for stage, kernels in enumerate(_vgg.CONFIGS[config], start=1):
+    for stage, kernels in enumerate(vgg_symbols.CONFIGS[config], start=1):
         for i in range(1, len(kernels) + 1):
             ours = "conv%d_%d" % (stage, i)
             if batch_norm:
@@ -138,24 +141,39 @@ TV_GOOGLENET = Family(
 
 _INCEPTION_STEM = (("Conv2d_1a_3x3", "conv1a"), ("Conv2d_2a_3x3", "conv2a"),
                    ("Conv2d_2b_3x3", "conv2b"), ("Conv2d_3b_1x1", "conv3b"), ("Conv2d_4a_3x3", "conv4a"))
-#: torchvision's branch names in Inception A-E -> ours (symbols/inception_v3.py).
-_INCEPTION_BRANCHES = (
-    ("branch1x1", "1x1"), ("branch5x5_1", "5x5_reduce"), ("branch5x5_2", "5x5"),
-    ("branch3x3dbl_1", "dbl_reduce"), ("branch3x3dbl_2", "dbl_0"), ("branch3x3dbl_3", "dbl_1"),
-    ("branch3x3dbl_3a", "dbl_a"), ("branch3x3dbl_3b", "dbl_b"), ("branch_pool", "pool_proj"),
-    ("branch3x3", "3x3"), ("branch3x3_1", "3x3_reduce"), ("branch3x3_2", "3x3"),
-    ("branch3x3_2a", "3x3_a"), ("branch3x3_2b", "3x3_b"),
-    ("branch7x7_1", "7x7_reduce"), ("branch7x7_2", "7x7_0"), ("branch7x7_3", "7x7_1"),
-    ("branch7x7dbl_1", "dbl_reduce"), ("branch7x7dbl_2", "dbl_0"), ("branch7x7dbl_3", "dbl_1"),
-    ("branch7x7dbl_4", "dbl_2"), ("branch7x7dbl_5", "dbl_3"),
-    ("branch7x7x3_1", "7x7x3_reduce"), ("branch7x7x3_2", "7x7x3_0"), ("branch7x7x3_3", "7x7x3_1"),
-    ("branch7x7x3_4", "7x7x3_2"))
+#: torchvision's branch names per Inception module type -> ours (symbols/inception_v3.py).
+_INCEPTION_BRANCHES = {
+    "module_a": (("branch1x1", "1x1"), ("branch5x5_1", "5x5_reduce"), ("branch5x5_2", "5x5"),
+                 ("branch3x3dbl_1", "dbl_reduce"), ("branch3x3dbl_2", "dbl_0"),
+                 ("branch3x3dbl_3", "dbl_1"), ("branch_pool", "pool_proj")),
+    "reduction_a": (("branch3x3", "3x3"), ("branch3x3dbl_1", "dbl_reduce"),
+                    ("branch3x3dbl_2", "dbl_0"), ("branch3x3dbl_3", "dbl_1")),
+    "module_c": (("branch1x1", "1x1"), ("branch7x7_1", "7x7_reduce"), ("branch7x7_2", "7x7_0"),
+                 ("branch7x7_3", "7x7_1"), ("branch7x7dbl_1", "dbl_reduce"),
+                 ("branch7x7dbl_2", "dbl_0"), ("branch7x7dbl_3", "dbl_1"),
+                 ("branch7x7dbl_4", "dbl_2"), ("branch7x7dbl_5", "dbl_3"), ("branch_pool", "pool_proj")),
+    "reduction_b": (("branch3x3_1", "3x3_reduce"), ("branch3x3_2", "3x3"),
+                    ("branch7x7x3_1", "7x7x3_reduce"), ("branch7x7x3_2", "7x7x3_0"),
+                    ("branch7x7x3_3", "7x7x3_1"), ("branch7x7x3_4", "7x7x3_2")),
+    "module_e": (("branch1x1", "1x1"), ("branch3x3_1", "3x3_reduce"), ("branch3x3_2a", "3x3_a"),
+                 ("branch3x3_2b", "3x3_b"), ("branch3x3dbl_1", "dbl_reduce"),
+                 ("branch3x3dbl_2", "dbl_0"), ("branch3x3dbl_3a", "dbl_a"),
+                 ("branch3x3dbl_3b", "dbl_b"), ("branch_pool", "pool_proj")),
+}
+
+
+def _inception_rules():
+    """Stem units, then each module of our LAYOUT with its type's branch names."""
+    rules = sum((_unit(src, ours) for src, ours in _INCEPTION_STEM), [])
+    for name, builder, _ in inception_symbols.LAYOUT:
+        source = "Mixed_" + name[len("mixed"):]
+        for branch, ours in _INCEPTION_BRANCHES[builder.__name__]:
+            rules += _unit("%s.%s" % (source, branch), "%s_%s" % (name, ours))
+    return tuple(rules + dense("fc", "fc1"))
+
+
 TV_INCEPTION_V3 = Family(
-    "torch", tuple(sum((_unit(src, ours) for src, ours in _INCEPTION_STEM), [])
-                   + sum((_unit("Mixed_{m:word}." + src, "mixed{m:word}_" + ours)
-                          for src, ours in _INCEPTION_BRANCHES), [])
-                   + dense("fc", "fc1")),
-    1e-3, dict(IMAGENET, image_shape=[3, 299, 299]), _COUNTER + (r"^AuxLogits\.",),
+    "torch", _inception_rules(), 1e-3, dict(IMAGENET, image_shape=[3, 299, 299]), _COUNTER + (r"^AuxLogits\.",),
     options={"transform_input": (True, {True: HALF_RANGE})})
 
 TV_ALEXNET = Family("torch", tuple(
@@ -173,7 +191,7 @@ def _torchvision():
                                        ("wide_resnet50_2", 50, 1, 128), ("wide_resnet101_2", 101, 1, 128)):
         archs[name] = Arch(TV_RESNET, "resnext", {"num_layers": depth, "cardinality": groups,
                                                   "bottleneck_width": width, "style": "imagenet"})
-    for depth, config in sorted(_vgg.DEPTH_CONFIG.items()):
+    for depth, config in sorted(vgg_symbols.DEPTH_CONFIG.items()):
         archs["vgg%d" % depth] = _vgg(config, False)
         archs["vgg%d_bn" % depth] = _vgg(config, True)
     for depth in (121, 161, 169, 201):
@@ -224,7 +242,7 @@ GLUON_CIFAR_V1 = Family("gluon", tuple(
 
 
 def _gluon_preact(first_stage, post):
-    rules = conv("features.%d" % (first_stage - 1), "stem_conv")
+    rules = conv("features.1", "stem_conv")
     for k, letter in ((1, "a"), (2, "b")):
         rules += bn("features.{s%+d}.{u}.bn%d" % (first_stage - 1, k), "stage{s}_unit{u+1}_%s_bn" % letter,
                     "bn_gluon")
@@ -234,10 +252,14 @@ def _gluon_preact(first_stage, post):
     return tuple(rules + bn("features.%d" % post, "post_bn", "bn_gluon") + dense("output", "fc1"))
 
 
+#: GluonCV's CIFAR v2 unit projects its raw input (ours and its WRN: the pre-activated one).
 GLUON_CIFAR_V2 = Family("gluon", _gluon_preact(2, 5), 1e-5, CIFAR,
-                        input_bn=("features.0", True), classes=CIFAR10_CLASSES)
-GLUON_CIFAR_WRN = Family("gluon", _gluon_preact(3, 6), 1e-5, CIFAR, input_bn=("features.0", True),
-                         fold_bn=(("features.2", "features.3.0.bn1"),), classes=CIFAR10_CLASSES)
+                        input_bn=("features.0.{p:bn_gluon}", True), classes=CIFAR10_CLASSES,
+                        edits={r"(stage\d+_unit1)_sc_conv": {"input": r"\1_a_bn"}})
+GLUON_CIFAR_WRN = Family("gluon", _gluon_preact(3, 6), 1e-5, CIFAR,
+                         input_bn=("features.0.{p:bn_gluon}", True),
+                         fold_bn=(("features.2.{p:bn_gluon}", "features.3.0.bn1.{p:bn_gluon}"),),
+                         classes=CIFAR10_CLASSES)
 GLUON_CIFAR_RESNEXT = Family("gluon", tuple(
     conv("features.0", "stem_conv") + bn("features.1", "stem_bn", "bn_gluon")
     + _gluon_body(2, (("a", 0), ("b", 3), ("c", 6))) + dense("output", "fc1")),
@@ -281,7 +303,7 @@ MXNET_RESNET = Family("mxnet", (
     Rename("stage{s}_unit{u}_sc_weight", "stage{s}_unit{u}_sc_conv_weight"),
     Rename("bn1_{p:bn_ours}", "post_bn_{p:bn_ours}"), Rename("fc1_{p:wb}", "fc1_{p:wb}")),
     2e-5, {"mean": [123.68, 116.779, 103.939], "std": [1.0, 1.0, 1.0], "image_shape": [3, 224, 224]},
-    input_bn=("bn_data", True))
+    input_bn=("bn_data_{p:bn_ours}", True))
 MXNET_RESNET_CIFAR = MXNET_RESNET._replace(preprocess={
     "mean": [125.307, 122.961, 113.8575], "std": [1.0, 1.0, 1.0], "image_shape": [3, 32, 32]},
     classes=CIFAR10_CLASSES)

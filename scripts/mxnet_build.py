@@ -7,8 +7,10 @@
         one at the pinned version (nothing when it is already the only build there)
 
 ``auto`` (the default, also ``$MXNET``) takes a CUDA build when ``nvidia-smi`` answers and
-the CPU build elsewhere; see common/mxnet_build.py for the driver table.  Bad names and
-too-old drivers end with one line and exit 2.  Standard library only (runs before the venv).
+the CPU build elsewhere; see common/mxnet_build.py for the driver table.  A GPU that the
+chosen wheel has no machine code for (nvidia-smi's compute_cap) gets one warning line on
+stderr.  Bad names and too-old drivers end with one line and exit 2.  Standard library only
+(runs before the venv).
 """
 import argparse
 import json
@@ -41,6 +43,15 @@ def installed_in(python):
     return [tuple(item) for item in json.loads(out.stdout)]
 
 
+def warn_uncovered_gpus(package: str) -> None:
+    """One stderr line when this machine's GPU has no machine code in ``package``'s wheel."""
+    if package == mxnet_build.CPU_PACKAGE:
+        return
+    warning = mxnet_build.arch_warning(mxnet_build.gpu_compute_caps(), package)
+    if warning:
+        print("%s: warning: %s" % (PROG, warning), file=sys.stderr)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["choose", "install"])
@@ -54,6 +65,7 @@ def main(argv=None):
     try:
         driver = None if args.mxnet not in ("auto", "") else mxnet_build.nvidia_driver()
         package, reason = mxnet_build.choose(args.mxnet, driver)
+        warn_uncovered_gpus(package)
         if args.action == "choose":
             print("%s: %s (%s)" % (PROG, package, reason), file=sys.stderr)
             print(package)

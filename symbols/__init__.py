@@ -12,6 +12,11 @@ module exposing ``get_symbol(num_classes, num_layers, image_shape, ...)`` and a
 ``VARIANTS`` dict (network name -> the depths/variants it accepts).
 """
 import inspect as _inspect
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import mxnet as mx
 
 from mxcnn import common
 from mxcnn.symbols import (
@@ -63,7 +68,7 @@ _TUNABLE = {"se_ratio"}
 __all__ = ["get_symbol", "list_networks", "family_module", "count_params"]
 
 
-def family_module(network):
+def family_module(network: str) -> ModuleType:
     """The module that builds ``network``; ``ValueError`` listing the choices if unknown."""
     if network not in _NETWORKS:
         raise common.UserError("unknown network %r; choose one of: %s"
@@ -77,13 +82,15 @@ def _plain_network(network):
     return next(name for name, (mod, implied) in _NETWORKS.items() if mod == module and not implied)
 
 
-def list_networks():
+def list_networks() -> dict[str, str]:
     """``{network: description of its valid depths/variants}`` for every registered network."""
     return {name: family_module(name).VARIANTS[name] for name in sorted(_NETWORKS)}
 
 
-def get_symbol(network, num_classes=10, num_layers=None, image_shape=(3, 32, 32),
-               deep_supervision=None, **kwargs):
+def get_symbol(network: str, num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32),
+               deep_supervision: str | dict[str, float] | Sequence[str | tuple[str, float]] | None = None,
+               **kwargs: Any) -> mx.sym.Symbol:
     """Build ``network`` as an ``mx.sym.Symbol`` ending in ``SoftmaxOutput(name='softmax')``.
 
     ``image_shape`` is (C, H, W) (a "3,32,32" string is accepted too); it also picks the
@@ -134,7 +141,8 @@ def _whole_number(what, value):
     return number
 
 
-def count_params(sym, image_shape, input_names=("data",)):
+def count_params(sym: mx.sym.Symbol, image_shape: str | Sequence[int],
+                 input_names: Sequence[str] = ("data",)) -> int:
     """Learnable parameters of ``sym`` (weights, biases, BN gamma/beta; BN running statistics
     are auxiliary states and not counted), as the papers' tables count them.
 

@@ -31,8 +31,11 @@ Checkpoints are plain MXNet: ``whiten_conv_weight`` is an ordinary argument save
 ``.params`` file; loading needs neither this module nor the data.
 Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` (N, num_classes).
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 import numpy as np
+import numpy.typing as npt
 
 from mxcnn import common
 from mxcnn.symbols import layers
@@ -75,7 +78,8 @@ class PartialDirac(mx.init.Initializer):
         arr[:] = weight
 
 
-def whitening_weight(images, kernel=WHITEN_KERNEL, eps=WHITEN_EPS):
+def whitening_weight(images: npt.ArrayLike, kernel: int = WHITEN_KERNEL,
+                     eps: float = WHITEN_EPS) -> np.ndarray:
     """Frozen first-layer filters from ``images`` (N, C, H, W float, normalised as trained).
 
     The k x k patches' uncentred covariance (C*k*k square) has eigenpairs (l_j, v_j);
@@ -116,7 +120,8 @@ def _gelu(data, name):
     return mx.sym.LeakyReLU(data, act_type="gelu", name=name)
 
 
-def conv_group(data, in_filter, num_filter, name, bn_mom=BN_MOMENTUM, workspace=layers.WORKSPACE):
+def conv_group(data: mx.sym.Symbol, in_filter: int, num_filter: int, name: str, bn_mom: float = BN_MOMENTUM,
+               workspace: int = layers.WORKSPACE) -> mx.sym.Symbol:
     """conv -> 2x2 max pool -> BN -> GELU -> conv -> BN -> GELU; (N, C, H, W) -> (N, F, H/2, W/2).
 
     ``in_filter`` (the input channels) decides whether a layout barrier follows the pooling.
@@ -134,7 +139,8 @@ def conv_group(data, in_filter, num_filter, name, bn_mom=BN_MOMENTUM, workspace=
     return x
 
 
-def whiten(data, channels, kernel=WHITEN_KERNEL, workspace=layers.WORKSPACE):
+def whiten(data: mx.sym.Symbol, channels: int, kernel: int = WHITEN_KERNEL,
+           workspace: int = layers.WORKSPACE) -> mx.sym.Symbol:
     """The frozen k x k patch-whitening conv (2*C*k*k filters, trainable bias), then GELU."""
     weight = mx.sym.Variable("whiten_conv_weight", lr_mult=0.0, wd_mult=0.0,
                              __data_init__=DATA_INIT)
@@ -144,8 +150,9 @@ def whiten(data, channels, kernel=WHITEN_KERNEL, workspace=layers.WORKSPACE):
     return _gelu(x, "whiten_gelu")
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), widths=None,
-               bn_mom=BN_MOMENTUM, workspace=layers.WORKSPACE):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), widths: Sequence[int] | None = None,
+               bn_mom: float = BN_MOMENTUM, workspace: int = layers.WORKSPACE) -> mx.sym.Symbol:
     """airbench94's network for ``image_shape`` (C, H, W); ``widths`` overrides (64, 256, 256)."""
     image_shape = layers.as_image_shape(image_shape)
     if num_layers not in (None, 8):

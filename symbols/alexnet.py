@@ -16,6 +16,8 @@ Input (N, C, H, W); output ``SoftmaxOutput`` over (N, num_classes).  Layer names
 paper's numbering: ``conv1``..``conv5``, ``pool1``/``pool2``/``pool5``, ``fc6``, ``fc7``; the
 classifier is ``fc1`` as in every family.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -45,8 +47,9 @@ VARIANTS = {
 }
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), style=None,
-               dropout=0.5):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), style: str | None = None,
+               dropout: float = 0.5) -> mx.sym.Symbol:
     """AlexNet over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over (N, num_classes).
 
     ``style`` is 'cifar' or 'imagenet' (default: chosen by input size); ``dropout`` is the

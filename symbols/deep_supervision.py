@@ -25,9 +25,12 @@ Output convention (the trainer relies on it):
 
 (``symbols.get_symbol(..., deep_supervision={"inception4a_output": 0.3})`` does the same.)
 """
+from __future__ import annotations
+
 import difflib
 import fnmatch
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 
 import mxnet as mx
 
@@ -49,7 +52,8 @@ __all__ = ["attach_heads", "conv_head", "main_output", "aux_output_names", "atta
            "parse_heads", "check_weight", "prune_params", "DEFAULT_WEIGHT"]
 
 
-def conv_head(data, num_classes, name, num_filter=DEFAULT_HEAD_FILTERS):
+def conv_head(data: mx.sym.Symbol, num_classes: int, name: str,
+              num_filter: int = DEFAULT_HEAD_FILTERS) -> mx.sym.Symbol:
     """Deeply-supervised head (Lee et al. 2015; the C1DeepSup head of semantic-segmentation
     models): conv 3x3 -> BN -> ReLU -> 1x1 conv to ``num_classes`` -> global average pool.
 
@@ -62,7 +66,8 @@ def conv_head(data, num_classes, name, num_filter=DEFAULT_HEAD_FILTERS):
     return mx.sym.Flatten(x, name=name + "_flatten")
 
 
-def parse_heads(heads, default_weight=DEFAULT_WEIGHT):
+def parse_heads(heads: str | dict[str, float] | Sequence[str | tuple[str, float]] | None,
+                default_weight: float = DEFAULT_WEIGHT) -> dict[str, float]:
     """Normalise a head specification to an ordered ``{internal output name: weight}``.
 
     Accepts a list of names, a dict name -> weight, a list of (name, weight) pairs, or a
@@ -98,7 +103,7 @@ def parse_heads(heads, default_weight=DEFAULT_WEIGHT):
     return parsed
 
 
-def check_weight(what, weight):
+def check_weight(what: str, weight: float | str) -> float:
     """``weight`` as a positive float; ValueError naming ``what`` otherwise."""
     try:
         value = float(weight)
@@ -142,8 +147,12 @@ def _head_name(prefix, output_name):
     return prefix + output_name
 
 
-def attach_heads(sym, heads, num_classes, head_builder=conv_head, prefix="dsn_",
-                 default_weight=DEFAULT_WEIGHT, image_shape=None, names=None):
+def attach_heads(sym: mx.sym.Symbol,
+                 heads: str | dict[str, float] | Sequence[str | tuple[str, float]] | None, num_classes: int,
+                 head_builder: Callable[[mx.sym.Symbol, int, str], mx.sym.Symbol] = conv_head,
+                 prefix: str = "dsn_", default_weight: float = DEFAULT_WEIGHT,
+                 image_shape: Sequence[int] | None = None,
+                 names: Sequence[str] | None = None) -> mx.sym.Symbol:
     """Add auxiliary classifier heads to ``sym`` and return the grouped training symbol.
 
     ``sym`` ends in ``SoftmaxOutput(name='softmax')`` (or is already a grouped symbol
@@ -214,7 +223,7 @@ def _check_head_shape(logits, head, output_name, feature_shape, image_shape):
                          % (head, out_shapes[0]))
 
 
-def main_output(sym):
+def main_output(sym: mx.sym.Symbol) -> mx.sym.Symbol:
     """The single-head inference network: output 0 (``softmax_output``) of ``sym`` alone.
 
     A symbol without auxiliary heads is returned unchanged; the heads' layers are not part
@@ -224,13 +233,14 @@ def main_output(sym):
     return sym if len(sym.list_outputs()) == 1 else sym[0]
 
 
-def aux_output_names(sym):
+def aux_output_names(sym: mx.sym.Symbol) -> list[str]:
     """Output names of the auxiliary heads, in order (empty for a single-head symbol)."""
     _check_main_head(sym)
     return sym.list_outputs()[1:]
 
 
-def attach_points(sym, image_shape, pattern=None):
+def attach_points(sym: mx.sym.Symbol, image_shape: Sequence[int],
+                  pattern: str | None = None) -> dict[str, tuple[int, int, int]]:
     """``{internal output name: (C, H, W)}`` of every 4-D feature map ``sym`` computes for
     input ``image_shape`` (C, H, W), in graph order; ``pattern`` (fnmatch, e.g.
     ``'*unit*_output'``) filters the names.  Any of them can take a head."""
@@ -246,7 +256,9 @@ def attach_points(sym, image_shape, pattern=None):
     return points
 
 
-def prune_params(sym, arg_params, aux_params):
+def prune_params(sym: mx.sym.Symbol, arg_params: Mapping[str, mx.nd.NDArray],
+                 aux_params: Mapping[str, mx.nd.NDArray]
+                 ) -> tuple[dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """Keep only the parameters ``sym`` uses: load a checkpoint trained with heads into
     :func:`main_output` without ``allow_extra``.  Returns ``(arg_params, aux_params)``."""
     args = set(sym.list_arguments())

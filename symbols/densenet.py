@@ -20,6 +20,8 @@ Input (N, C, H, W); output ``SoftmaxOutput`` over (N, num_classes).  Channel con
 bypasses oneDNN's Concat, whose backward corrupts DenseNet gradients in MXNet 1.9.1 (see
 :func:`concat_features`).
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -50,7 +52,7 @@ VARIANTS = {
 }
 
 
-def cifar_block_sizes(num_layers, bottleneck):
+def cifar_block_sizes(num_layers: int, bottleneck: bool) -> tuple[int, ...]:
     """Layers per dense block for a CIFAR DenseNet of depth L: (L-4)/3, halved with bottlenecks."""
     per_layer = 2 if bottleneck else 1  # convolutions per dense layer
     divisor = CIFAR_BLOCKS * per_layer
@@ -65,7 +67,8 @@ def cifar_block_sizes(num_layers, bottleneck):
     return ((num_layers - 4) // divisor,) * CIFAR_BLOCKS
 
 
-def dense_layer(data, growth_rate, bottleneck, dropout, name):
+def dense_layer(data: mx.sym.Symbol, growth_rate: int, bottleneck: bool, dropout: float,
+                name: str) -> mx.sym.Symbol:
     """One dense layer's new features: (N, C, H, W) -> (N, growth_rate, H, W)."""
     x = data
     if bottleneck:
@@ -76,7 +79,8 @@ def dense_layer(data, growth_rate, bottleneck, dropout, name):
     return _dropout(x, dropout, name)
 
 
-def dense_block(data, num_layers, growth_rate, bottleneck, dropout, name):
+def dense_block(data: mx.sym.Symbol, num_layers: int, growth_rate: int, bottleneck: bool, dropout: float,
+                name: str) -> mx.sym.Symbol:
     """``num_layers`` dense layers, each fed the concatenation of the block input and every
     earlier layer's features: (N, C, H, W) -> (N, C + num_layers * growth_rate, H, W).
 
@@ -90,7 +94,7 @@ def dense_block(data, num_layers, growth_rate, bottleneck, dropout, name):
     return concat_features(features, name + "_output")
 
 
-def concat_features(features, name):
+def concat_features(features: Sequence[mx.sym.Symbol], name: str) -> mx.sym.Symbol:
     """Channel concatenation of (N, C_i, H, W) maps, done on 5-D views so that MXNet uses its
     own Concat kernel instead of oneDNN's.
 
@@ -105,15 +109,17 @@ def concat_features(features, name):
     return mx.sym.reshape(joined, shape=(0, 0, 0, -1), name=name)
 
 
-def transition(data, num_filter, dropout, name):
+def transition(data: mx.sym.Symbol, num_filter: int, dropout: float, name: str) -> mx.sym.Symbol:
     """BN-ReLU-conv1x1(num_filter)-avgpool 2x2: (N, C, H, W) -> (N, num_filter, H/2, W/2)."""
     x = layers.bn_act_conv(data, num_filter, kernel=1, name=name)
     x = _dropout(x, dropout, name)
     return layers.pool(x, kernel=2, stride=2, pool_type="avg", name=name + "_pool")
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), growth_rate=None,
-               bottleneck=True, reduction=None, dropout=0.0, style=None):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), growth_rate: int | None = None,
+               bottleneck: bool = True, reduction: float | None = None, dropout: float = 0.0,
+               style: str | None = None) -> mx.sym.Symbol:
     """DenseNet over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over (N, num_classes).
 
     ``growth_rate`` defaults to 12 (cifar) or the Table 1 value (imagenet); ``reduction``

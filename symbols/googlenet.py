@@ -22,6 +22,7 @@ filters and no pooling, so 32x32 inputs reach inception3 at 32x32 and the classi
 (the common CIFAR adaptation).  Input (N, C, H, W) -> ``softmax`` over ``num_classes``.
 """
 import functools
+from collections.abc import Callable, Sequence
 
 import mxnet as mx
 
@@ -73,7 +74,8 @@ FORMS = {
 }
 
 
-def inception_module(data, spec, unit, wide_kernel):
+def inception_module(data: mx.sym.Symbol, spec: tuple[str, int, int, int, int, int, int],
+                     unit: Callable[..., mx.sym.Symbol], wide_kernel: int) -> mx.sym.Symbol:
     """Fig. 2(b): 1x1 | 1x1->3x3 | 1x1->wide | 3x3 max pool->1x1, concatenated on channels.
 
     (N, C, H, W) -> (N, #1x1 + #3x3 + #5x5 + pool proj, H, W), named ``<name>``."""
@@ -88,7 +90,8 @@ def inception_module(data, spec, unit, wide_kernel):
     return concat_branches([b1, b2, b3, b4], name=name)
 
 
-def aux_head(data, num_classes, name, batch_norm=True, dropout=AUX_DROPOUT):
+def aux_head(data: mx.sym.Symbol, num_classes: int, name: str, batch_norm: bool = True,
+             dropout: float = AUX_DROPOUT) -> mx.sym.Symbol:
     """Sec. 5 auxiliary classifier: avg pool 5x5/3 -> 1x1 conv 128 -> FC 1024 + ReLU ->
     dropout -> FC ``num_classes``.  (N, C, 14, 14) -> logits (N, num_classes)."""
     x = pool(data, 5, 3, 0, "avg", name=name + "_pool")
@@ -111,8 +114,10 @@ def _stem(data, style, unit, lrn):
     return pool(x, 3, 2, name="pool2", ceil_mode=True)
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 224, 224), batch_norm=True,
-               aux_heads=False, aux_weight=AUX_WEIGHT, dropout=DROPOUT, style=None):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 224, 224), batch_norm: bool = True,
+               aux_heads: bool = False, aux_weight: float = AUX_WEIGHT, dropout: float = DROPOUT,
+               style: str | None = None) -> mx.sym.Symbol:
     """GoogLeNet over Variable ``data``; see the module docstring for the options."""
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers not in (None, DEPTH):

@@ -12,6 +12,8 @@ MXNet's small variant for 28-32 px inputs: a 3x3 conv with 96 filters, then "sim
 (1x1 | 3x3) and "downsample" modules (3x3/2 conv | 3x3/2 max pool).  Input (N, C, H, W) ->
 ``softmax`` over ``num_classes``; module ``<name>`` outputs ``<name>_output``.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -30,7 +32,8 @@ VARIANTS = {"inception_bn": "Inception-BN (Ioffe & Szegedy 2015); num_layers mus
                             "style 'imagenet' (224) or 'cifar' (MXNet's small variant)"}
 
 
-def module_a(data, name, n1, n3r, n3, nd3r, nd3, pool_type, proj):
+def module_a(data: mx.sym.Symbol, name: str, n1: int, n3r: int, n3: int, nd3r: int, nd3: int, pool_type: str,
+             proj: int) -> mx.sym.Symbol:
     """1x1 | 1x1->3x3 | 1x1->3x3->3x3 | 3x3 pool->1x1; (N, C, H, W) -> (N, n1+n3+nd3+proj, H, W)."""
     b1 = conv_bn_act(data, n1, kernel=1, name=name + "_1x1")
     b2 = conv_bn_act(data, n3r, kernel=1, name=name + "_3x3_reduce")
@@ -43,7 +46,7 @@ def module_a(data, name, n1, n3r, n3, nd3r, nd3, pool_type, proj):
     return concat_branches([b1, b2, b3, b4], name=name)
 
 
-def module_b(data, name, n3r, n3, nd3r, nd3):
+def module_b(data: mx.sym.Symbol, name: str, n3r: int, n3: int, nd3r: int, nd3: int) -> mx.sym.Symbol:
     """Grid reduction: 1x1->3x3/2 | 1x1->3x3->3x3/2 | max pool 3x3/2;
     (N, C, H, W) -> (N, n3+nd3+C, ceil(H/2), ceil(W/2))."""
     b1 = conv_bn_act(data, n3r, kernel=1, name=name + "_3x3_reduce")
@@ -55,14 +58,14 @@ def module_b(data, name, n3r, n3, nd3r, nd3):
     return concat_branches([b1, b2, b3], name=name)
 
 
-def simple_module(data, name, n1, n3):
+def simple_module(data: mx.sym.Symbol, name: str, n1: int, n3: int) -> mx.sym.Symbol:
     """Small variant: 1x1 | 3x3; (N, C, H, W) -> (N, n1+n3, H, W)."""
     b1 = conv_bn_act(data, n1, kernel=1, name=name + "_1x1")
     b2 = conv_bn_act(data, n3, kernel=3, name=name + "_3x3")
     return concat_branches([b1, b2], name=name)
 
 
-def downsample_module(data, name, n3):
+def downsample_module(data: mx.sym.Symbol, name: str, n3: int) -> mx.sym.Symbol:
     """Small variant: 3x3/2 conv | 3x3/2 max pool; (N, C, H, W) -> (N, n3+C, H/2, W/2)."""
     b1 = conv_bn_act(data, n3, kernel=3, stride=2, name=name + "_3x3")
     b2 = pool(data, 3, 2, 1, "max", name=name + "_pool")
@@ -110,8 +113,9 @@ def _stem(data, style):
     return pool(x, 3, 2, name="pool2", ceil_mode=True)
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 224, 224), dropout=0.0,
-               style=None):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 224, 224), dropout: float = 0.0,
+               style: str | None = None) -> mx.sym.Symbol:
     """Inception-BN over Variable ``data``; see the module docstring for the layouts."""
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:

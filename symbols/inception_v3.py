@@ -14,6 +14,8 @@ weighted ``aux_weight`` in the loss (0.4, torchvision's reference training recip
 :mod:`.deep_supervision`); it needs inputs of at least 299x299.  Input (N, 3, H, W),
 H, W >= 75 (299 native) -> ``softmax``.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -42,7 +44,7 @@ def _unit(data, num_filter, kernel, name, stride=1, pad=None):
     return conv_bn_act(data, num_filter, kernel=kernel, stride=stride, pad=pad, name=name)
 
 
-def module_a(data, name, pool_proj):
+def module_a(data: mx.sym.Symbol, name: str, pool_proj: int) -> mx.sym.Symbol:
     """Fig. 5 (35x35): 1x1 64 | 1x1 48->5x5 64 | 1x1 64->3x3 96->3x3 96 | avg pool->1x1.
     (N, C, 35, 35) -> (N, 224 + pool_proj, 35, 35)."""
     b1 = _unit(data, 64, 1, name + "_1x1")
@@ -56,7 +58,7 @@ def module_a(data, name, pool_proj):
     return concat_branches([b1, b2, b3, b4], name=name)
 
 
-def reduction_a(data, name):
+def reduction_a(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 10 (35 -> 17): 3x3/2 384 | 1x1 64->3x3 96->3x3/2 96 | max pool 3x3/2."""
     b1 = _unit(data, 384, 3, name + "_3x3", stride=2, pad=0)
     b2 = _unit(data, 64, 1, name + "_dbl_reduce")
@@ -66,7 +68,7 @@ def reduction_a(data, name):
     return concat_branches([b1, b2, b3], name=name)
 
 
-def module_c(data, name, c7):
+def module_c(data: mx.sym.Symbol, name: str, c7: int) -> mx.sym.Symbol:
     """Fig. 6 (17x17, n=7): 1x1 192 | 1x1 c7->1x7->7x1 192 | 1x1 c7->7x1->1x7->7x1->1x7 192 |
     avg pool->1x1 192.  (N, 768, 17, 17) -> (N, 768, 17, 17)."""
     b1 = _unit(data, 192, 1, name + "_1x1")
@@ -82,7 +84,7 @@ def module_c(data, name, c7):
     return concat_branches([b1, b2, b3, b4], name=name)
 
 
-def reduction_b(data, name):
+def reduction_b(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """17 -> 8: 1x1 192->3x3/2 320 | 1x1 192->1x7->7x1->3x3/2 192 | max pool 3x3/2 (1280 out)."""
     b1 = _unit(data, 192, 1, name + "_3x3_reduce")
     b1 = _unit(b1, 320, 3, name + "_3x3", stride=2, pad=0)
@@ -94,7 +96,7 @@ def reduction_b(data, name):
     return concat_branches([b1, b2, b3], name=name)
 
 
-def module_e(data, name):
+def module_e(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 7 (8x8): 1x1 320 | 1x1 384->(1x3 | 3x1) 384 each | 1x1 448->3x3 384->(1x3 | 3x1) |
     avg pool->1x1 192.  (N, C, 8, 8) -> (N, 2048, 8, 8)."""
     b1 = _unit(data, 320, 1, name + "_1x1")
@@ -124,7 +126,7 @@ LAYOUT = (
 )
 
 
-def stem_convs(data):
+def stem_convs(data: mx.sym.Symbol) -> mx.sym.Symbol:
     """The first three convolutions of Inception-v3/v4/ResNet-v2: 3x3/2 32, 3x3 32 (both
     unpadded), 3x3 64 (padded); (N, 3, 299, 299) -> (N, 64, 147, 147)."""
     x = _unit(data, 32, 3, "conv1a", stride=2, pad=0)
@@ -132,7 +134,7 @@ def stem_convs(data):
     return _unit(x, 64, 3, "conv2b")
 
 
-def stem(data):
+def stem(data: mx.sym.Symbol) -> mx.sym.Symbol:
     """Table 1 up to 35x35x192: :func:`stem_convs`, max pool 3x3/2, 1x1 80, 3x3 192
     (unpadded), max pool 3x3/2."""
     x = pool(stem_convs(data), 3, 2, name="pool1")
@@ -141,7 +143,7 @@ def stem(data):
     return pool(x, 3, 2, name="pool2")
 
 
-def aux_head(data, num_classes, name):
+def aux_head(data: mx.sym.Symbol, num_classes: int, name: str) -> mx.sym.Symbol:
     """Auxiliary classifier: avg pool 5x5/3 -> 1x1 conv 128 -> 5x5 conv 768 (valid) ->
     global pool -> FC.  (N, 768, 17, 17) -> logits (N, num_classes)."""
     x = pool(data, 5, 3, name=name + "_pool")
@@ -150,8 +152,9 @@ def aux_head(data, num_classes, name):
     return classifier(x, num_classes, name=name + "_fc")
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 299, 299), aux_heads=False,
-               aux_weight=AUX_WEIGHT, dropout=DROPOUT):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 299, 299), aux_heads: bool = False,
+               aux_weight: float = AUX_WEIGHT, dropout: float = DROPOUT) -> mx.sym.Symbol:
     """Inception-v3 over Variable ``data``; see the module docstring."""
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:

@@ -18,6 +18,8 @@ arXiv:1602.07261).  Every convolution is conv -> BN -> ReLU without bias; input 
 
 Module/block ``<name>`` (``inception_a1``, ``block17_20``, ...) outputs ``<name>_output``.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -64,7 +66,7 @@ def _max_pool(data, name):
 
 # ---------------------------------------------------------------- Inception-v4 (Figs. 3-9)
 
-def v4_stem(data):
+def v4_stem(data: mx.sym.Symbol) -> mx.sym.Symbol:
     """Fig. 3: (N, 3, 299, 299) -> (N, 384, 35, 35)."""
     x = stem_convs(data)
     x = concat_branches([_max_pool(x, "mixed3a_pool"), _unit(x, 96, 3, "mixed3a_3x3", stride=2)],
@@ -80,7 +82,7 @@ def v4_stem(data):
     return concat_branches([b1, _max_pool(x, "mixed5a_pool")], name="mixed5a")
 
 
-def inception_a(data, name):
+def inception_a(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 4 (35x35): 1x1 96 | 1x1 64->3x3 96 | 1x1 64->3x3 96->3x3 96 | avg pool->1x1 96."""
     b1 = _unit(data, 96, 1, name + "_1x1")
     b2 = _unit(data, 64, 1, name + "_3x3_reduce")
@@ -92,7 +94,7 @@ def inception_a(data, name):
     return concat_branches([b1, b2, b3, b4], name=name)
 
 
-def reduction_a(data, name, k, l, m, n):
+def reduction_a(data: mx.sym.Symbol, name: str, k: int, l: int, m: int, n: int) -> mx.sym.Symbol:
     """Fig. 7 (35 -> 17): 3x3/2 n | 1x1 k->3x3 l->3x3/2 m | max pool 3x3/2 (Table 1 gives
     k, l, m, n per network)."""
     b1 = _unit(data, n, 3, name + "_3x3", stride=2)
@@ -102,7 +104,7 @@ def reduction_a(data, name, k, l, m, n):
     return concat_branches([b1, b2, _max_pool(data, name + "_pool")], name=name)
 
 
-def inception_b(data, name):
+def inception_b(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 5 (17x17): 1x1 384 | 1x1 192->1x7 224->7x1 256 |
     1x1 192->7x1 192->1x7 224->7x1 224->1x7 256 | avg pool->1x1 128 (1024 out)."""
     b1 = _unit(data, 384, 1, name + "_1x1")
@@ -117,7 +119,7 @@ def inception_b(data, name):
     return concat_branches([b1, b2, b3, b4], name=name)
 
 
-def reduction_b(data, name):
+def reduction_b(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 8 (17 -> 8): 1x1 192->3x3/2 192 | 1x1 256->1x7 256->7x1 320->3x3/2 320 |
     max pool 3x3/2 (1536 out)."""
     b1 = _unit(data, 192, 1, name + "_3x3_reduce")
@@ -129,7 +131,7 @@ def reduction_b(data, name):
     return concat_branches([b1, b2, _max_pool(data, name + "_pool")], name=name)
 
 
-def inception_c(data, name):
+def inception_c(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 6 (8x8): 1x1 256 | 1x1 384->(1x3 | 3x1) 256 | 1x1 384->3x1 448->1x3 512->
     (1x3 | 3x1) 256 | avg pool->1x1 256 (1536 out)."""
     b1 = _unit(data, 256, 1, name + "_1x1")
@@ -145,7 +147,7 @@ def inception_c(data, name):
 
 # ------------------------------------------------------- Inception-ResNet-v2 (TF-slim layout)
 
-def irv2_stem(data):
+def irv2_stem(data: mx.sym.Symbol) -> mx.sym.Symbol:
     """(N, 3, 299, 299) -> (N, 320, 35, 35): Inception-v3's stem then mixed5b."""
     x = _max_pool(stem_convs(data), "pool1")
     x = _unit(x, 80, 1, "conv3b")
@@ -171,7 +173,7 @@ def _residual(data, branches, channels, scale, name, relu):
     return mx.sym.Activation(total, act_type="relu", name=name)
 
 
-def block35(data, name, scale, relu=True):
+def block35(data: mx.sym.Symbol, name: str, scale: float, relu: bool = True) -> mx.sym.Symbol:
     """Fig. 16 (35x35x320): 1x1 32 | 1x1 32->3x3 32 | 1x1 32->3x3 48->3x3 64."""
     b1 = _unit(data, 32, 1, name + "_1x1")
     b2 = _unit(data, 32, 1, name + "_3x3_reduce")
@@ -182,7 +184,7 @@ def block35(data, name, scale, relu=True):
     return _residual(data, [b1, b2, b3], 320, scale, name, relu)
 
 
-def block17(data, name, scale, relu=True):
+def block17(data: mx.sym.Symbol, name: str, scale: float, relu: bool = True) -> mx.sym.Symbol:
     """Fig. 17 (17x17x1088): 1x1 192 | 1x1 128->1x7 160->7x1 192."""
     b1 = _unit(data, 192, 1, name + "_1x1")
     b2 = _unit(data, 128, 1, name + "_7x7_reduce")
@@ -191,7 +193,7 @@ def block17(data, name, scale, relu=True):
     return _residual(data, [b1, b2], 1088, scale, name, relu)
 
 
-def block8(data, name, scale, relu=True):
+def block8(data: mx.sym.Symbol, name: str, scale: float, relu: bool = True) -> mx.sym.Symbol:
     """Fig. 19 (8x8x2080): 1x1 192 | 1x1 192->1x3 224->3x1 256."""
     b1 = _unit(data, 192, 1, name + "_1x1")
     b2 = _unit(data, 192, 1, name + "_3x3_reduce")
@@ -200,7 +202,7 @@ def block8(data, name, scale, relu=True):
     return _residual(data, [b1, b2], 2080, scale, name, relu)
 
 
-def reduction_b_residual(data, name):
+def reduction_b_residual(data: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
     """Fig. 18 as released (17 -> 8): 1x1 256->3x3/2 384 | 1x1 256->3x3/2 288 |
     1x1 256->3x3 288->3x3/2 320 | max pool 3x3/2 (2080 out)."""
     b1 = _unit(data, 256, 1, name + "_a_reduce")
@@ -233,8 +235,9 @@ LAYOUTS = {
 }
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 299, 299), residual=False,
-               residual_scale=None, dropout=DROPOUT):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 299, 299), residual: bool = False,
+               residual_scale: float | None = None, dropout: float = DROPOUT) -> mx.sym.Symbol:
     """Inception-v4 (``residual=False``) or Inception-ResNet-v2 over Variable ``data``."""
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     network = "inception_resnet_v2" if residual else "inception_v4"

@@ -6,6 +6,11 @@ its operators ``<name>_<part>`` so parameter names stay stable across versions
 (checkpoints depend on them).  Families import from here instead of writing
 their own copies.
 """
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
 import mxnet as mx
 
 from mxcnn import common
@@ -19,7 +24,7 @@ WORKSPACE = 256
 CIFAR_MAX_SIDE = 64  # inputs no larger than this use the CIFAR-style stem by default
 
 
-def as_image_shape(image_shape):
+def as_image_shape(image_shape: str | Sequence[int]) -> tuple[int, int, int]:
     """Normalise ``(3, 32, 32)``, ``[3, 32, 32]`` or ``"3,32,32"`` to a tuple of 3 ints."""
     given = image_shape
     parts = given.replace("x", ",").split(",") if isinstance(given, str) else given
@@ -36,7 +41,7 @@ def as_image_shape(image_shape):
     return image_shape
 
 
-def infer_style(image_shape, style=None):
+def infer_style(image_shape: Sequence[int], style: str | None = None) -> str:
     """Return ``'cifar'`` or ``'imagenet'``: explicit ``style`` wins, else chosen by input side."""
     if style is not None:
         if style not in ("cifar", "imagenet"):
@@ -45,8 +50,10 @@ def infer_style(image_shape, style=None):
     return "cifar" if max(image_shape[1:]) <= CIFAR_MAX_SIDE else "imagenet"
 
 
-def conv(data, num_filter, kernel=3, stride=1, pad=None, name=None, num_group=1,
-         no_bias=True, dilate=1, workspace=WORKSPACE):
+def conv(data: mx.sym.Symbol, num_filter: int, kernel: int | tuple[int, int] = 3,
+         stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] | None = None,
+         name: str | None = None, num_group: int = 1, no_bias: bool = True,
+         dilate: int | tuple[int, int] = 1, workspace: int = WORKSPACE) -> mx.sym.Symbol:
     """Convolution with 'same' padding by default; ``kernel``/``stride``/``pad`` take ints or pairs."""
     kernel = _pair(kernel)
     if pad is None:
@@ -57,12 +64,13 @@ def conv(data, num_filter, kernel=3, stride=1, pad=None, name=None, num_group=1,
                               name=name)
 
 
-def batchnorm(data, name, bn_mom=BN_MOMENTUM, eps=BN_EPS, fix_gamma=False):
+def batchnorm(data: mx.sym.Symbol, name: str, bn_mom: float = BN_MOMENTUM, eps: float = BN_EPS,
+              fix_gamma: bool = False) -> mx.sym.Symbol:
     """BatchNorm over channels (axis 1) with the project's momentum and epsilon."""
     return mx.sym.BatchNorm(data=data, fix_gamma=fix_gamma, eps=eps, momentum=bn_mom, name=name)
 
 
-def activation(data, act_type, name):
+def activation(data: mx.sym.Symbol, act_type: str | None, name: str) -> mx.sym.Symbol:
     """``relu``, ``relu6``, ``sigmoid``, ``tanh``, ``softrelu``, ``hard_sigmoid`` or ``None``."""
     if act_type is None:
         return data
@@ -73,8 +81,10 @@ def activation(data, act_type, name):
     return mx.sym.Activation(data=data, act_type=act_type, name=name)
 
 
-def conv_bn_act(data, num_filter, kernel=3, stride=1, pad=None, name="conv", act_type="relu",
-                num_group=1, bn_mom=BN_MOMENTUM, workspace=WORKSPACE):
+def conv_bn_act(data: mx.sym.Symbol, num_filter: int, kernel: int | tuple[int, int] = 3,
+                stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] | None = None,
+                name: str = "conv", act_type: str | None = "relu", num_group: int = 1,
+                bn_mom: float = BN_MOMENTUM, workspace: int = WORKSPACE) -> mx.sym.Symbol:
     """Post-activation block conv -> BN -> act (ResNet v1, Inception-BN, MobileNet).
 
     Names: ``<name>_conv``, ``<name>_bn``, ``<name>_<act_type>``.
@@ -85,30 +95,36 @@ def conv_bn_act(data, num_filter, kernel=3, stride=1, pad=None, name="conv", act
     return activation(x, act_type, name=name + "_" + str(act_type))
 
 
-def conv_act(data, num_filter, kernel=3, stride=1, pad=None, name="conv", act_type="relu",
-             num_group=1, workspace=WORKSPACE):
+def conv_act(data: mx.sym.Symbol, num_filter: int, kernel: int | tuple[int, int] = 3,
+             stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] | None = None,
+             name: str = "conv", act_type: str | None = "relu", num_group: int = 1,
+             workspace: int = WORKSPACE) -> mx.sym.Symbol:
     """Conv (with bias) -> act, the BN-free form of AlexNet, VGG and the original GoogLeNet."""
     x = conv(data, num_filter, kernel, stride, pad, name=name + "_conv", num_group=num_group,
              no_bias=False, workspace=workspace)
     return activation(x, act_type, name=name + "_" + str(act_type))
 
 
-def bn_act(data, name, act_type="relu", bn_mom=BN_MOMENTUM):
+def bn_act(data: mx.sym.Symbol, name: str, act_type: str | None = "relu",
+           bn_mom: float = BN_MOMENTUM) -> mx.sym.Symbol:
     """BN -> act, the pre-activation of PreAct ResNet and DenseNet (``<name>_bn``, ``<name>_<act>``)."""
     x = batchnorm(data, name=name + "_bn", bn_mom=bn_mom)
     return activation(x, act_type, name=name + "_" + str(act_type))
 
 
-def bn_act_conv(data, num_filter, kernel=3, stride=1, pad=None, name="conv", act_type="relu",
-                num_group=1, bn_mom=BN_MOMENTUM, workspace=WORKSPACE):
+def bn_act_conv(data: mx.sym.Symbol, num_filter: int, kernel: int | tuple[int, int] = 3,
+                stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] | None = None,
+                name: str = "conv", act_type: str | None = "relu", num_group: int = 1,
+                bn_mom: float = BN_MOMENTUM, workspace: int = WORKSPACE) -> mx.sym.Symbol:
     """Pre-activation block BN -> act -> conv (He et al. 2016b, DenseNet)."""
     x = bn_act(data, name=name, act_type=act_type, bn_mom=bn_mom)
     return conv(x, num_filter, kernel, stride, pad, name=name + "_conv", num_group=num_group,
                 workspace=workspace)
 
 
-def shortcut(data, in_filter, num_filter, stride, shortcut_type, name, bn=True,
-             bn_mom=BN_MOMENTUM, workspace=WORKSPACE):
+def shortcut(data: mx.sym.Symbol, in_filter: int, num_filter: int, stride: int, shortcut_type: str,
+             name: str, bn: bool = True, bn_mom: float = BN_MOMENTUM,
+             workspace: int = WORKSPACE) -> mx.sym.Symbol:
     """Residual shortcut (He et al. 2016, Sec. 3.3 options A/B/C).
 
     ``A``: identity; where channels grow, subsample by ``stride`` and pad the new
@@ -142,7 +158,7 @@ def shortcut(data, in_filter, num_filter, stride, shortcut_type, name, bn=True,
     return mx.sym.concat(x, zeros, dim=1, name=name + "_sc_pad")
 
 
-def squeeze_excitation(data, num_filter, ratio, name):
+def squeeze_excitation(data: mx.sym.Symbol, num_filter: int, ratio: int, name: str) -> mx.sym.Symbol:
     """Squeeze-and-excitation (Hu et al. 2018): channel gates from a global-pool bottleneck.
 
     ``ratio`` is the reduction r (16 in the paper); output has the shape of ``data``.
@@ -157,12 +173,13 @@ def squeeze_excitation(data, num_filter, ratio, name):
     return mx.sym.broadcast_mul(data, gate, name=name + "_se_scale")
 
 
-def global_pool(data, pool_type="avg", name="pool_global"):
+def global_pool(data: mx.sym.Symbol, pool_type: str = "avg", name: str = "pool_global") -> mx.sym.Symbol:
     """Global average (or max) pooling to (N, C, 1, 1)."""
     return mx.sym.Pooling(data, global_pool=True, pool_type=pool_type, kernel=(1, 1), name=name)
 
 
-def classifier(data, num_classes, name="fc1", dropout=0.0, pool=True):
+def classifier(data: mx.sym.Symbol, num_classes: int, name: str = "fc1", dropout: float = 0.0,
+               pool: bool = True) -> mx.sym.Symbol:
     """Global average pool (optional) -> flatten -> dropout (optional) -> FC to ``num_classes``.
 
     Returns the logits (N, num_classes); wrap with :func:`softmax_output` for training.
@@ -174,12 +191,12 @@ def classifier(data, num_classes, name="fc1", dropout=0.0, pool=True):
     return mx.sym.FullyConnected(x, num_hidden=int(num_classes), name=name)
 
 
-def softmax_output(logits, name="softmax", grad_scale=1.0):
+def softmax_output(logits: mx.sym.Symbol, name: str = "softmax", grad_scale: float = 1.0) -> mx.sym.Symbol:
     """The training head every checkpoint expects: ``SoftmaxOutput`` over label ``<name>_label``."""
     return mx.sym.SoftmaxOutput(data=logits, name=name, grad_scale=grad_scale)
 
 
-def tag_mirror_stage(sym):
+def tag_mirror_stage(sym: mx.sym.Symbol) -> mx.sym.Symbol:
     """Mark ``sym`` as a candidate cut point for the memory planner (MXNet's ``mirror_stage``).
 
     The attribute is metadata only: it does not change the computation.
@@ -188,7 +205,7 @@ def tag_mirror_stage(sym):
     return sym
 
 
-def check_choice(what, value, choices):
+def check_choice(what: str, value: Any, choices: Collection[Any]) -> Any:
     """Raise ``ValueError`` naming ``what`` and listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
         raise common.UserError("%s must be one of %s, got %r"
@@ -204,8 +221,9 @@ def _pair(value):
     return (int(value), int(value))
 
 
-def pool(data, kernel, stride=1, pad=0, pool_type="max", name=None, ceil_mode=False,
-         count_include_pad=True):
+def pool(data: mx.sym.Symbol, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+         pad: int | tuple[int, int] = 0, pool_type: str = "max", name: str | None = None,
+         ceil_mode: bool = False, count_include_pad: bool = True) -> mx.sym.Symbol:
     """2-D max/avg pooling; ``ceil_mode`` rounds the output size up (Caffe/torchvision
     ``ceil_mode=True``, MXNet ``pooling_convention='full'``), ``count_include_pad=False``
     averages over real pixels only (TensorFlow 'SAME' average pooling)."""
@@ -214,13 +232,14 @@ def pool(data, kernel, stride=1, pad=0, pool_type="max", name=None, ceil_mode=Fa
                           count_include_pad=count_include_pad, name=name)
 
 
-def concat_branches(branches, name):
+def concat_branches(branches: Sequence[mx.sym.Symbol], name: str) -> mx.sym.Symbol:
     """Channel-wise concatenation of parallel branches (the Inception module's filter
     concatenation); output ``<name>_output`` is the module's attach point."""
     return mx.sym.concat(*branches, dim=1, name=name)
 
 
-def fc_act(data, num_hidden, name, act_type="relu", dropout=0.0):
+def fc_act(data: mx.sym.Symbol, num_hidden: int, name: str, act_type: str | None = "relu",
+           dropout: float = 0.0) -> mx.sym.Symbol:
     """Hidden fully connected layer -> activation -> dropout (optional): LeNet, AlexNet, VGG heads.
 
     ``FullyConnected`` flattens (N, C, H, W) input itself.  Names: ``<name>``,
@@ -233,7 +252,7 @@ def fc_act(data, num_hidden, name, act_type="relu", dropout=0.0):
     return x
 
 
-def require_min_side(image_shape, min_side, network):
+def require_min_side(image_shape: Sequence[int], min_side: int, network: str) -> None:
     """Raise ``ValueError`` unless both sides of ``image_shape`` (C, H, W) are at least ``min_side``.
 
     For networks whose downsampling would otherwise shrink the feature map to nothing.
@@ -244,7 +263,7 @@ def require_min_side(image_shape, min_side, network):
                          % (network, min_side, min_side, ",".join(str(v) for v in image_shape)))
 
 
-def check_dropout(network, dropout):
+def check_dropout(network: str, dropout: float) -> float:
     """``dropout`` as a float in [0, 1); ValueError naming ``network`` otherwise."""
     try:
         value = float(dropout)

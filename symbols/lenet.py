@@ -11,6 +11,8 @@ Larger inputs work too (C5 sees a larger map).  Output: ``SoftmaxOutput`` over
 Defaults follow the paper: tanh units and average-pooling subsampling.  MXNet's own
 example LeNet uses ``act_type='tanh', pool_type='max'``; ``relu``/``max`` trains fastest.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn.symbols import layers
@@ -34,8 +36,9 @@ VARIANTS = {
 }
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), act_type="tanh",
-               pool_type="avg"):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), act_type: str = "tanh",
+               pool_type: str = "avg") -> mx.sym.Symbol:
     """LeNet-5 over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over (N, num_classes)."""
     image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:

@@ -18,6 +18,8 @@ Pooling is global, so any input size works (the paper's resolutions are 224, 192
 the usual CIFAR adaptation), so 32x32 inputs end on 2x2 (v1) or 4x4 (v2) maps instead of 1x1.
 Input (N, C, H, W); output ``SoftmaxOutput`` over (N, num_classes).
 """
+from collections.abc import Collection, Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -56,19 +58,20 @@ VARIANTS = {
 }
 
 
-def v1_width(channels, multiplier):
+def v1_width(channels: int, multiplier: float) -> int:
     """MobileNet v1's width rule: ``int(alpha * channels)``, at least 1."""
     return max(1, int(channels * multiplier))
 
 
-def make_divisible(value, divisor=V2_CHANNEL_DIVISOR):
+def make_divisible(value: float, divisor: int = V2_CHANNEL_DIVISOR) -> int:
     """Round ``value`` to the nearest multiple of ``divisor`` (at least ``divisor``), never
     going more than 10% below it: MobileNetV2's channel rounding for width multipliers."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def separable_block(data, in_filter, num_filter, stride, name, act_type="relu"):
+def separable_block(data: mx.sym.Symbol, in_filter: int, num_filter: int, stride: int, name: str,
+                    act_type: str | None = "relu") -> mx.sym.Symbol:
     """v1 depthwise-separable block: 3x3 depthwise conv-BN-act, 1x1 pointwise conv-BN-act.
 
     (N, in_filter, H, W) -> (N, num_filter, H/stride, W/stride); names ``<name>_dw_*``,
@@ -80,7 +83,8 @@ def separable_block(data, in_filter, num_filter, stride, name, act_type="relu"):
                               act_type=act_type)
 
 
-def inverted_residual(data, in_filter, num_filter, stride, expansion, name):
+def inverted_residual(data: mx.sym.Symbol, in_filter: int, num_filter: int, stride: int, expansion: int,
+                      name: str) -> mx.sym.Symbol:
     """v2 block: 1x1 expansion-BN-ReLU6 (skipped when ``expansion`` is 1), 3x3 depthwise-BN-ReLU6,
     linear 1x1 projection-BN; plus ``data`` when stride is 1 and channels are kept.
 
@@ -100,7 +104,7 @@ def inverted_residual(data, in_filter, num_filter, stride, expansion, name):
     return x
 
 
-def v1_features(data, multiplier, stem_stride):
+def v1_features(data: mx.sym.Symbol, multiplier: float, stem_stride: int) -> mx.sym.Symbol:
     """MobileNet v1 up to its last block: (N, C, H, W) -> (N, int(1024 alpha), H/s, W/s)
     with s = 16 * stem_stride."""
     in_filter = v1_width(STEM_FILTERS, multiplier)
@@ -112,7 +116,8 @@ def v1_features(data, multiplier, stem_stride):
     return x
 
 
-def v2_features(data, multiplier, stem_stride, unstrided_stages=()):
+def v2_features(data: mx.sym.Symbol, multiplier: float, stem_stride: int,
+                unstrided_stages: Collection[int] = ()) -> mx.sym.Symbol:
     """MobileNetV2 up to its last 1x1 conv: (N, C, H, W) -> (N, 1280 max(1, alpha), H/s, W/s)
     with s = 16 * stem_stride, halved per unstrided stage.
 
@@ -134,8 +139,9 @@ def v2_features(data, multiplier, stem_stride, unstrided_stages=()):
                               kernel=1, pad=0, name="last", act_type="relu6")
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), version=1,
-               multiplier=1.0, style=None, dropout=0.0):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), version: int = 1, multiplier: float = 1.0,
+               style: str | None = None, dropout: float = 0.0) -> mx.sym.Symbol:
     """MobileNet v1 or v2 over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over
     (N, num_classes).  ``multiplier`` is the width multiplier alpha."""
     image_shape = layers.as_image_shape(image_shape)  # "3,32,32" or a tuple

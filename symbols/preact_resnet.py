@@ -18,6 +18,8 @@ to the unit's pre-activated input, as in the paper's code; 'A' zero-pads the raw
 Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` (N, num_classes).
 Wide ResNets (wrn.py) are built from this module with widened filters and dropout.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -43,9 +45,10 @@ VARIANTS = {
 }
 
 
-def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
-                  bn_mom=layers.BN_MOMENTUM, workspace=layers.WORKSPACE, memonger=False,
-                  in_filter=None, shortcut_type="B", dropout=0.0):
+def residual_unit(data: mx.sym.Symbol, num_filter: int, stride: int, dim_match: bool, name: str,
+                  bottle_neck: bool = True, bn_mom: float = layers.BN_MOMENTUM,
+                  workspace: int = layers.WORKSPACE, memonger: bool = False, in_filter: int | None = None,
+                  shortcut_type: str = "B", dropout: float = 0.0) -> mx.sym.Symbol:
     """One pre-activation unit: x + F(BN-ReLU(x)).
 
     Basic: 3x3 (stride) -> BN-ReLU -> [dropout] -> 3x3.  Bottleneck: 1x1 (num_filter/4) ->
@@ -78,9 +81,10 @@ def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
     return layers.tag_mirror_stage(out) if memonger else out
 
 
-def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifar",
-           shortcut_type="B", dropout=0.0, bn_mom=layers.BN_MOMENTUM,
-           workspace=layers.WORKSPACE, memonger=False):
+def resnet(units: Sequence[int], num_stages: int, filter_list: Sequence[int], num_classes: int,
+           bottle_neck: bool, style: str = "cifar", shortcut_type: str = "B", dropout: float = 0.0,
+           bn_mom: float = layers.BN_MOMENTUM, workspace: int = layers.WORKSPACE,
+           memonger: bool = False) -> mx.sym.Symbol:
     """Assemble a pre-activation ResNet (or WRN) from its layout.
 
     ``units[i]`` units in stage i with ``filter_list[i + 1]`` output filters
@@ -102,9 +106,10 @@ def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifa
     return layers.softmax_output(layers.classifier(body, num_classes, name="fc1"))
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), bottleneck=None,
-               shortcut_type="B", style=None, bn_mom=layers.BN_MOMENTUM,
-               workspace=layers.WORKSPACE, memonger=False):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), bottleneck: bool | None = None,
+               shortcut_type: str = "B", style: str | None = None, bn_mom: float = layers.BN_MOMENTUM,
+               workspace: int = layers.WORKSPACE, memonger: bool = False) -> mx.sym.Symbol:
     """Pre-activation ResNet for ``image_shape`` (C, H, W).
 
     ``style`` ('cifar' | 'imagenet') defaults to the input size; ``num_layers`` defaults to

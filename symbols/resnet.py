@@ -29,6 +29,7 @@ Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax``
 """
 import numbers
 from collections import namedtuple
+from collections.abc import Callable, Sequence
 
 import mxnet as mx
 
@@ -44,7 +45,7 @@ class DepthRule(namedtuple("DepthRule", "layers_per_unit extra_layers examples")
 
     __slots__ = ()
 
-    def units(self, depth):
+    def units(self, depth: int | None) -> int | None:
         """Units per stage for ``depth``, or ``None`` if ``depth`` does not fit the rule."""
         if depth is None:
             return None
@@ -96,7 +97,7 @@ VARIANTS["se_resnet"] = VARIANTS["resnet"].replace("ResNet v1", "SE-ResNet v1 (S
 
 
 # ----------------------------------------------------------------------------- option checks
-def check_positive_int(what, value):
+def check_positive_int(what: str, value: float) -> int:
     """``int(value)`` if it is a whole number >= 1, else ``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) \
             or value < 1:
@@ -104,7 +105,7 @@ def check_positive_int(what, value):
     return int(value)
 
 
-def check_se_ratio(se_ratio):
+def check_se_ratio(se_ratio: int | None) -> int | None:
     """``None`` (no squeeze-and-excitation) for None/0, else the reduction ratio as an int >= 1."""
     if se_ratio is None or (not isinstance(se_ratio, bool) and se_ratio == 0):
         return None
@@ -112,7 +113,7 @@ def check_se_ratio(se_ratio):
                               se_ratio)
 
 
-def check_common(bn_mom, workspace, shortcut_type=None):
+def check_common(bn_mom: float, workspace: int, shortcut_type: str | None = None) -> None:
     """Validate the options every residual family shares."""
     if isinstance(bn_mom, bool) or not isinstance(bn_mom, numbers.Real) or not 0.0 <= bn_mom < 1.0:
         raise common.UserError("bn_mom must be a number in [0, 1), e.g. 0.9, got %r" % (bn_mom,))
@@ -121,19 +122,20 @@ def check_common(bn_mom, workspace, shortcut_type=None):
         layers.check_choice("shortcut_type", shortcut_type, ("A", "B", "C"))
 
 
-def depth_error(network, num_layers, image_shape, style, valid):
+def depth_error(network: str, num_layers: int | None, image_shape: Sequence[int], style: str,
+                valid: str | DepthRule) -> common.UserError:
     """The ``ValueError`` for a depth the layout does not support, listing the valid ones."""
     return common.UserError("%s on %dx%d (%s layout) needs num_layers = %s, got %r"
                       % (network, image_shape[1], image_shape[2], style, valid, num_layers))
 
 
-def imagenet_depths(bottleneck_only=False):
+def imagenet_depths(bottleneck_only: bool = False) -> str:
     """Text listing the ImageNet depths of :data:`IMAGENET_UNITS`."""
     return ", ".join(str(d) for d, (_, bottleneck) in IMAGENET_UNITS.items()
                      if bottleneck or not bottleneck_only)
 
 
-def cifar_unit_type(depth, bottleneck=None):
+def cifar_unit_type(depth: int, bottleneck: bool | None = None) -> tuple[int, bool] | None:
     """``(units per stage, bottleneck)`` for a CIFAR depth, or ``None`` if it fits no rule.
 
     ``bottleneck=None`` applies the rule of the module docstring; True/False force a type.
@@ -147,7 +149,9 @@ def cifar_unit_type(depth, bottleneck=None):
     return (n, bool(bottleneck)) if n else None
 
 
-def resnet_layout(network, num_layers, image_shape, style, default_depth, bottleneck=None):
+def resnet_layout(network: str, num_layers: int | None, image_shape: Sequence[int], style: str,
+                  default_depth: int,
+                  bottleneck: bool | None = None) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
     """``(units, filter_list, bottle_neck)`` of a ResNet (v1 or v2) of ``num_layers``.
 
     CIFAR: :func:`cifar_unit_type` and :data:`CIFAR_FILTERS`; ImageNet:
@@ -173,8 +177,8 @@ def resnet_layout(network, num_layers, image_shape, style, default_depth, bottle
     return units, IMAGENET_FILTERS[bottle_neck], bottle_neck
 
 
-def stem(data, num_filter, style, name="stem", post_activation=True, bn_mom=layers.BN_MOMENTUM,
-         workspace=layers.WORKSPACE):
+def stem(data: mx.sym.Symbol, num_filter: int, style: str, name: str = "stem", post_activation: bool = True,
+         bn_mom: float = layers.BN_MOMENTUM, workspace: int = layers.WORKSPACE) -> mx.sym.Symbol:
     """The ResNet stem: CIFAR 3x3/1 conv; ImageNet 7x7/2 conv then 3x3/2 max pool.
 
     The convolution is followed by BN-ReLU in the ImageNet layout and, if
@@ -192,9 +196,11 @@ def stem(data, num_filter, style, name="stem", post_activation=True, bn_mom=laye
 
 
 # ----------------------------------------------------------------------------- the network
-def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
-                  bn_mom=layers.BN_MOMENTUM, workspace=layers.WORKSPACE, memonger=False,
-                  in_filter=None, shortcut_type="B", se_ratio=None, num_group=1, inner_filter=None):
+def residual_unit(data: mx.sym.Symbol, num_filter: int, stride: int, dim_match: bool, name: str,
+                  bottle_neck: bool = True, bn_mom: float = layers.BN_MOMENTUM,
+                  workspace: int = layers.WORKSPACE, memonger: bool = False, in_filter: int | None = None,
+                  shortcut_type: str = "B", se_ratio: int | None = None, num_group: int = 1,
+                  inner_filter: int | None = None) -> mx.sym.Symbol:
     """One post-activation residual unit: relu(F(x) + shortcut(x)).
 
     Basic: 3x3 (stride) -> 3x3.  Bottleneck: 1x1 -> 3x3 (stride, ``num_group`` groups) -> 1x1,
@@ -223,7 +229,7 @@ def residual_unit(data, num_filter, stride, dim_match, name, bottle_neck=True,
     return layers.tag_mirror_stage(out) if memonger else out
 
 
-def unit_in_filter(num_filter, stride, dim_match, in_filter, name):
+def unit_in_filter(num_filter: int, stride: int, dim_match: bool, in_filter: int | None, name: str) -> int:
     """The input channels of a residual unit: ``num_filter`` when ``dim_match`` (stride 1
     required), else the given ``in_filter``; ``ValueError`` naming the unit otherwise."""
     if dim_match:
@@ -235,7 +241,9 @@ def unit_in_filter(num_filter, stride, dim_match, in_filter, name):
     return in_filter
 
 
-def stack_stages(body, units, filter_list, add_unit):
+def stack_stages(body: mx.sym.Symbol, units: Sequence[int], filter_list: Sequence[int],
+                 add_unit: Callable[[mx.sym.Symbol, int, int, int, bool, str, int], mx.sym.Symbol]
+                 ) -> mx.sym.Symbol:
     """Stack ``units[i]`` residual units of ``filter_list[i + 1]`` filters for each stage i.
 
     The first unit of every stage but the first has stride 2.  ``add_unit(x, stage,
@@ -253,9 +261,10 @@ def stack_stages(body, units, filter_list, add_unit):
     return body
 
 
-def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifar",
-           shortcut_type="B", se_ratio=None, bn_mom=layers.BN_MOMENTUM,
-           workspace=layers.WORKSPACE, memonger=False, num_group=1, inner_list=None):
+def resnet(units: Sequence[int], num_stages: int, filter_list: Sequence[int], num_classes: int,
+           bottle_neck: bool, style: str = "cifar", shortcut_type: str = "B", se_ratio: int | None = None,
+           bn_mom: float = layers.BN_MOMENTUM, workspace: int = layers.WORKSPACE, memonger: bool = False,
+           num_group: int = 1, inner_list: Sequence[int] | None = None) -> mx.sym.Symbol:
     """Assemble a ResNet v1 / ResNeXt from its layout.
 
     ``units[i]`` units in stage i with ``filter_list[i + 1]`` output filters
@@ -276,9 +285,11 @@ def resnet(units, num_stages, filter_list, num_classes, bottle_neck, style="cifa
     return layers.softmax_output(layers.classifier(body, num_classes, name="fc1"))
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), bottleneck=None,
-               shortcut_type="B", se_ratio=None, style=None, bn_mom=layers.BN_MOMENTUM,
-               workspace=layers.WORKSPACE, memonger=False):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), bottleneck: bool | None = None,
+               shortcut_type: str = "B", se_ratio: int | None = None, style: str | None = None,
+               bn_mom: float = layers.BN_MOMENTUM, workspace: int = layers.WORKSPACE,
+               memonger: bool = False) -> mx.sym.Symbol:
     """ResNet v1 (SE-ResNet when ``se_ratio``) for ``image_shape`` (C, H, W).
 
     ``style`` ('cifar' | 'imagenet') defaults to the input size (layers.infer_style);

@@ -13,6 +13,10 @@ of n units with 256, 512, 1024 output filters, depth 9n+2 (ResNeXt-29: n = 3); d
 resnet.IMAGENET_UNITS (50, 101, 152, ...) with 256..2048 output filters; default 32x4d.
 Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` (N, num_classes).
 """
+from collections.abc import Sequence
+
+import mxnet as mx
+
 from mxcnn.symbols import layers
 from mxcnn.symbols import resnet as _resnet
 from mxcnn.symbols.resnet import (
@@ -43,9 +47,10 @@ VARIANTS = {
 VARIANTS["se_resnext"] = VARIANTS["resnext"].replace("ResNeXt,", "SE-ResNeXt (SE reduction 16),", 1)
 
 
-def resnext(units, num_stages, filter_list, num_classes, cardinality, bottleneck_width,
-            style="cifar", shortcut_type="B", se_ratio=None, bn_mom=layers.BN_MOMENTUM,
-            workspace=layers.WORKSPACE, memonger=False):
+def resnext(units: Sequence[int], num_stages: int, filter_list: Sequence[int], num_classes: int,
+            cardinality: int, bottleneck_width: int, style: str = "cifar", shortcut_type: str = "B",
+            se_ratio: int | None = None, bn_mom: float = layers.BN_MOMENTUM,
+            workspace: int = layers.WORKSPACE, memonger: bool = False) -> mx.sym.Symbol:
     """Assemble a ResNeXt: resnet.resnet with grouped 3x3 convolutions.
 
     Stage i's bottleneck is ``cardinality * bottleneck_width * 2**i`` channels wide, split
@@ -58,9 +63,11 @@ def resnext(units, num_stages, filter_list, num_classes, cardinality, bottleneck
                           inner_list=inner_list)
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), cardinality=None,
-               bottleneck_width=None, se_ratio=None, shortcut_type="B", style=None,
-               bn_mom=layers.BN_MOMENTUM, workspace=layers.WORKSPACE, memonger=False):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), cardinality: int | None = None,
+               bottleneck_width: int | None = None, se_ratio: int | None = None, shortcut_type: str = "B",
+               style: str | None = None, bn_mom: float = layers.BN_MOMENTUM,
+               workspace: int = layers.WORKSPACE, memonger: bool = False) -> mx.sym.Symbol:
     """ResNeXt (SE-ResNeXt when ``se_ratio``) for ``image_shape`` (C, H, W).
 
     Defaults: CIFAR ResNeXt-29 8x64d, ImageNet ResNeXt-50 32x4d; ``style`` ('cifar' |

@@ -17,6 +17,8 @@ Input (N, C, H, W) with H, W >= 32; output ``SoftmaxOutput`` over (N, num_classe
 follow the Caffe models: ``conv<stage>_<i>``, ``pool<stage>``, ``fc6``, ``fc7``; the classifier
 is ``fc1`` as in every family.
 """
+from collections.abc import Sequence
+
 import mxnet as mx
 
 from mxcnn import common
@@ -39,7 +41,7 @@ IMAGENET_POOLED_SIDE = 7
 MIN_SIDE = 2 ** len(STAGE_FILTERS)  # five 2x2 poolings
 
 
-def config_depth(config):
+def config_depth(config: str) -> int:
     """Weight layers of a configuration: its convolutions plus the paper's three FC layers."""
     return sum(len(stage) for stage in CONFIGS[config]) + 3
 
@@ -53,7 +55,7 @@ VARIANTS = {
 }
 
 
-def resolve_config(num_layers=None, config=None):
+def resolve_config(num_layers: int | None = None, config: str | None = None) -> str:
     """Configuration letter for ``num_layers`` and/or ``config``; ``ValueError`` if they clash."""
     if config is None:
         depth = DEFAULT_DEPTH if num_layers is None else num_layers
@@ -67,8 +69,10 @@ def resolve_config(num_layers=None, config=None):
     return config
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32), config=None,
-               batch_norm=False, style=None, dropout=None):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), config: str | None = None,
+               batch_norm: bool = False, style: str | None = None,
+               dropout: float | None = None) -> mx.sym.Symbol:
     """VGG over ``data`` (N, C, H, W), ending in ``SoftmaxOutput`` over (N, num_classes).
 
     ``dropout`` is the rate after each hidden FC layer (imagenet, default 0.5) or before the

@@ -13,6 +13,9 @@ larger inputs work with ``style='cifar'`` (the stages then run at full resolutio
 Shape contract: Variable ``data`` (N, C, H, W) -> ``SoftmaxOutput`` ``softmax`` (N, num_classes).
 """
 import numbers
+from collections.abc import Sequence
+
+import mxnet as mx
 
 from mxcnn import common
 from mxcnn.symbols import layers, preact_resnet
@@ -34,9 +37,10 @@ VARIANTS = {
 }
 
 
-def get_symbol(num_classes=10, num_layers=None, image_shape=(3, 32, 32),
-               widen_factor=DEFAULT_WIDEN_FACTOR, dropout=0.0, style=None,
-               bn_mom=layers.BN_MOMENTUM, workspace=layers.WORKSPACE, memonger=False):
+def get_symbol(num_classes: int = 10, num_layers: int | None = None,
+               image_shape: str | Sequence[int] = (3, 32, 32), widen_factor: int = DEFAULT_WIDEN_FACTOR,
+               dropout: float = 0.0, style: str | None = None, bn_mom: float = layers.BN_MOMENTUM,
+               workspace: int = layers.WORKSPACE, memonger: bool = False) -> mx.sym.Symbol:
     """WRN-``num_layers``-``widen_factor`` for ``image_shape`` (C, H, W), default WRN-28-10."""
     image_shape = layers.as_image_shape(image_shape)
     style = layers.infer_style(image_shape, style)

@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import subprocess
 import traceback
 
 import pytest
@@ -58,3 +59,21 @@ def killed_at():
     """``killed_at(k, work)``: run ``work()`` in a forked child SIGKILLed before its k-th
     file-system change (True if killed there, False if ``work`` finished first)."""
     return _killed_at
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 3 MB file system (tmpfs) mounted on a fresh folder, for full-disk tests; skipped
+    where this process cannot mount (not root, or no mount in this container)."""
+    folder = tmp_path / "small_fs"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 3 MB file system needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here: %s" % mounted.stderr.strip())
+    try:
+        yield str(folder)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -120,3 +120,37 @@ def test_modules_and_functions_stay_small():
                 if length > MAX_FUNCTION_LINES:
                     too_long.append("%s.%s: %d lines" % (module, node.name, length))
     assert not too_long, too_long
+
+
+#: the packages whose public functions carry type hints (their callers are other packages)
+TYPED_PACKAGES = ("common", "symbols", "graph", "data")
+
+
+def _public_functions(tree):
+    """Module-level functions and public methods of public classes, without a leading ``_``."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"):
+                    yield node.name + "." + item.name, item
+
+
+def _untyped(func):
+    """The parameters (and ``return``) of ``func`` without an annotation."""
+    args = func.args
+    params = args.posonlyargs + args.args + args.kwonlyargs
+    missing = [a.arg for a in params if a.annotation is None and a.arg not in ("self", "cls")]
+    missing += ["*" + a.arg for a in (args.vararg, args.kwarg) if a is not None and a.annotation is None]
+    return missing + ([] if func.returns is not None else ["return"])
+
+
+def test_public_functions_of_the_lower_packages_are_typed():
+    untyped = []
+    for module, path in project_modules().items():
+        if module.split(".")[0] in TYPED_PACKAGES:
+            for name, func in _public_functions(ast.parse(open(path).read())):
+                if _untyped(func):
+                    untyped.append("%s.%s (%s)" % (module, name, ", ".join(_untyped(func))))
+    assert not untyped, "%d public functions lack type hints: %s" % (len(untyped), untyped[:20])

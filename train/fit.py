@@ -411,16 +411,17 @@ def _save_epoch(run, done, record):
     state = dict(cfg.state_extra, num_update=run.num_update(), lr=record["lr"], best=run.best,
                  seed=cfg.seed, engine=engine.name, num_devices=len(run.contexts),
                  kvstore=kv_type(cfg.kvstore))
-    if run.ema is not None:  # .params: the average users evaluate; .live: what training resumes
-        ema.save_weights(ckpt.checkpoint_paths(run.save_prefix, done)["live"], arg, aux)
-        arg, aux = run.ema.params()
-        state["ema"] = run.ema.state()
-    if run.lookahead is not None:  # what --resume needs besides the live weights
-        slow_path = ckpt.checkpoint_paths(run.save_prefix, done)["slow"]
-        ema.save_weights(slow_path, *run.lookahead.params())
-        state["lookahead"] = run.lookahead.state()
-    paths = ckpt.save_checkpoint(run.save_prefix, done, run.save_symbol, arg, aux,
-                                 engine.save_states if engine.can_save_states else None, state)
+    with ckpt.saving(run.save_prefix, done):  # a failed write: one line, this epoch removed
+        if run.ema is not None:  # .params: the average users evaluate; .live: what training resumes
+            ema.save_weights(ckpt.checkpoint_paths(run.save_prefix, done)["live"], arg, aux)
+            arg, aux = run.ema.params()
+            state["ema"] = run.ema.state()
+        if run.lookahead is not None:  # what --resume needs besides the live weights
+            slow_path = ckpt.checkpoint_paths(run.save_prefix, done)["slow"]
+            ema.save_weights(slow_path, *run.lookahead.params())
+            state["lookahead"] = run.lookahead.state()
+        paths = ckpt.save_checkpoint(run.save_prefix, done, run.save_symbol, arg, aux,
+                                     engine.save_states if engine.can_save_states else None, state)
     run.last_saved = done
     run.log.info('Saved checkpoint to "%s" (%d epoch(s) completed; continue with --load-epoch %d)',
                  paths["params"], done, done)

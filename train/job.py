@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+from mxcnn.common import files
 from mxcnn.data import recfile
 from mxcnn.inference import checkpoint as ckpt
 from mxcnn.train import run_prefix
@@ -33,6 +34,8 @@ class Job:
         self.ema_resume = None  # (ema state, (arg, aux) average) of an EMA checkpoint
         self.lookahead_resume = None  # (lookahead state, (arg, aux) slow weights)
         self.discard_epochs, self.discard_files = [], []  # run_prefix.clear_prefix removes them
+        self.prefix_lock, self.made_dirs = None, []  # run_prefix.lock_prefix: one run per prefix
+        self.memory = None  # _check_memory: (bytes a step needs, about; bytes free or None; hint)
 
 
 def prepare(args):
@@ -49,13 +52,20 @@ def prepare(args):
     _check_classes(job)
     job.symbol = symbols.get_symbol(args.network, num_classes=args.num_classes,
                                     num_layers=args.num_layers, image_shape=job.image_shape, **options)
+    _check_memory(job)
     job.prefix = args.model_prefix or default_prefix(args)
-    _load_resume_point(job)
-    run_prefix.check_ownership(job)
     if not args.benchmark:
         run_prefix.check_writable(job.prefix, "--model-prefix")
     if args.log_file:
         run_prefix.check_writable(args.log_file, "--log-file")
+    if not args.benchmark and not args.kv_store.startswith("dist"):  # dist: rank 0, in run()
+        run_prefix.lock_prefix(job)  # held for the run: before the checkpoints are read
+    try:
+        _load_resume_point(job)
+        run_prefix.check_ownership(job)
+    except BaseException:
+        run_prefix.unlock(job, refused=True)
+        raise
     return job
 
 
@@ -304,8 +314,24 @@ def resolve_data(args):
                 stats = json.load(handle)
         except (OSError, ValueError) as err:
             raise UsageError("cannot read %s (%s); convert the data again" % (stats_file, err))
+        if not isinstance(stats, dict):
+            raise UsageError("%s is not a stats file (a JSON %s, not an object); convert the data "
+                             "again" % (stats_file, type(stats).__name__))
         stats["path"] = stats_file
+    _check_counts(train_rec, val_rec, stats)
     return train_rec, val_rec, stats
+
+
+def _check_counts(train_rec, val_rec, stats):
+    """The .rec files, their .idx and the stats agree on what the data is: record counts (from
+    the .rec headers), index entries, ``num_train``/``num_val``, file sizes and digests
+    (``recfile.check_split``).  The epoch length, and with it the learning-rate schedule,
+    comes from these counts, so a cut or mixed set stops here in one line."""
+    described = dict(stats, _source=stats["path"]) if stats else None
+    for rec, key in ((train_rec, "num_train"), (val_rec, "num_val")):
+        if rec:
+            own = described if stats and _stats_path(rec) == stats["path"] else None
+            recfile.check_split(rec, own, key)
 
 
 def default_prefix(args):
@@ -314,7 +340,8 @@ def default_prefix(args):
 
 
 def count_examples(job):
-    """Training images: --num-examples, the stats of --data-dir, or counted in the .rec.
+    """Training images: --num-examples, else the records of the .rec (counted from its headers,
+    checked against its .idx and the stats by ``resolve_data``).
 
     --num-examples above the records there are is refused: the epoch would be counted longer
     than the data, so in a dist job a worker would wait for batches its peers never push
@@ -322,12 +349,95 @@ def count_examples(job):
     shortens the epoch length the schedule counts with.
     """
     args = job.args
-    if job.stats and job.stats.get("num_train") and not args.data_train:
-        real = int(job.stats["num_train"])
-    else:
-        real = recfile.count_records(job.train_rec)
+    real = recfile.count_records(job.train_rec)
     if args.num_examples and args.num_examples > real:
         raise UsageError("--num-examples %d is more than the %d records in %s; drop it (the "
                          "count is read from the data) or give at most %d"
                          % (args.num_examples, real, job.train_rec, real))
     return args.num_examples or real
+
+
+def _check_memory(job):
+    """Refuse a --batch-size whose activations cannot fit in memory before MXNet allocates
+    anything; keep ``job.memory`` = (bytes a step needs, about; bytes available or None; the
+    --memonger hint) for the message of an allocation failure later (``memory_message``).
+
+    Measured on MXNet 1.9.1 CPU binds (ResNet-8/20, PreAct-164, WRN-16, DenseNet-40,
+    MobileNet, airbench): a training executor allocates 0.5-1.2x the sum of the network's
+    float32 outputs per image times the batch.  A run is refused only when an eighth of that
+    sum (with --memonger: the largest output and its gradient) does not fit, so an estimate
+    that is off by 4x never refuses a batch that would train."""
+    args = job.args
+    total, largest = _activation_bytes(job.symbol, job.image_shape)
+    scale = 0.5 if args.dtype not in (None, "float32") else 1.0
+    gpus = [c for c in job.contexts if c.device_type == "gpu"]
+    batch = args.batch_size // len(job.contexts) if gpus else args.batch_size
+    needed = batch * scale * 0.6 * total
+    floor = batch * scale * (2 * largest if args.memonger else total / 8)
+    available = _gpu_free(gpus) if gpus else _host_available()
+    mirrored = batch * scale * 2 * largest  # what --memonger cannot go below
+    hint = "" if args.memonger or available is None or mirrored > available else ", or --memonger 1"
+    job.memory = (needed, available, hint)
+    if available is not None and floor > available:
+        raise UsageError(memory_message(job, refused=True))
+
+
+def memory_message(job, refused=False):
+    """"--batch-size N needs about X for the activations of <network> ..." (one line)."""
+    args = job.args
+    needed, available, hint = job.memory or (None, None, "")
+    what = "about %s" % files.size_text(needed) if needed else "more memory than this machine has"
+    where = "%s of memory available" % files.size_text(available) if available else "too little memory"
+    fit = ""
+    if needed and available:
+        fit = ", at most about %d" % max(1, int(args.batch_size * available / needed))
+    network = args.network + ("-%s" % args.num_layers if args.num_layers else "")
+    return ("--batch-size %d %s: it needs %s for the activations of %s at %s, with %s; use a "
+            "smaller --batch-size%s%s" % (args.batch_size, "is too large" if refused else
+                                          "failed to allocate", what, network,
+                                          "x".join(map(str, job.image_shape)), where, fit, hint))
+
+
+def _activation_bytes(symbol, image_shape):
+    """(sum, largest) of the float32 bytes of the network's outputs for one image."""
+    import mxnet as mx
+
+    from mxcnn.train import engines
+    internals = symbol.get_internals()
+    try:
+        _, out_shapes, _ = internals.infer_shape(**engines.input_shapes(symbol, (1,) + image_shape,
+                                                                        (1,)))
+    except mx.base.MXNetError:  # shapes the network cannot take were refused before this
+        return 0, 0
+    inputs = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
+    sizes = [math.prod(shape) * 4 for name, shape in zip(internals.list_outputs(), out_shapes or [])
+             if name not in inputs and shape]
+    return sum(sizes), max(sizes, default=0)
+
+
+def _host_available():
+    """Bytes this process can still allocate: MemAvailable + SwapFree, or less under a cgroup
+    memory limit; None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle}
+        available = info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            text = limit.read().strip()
+            if text != "max":
+                available = min(available, int(text) - int(used.read()))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _gpu_free(gpus):
+    """The smallest free memory of the GPUs ``gpus``, or None when MXNet cannot tell."""
+    import mxnet as mx
+    try:
+        return min(mx.context.gpu_memory_info(c.device_id)[0] for c in gpus)
+    except Exception:  # no CUDA build, or a driver that does not answer
+        return None

@@ -19,6 +19,7 @@ import sys
 import time
 
 from mxcnn import common
+from mxcnn.common import files
 
 __all__ = ["LOG_FORMAT", "setup_logging", "BatchMetrics", "Speedometer", "EpochLog",
            "read_log", "plot_error_curves"]
@@ -140,9 +141,17 @@ class EpochLog:
         self._write()
 
     def _write(self):
-        common.atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
-        if self.plot and self.records:
-            plot_error_curves([(self.title, self.records)], self.png, title=self.title)
+        """Rewrite the log (and the curves); a failed write (a full disk) is a one-line
+        ``common.UserError`` naming the folder and its free space, the old files intact."""
+        try:
+            common.atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                        for r in self.records))
+            if self.plot and self.records:
+                plot_error_curves([(self.title, self.records)], self.png, title=self.title)
+        except OSError as err:
+            why = files.write_failure(os.path.dirname(os.path.abspath(self.path)), err)
+            raise common.UserError("cannot write the training log %s: %s; free space or choose "
+                                   "another --model-prefix" % (self.path, why)) from None
 
 
 def read_log(path):

@@ -1,6 +1,9 @@
 """A run owns its ``--model-prefix``: who may write there, and what goes first.
 
-``check_ownership(job)`` (called by ``job.prepare``, before anything is bound) refuses a new
+``lock_prefix(job)`` (``job.prepare``; a dist job's rank 0 once it knows its rank) holds an
+exclusive ``flock`` on ``PREFIX.lock`` for the whole run, so two runs on one prefix never
+overlap, whatever their timing; ``unlock`` drops it.  ``check_ownership(job)`` (called after
+the lock, before anything is bound) refuses a new
 run where another run's checkpoints or log are, and ``--load-epoch N`` below complete later
 checkpoints, unless ``--overwrite``; it marks what is to be removed.  ``clear_prefix`` (rank
 0, just before training) removes it -- each epoch's ``.json`` first, so an interrupted
@@ -8,14 +11,69 @@ removal never leaves a complete-looking mix -- together with the temporary files
 writers.  ``check_writable`` proves a path's folder can be made and written without making
 it.  Every refusal is an ``options.UsageError``: one line, exit 2.
 """
+import contextlib
 import os
 import tempfile
 
 from mxcnn import common
+from mxcnn.common import files
 from mxcnn.inference import checkpoint as ckpt
 from mxcnn.train.options import UsageError
 
-__all__ = ["check_ownership", "clear_prefix", "check_writable"]
+__all__ = ["lock_prefix", "unlock", "check_ownership", "clear_prefix", "check_writable"]
+
+
+def lock_prefix(job):
+    """Hold ``PREFIX.lock`` (``common.files.PathLock``) in ``job.prefix_lock`` until
+    :func:`unlock` or the end of the process; make the prefix's folder for it (what was
+    made is listed in ``job.made_dirs``).  UsageError with the choices when another run
+    holds it.  A killed run's lock is released by the kernel: it never blocks."""
+    folder = os.path.dirname(os.path.abspath(job.prefix))
+    job.made_dirs = _make_dirs(folder)
+    lock = files.PathLock(job.prefix + ".lock")
+    try:
+        taken = lock.acquire()
+    except OSError as err:
+        unlock(job, refused=True)
+        raise UsageError("--model-prefix %s: cannot create its lock file %s (%s); choose a folder "
+                         "you can write" % (job.prefix, lock.path, err.strerror or err)) from None
+    if not taken:
+        pid = lock.holder()
+        unlock(job, refused=True)
+        raise UsageError("--model-prefix %s is in use by another training run (%s holds %s); wait "
+                         "for it to finish, choose another --model-prefix, or stop that run"
+                         % (job.prefix, "process %d" % pid if pid else "another process", lock.path))
+    job.prefix_lock = lock
+
+
+def unlock(job, refused=False):
+    """Release ``job.prefix_lock`` (removing the lock file); with ``refused`` also remove the
+    folders :func:`lock_prefix` made, when they are still empty."""
+    lock = getattr(job, "prefix_lock", None)
+    if lock is not None:
+        lock.release()
+        job.prefix_lock = None
+    if refused:
+        for folder in reversed(getattr(job, "made_dirs", [])):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        job.made_dirs = []
+
+
+def _make_dirs(folder):
+    """``os.makedirs(folder)``; the folders it made, outermost first."""
+    missing = []
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    made = []
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+            made.append(path)
+        except FileExistsError:  # another run made it at the same moment
+            pass
+    return made
 
 
 def check_ownership(job):
@@ -115,7 +173,8 @@ def check_writable(path, flag):
         fd, probe = tempfile.mkstemp(prefix=".%s-write-test." % os.path.basename(path),
                                      suffix=common.TMP_SUFFIX, dir=existing)
         os.close(fd)
-        os.remove(probe)
+        with contextlib.suppress(FileNotFoundError):  # the run that holds the prefix cleaned it
+            os.remove(probe)
     except OSError as err:
         raise UsageError("%s %s: cannot write to the folder %s (%s); choose a folder you can write"
                          % (flag, path, existing, err.strerror or err))

@@ -22,7 +22,7 @@ runtime.configure()  # before mxnet is imported
 import math  # noqa: E402
 
 from mxcnn.data import iterators, recfile  # noqa: E402
-from mxcnn.train.job import default_prefix, prepare, resolve_data  # noqa: E402,F401
+from mxcnn.train.job import default_prefix, memory_message, prepare, resolve_data  # noqa: E402,F401
 from mxcnn.train.options import (  # noqa: E402,F401
     DATASETS,
     KVSTORES,
@@ -34,7 +34,7 @@ from mxcnn.train.options import (  # noqa: E402,F401
     explicit_flags,
     network_options,
 )
-from mxcnn.train.run_prefix import clear_prefix  # noqa: E402
+from mxcnn.train.run_prefix import check_ownership, clear_prefix, lock_prefix, unlock  # noqa: E402
 
 __all__ = ["build_parser", "explicit_flags", "apply_preset", "main", "UsageError"]
 
@@ -55,7 +55,10 @@ def main(argv=None):
     if args.deterministic:  # read when operators are created: before the bind is soon enough
         for key, value in runtime.deterministic_env(job.contexts).items():
             os.environ.setdefault(key, value)
-    return run(job)
+    try:
+        return run(job)
+    finally:
+        unlock(job)  # the next run on this --model-prefix may start
 
 
 def run(job):
@@ -98,6 +101,8 @@ def _exit_now(message, code):
 
 def _train(job, kv):
     """The training run of ``run`` (``kv``: the dist kvstore or None); its exit status."""
+    import mxnet as mx
+
     from mxcnn.train import fit, progress
     args = job.args
     rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
@@ -106,6 +111,11 @@ def _train(job, kv):
     if args.deterministic:
         logger.info("deterministic mode: %s", " ".join(
             "%s=%s" % (key, os.environ.get(key)) for key in runtime.deterministic_env(job.contexts)))
+    if kv is not None and rank == 0 and not args.benchmark:
+        try:
+            _own_prefix(job)
+        except common.UserError as err:
+            return _fail(err)
     code = _resume_across_workers(job, kv, rank, logger)
     if code:
         return code
@@ -136,11 +146,34 @@ def _train(job, kv):
         records = fit.fit(sym, train_iter, val_iter, config)
     except fit.TrainingDiverged as err:
         return _fail(err, code=1)
+    except common.UserError as err:  # e.g. a full disk during a save: the last epoch is intact
+        return _fail(err)
+    except (MemoryError, mx.base.MXNetError) as err:
+        if not _out_of_memory(err):
+            raise
+        return _fail(memory_message(job))
     except KeyboardInterrupt:
         return _fail("interrupted; the last checkpoint is intact", code=130)
     if args.benchmark and records:
         _log_benchmark(logger, job, records)
     return 0
+
+
+def _own_prefix(job):
+    """A dist job's rank 0 takes the prefix's lock once it knows its rank, then checks again
+    that no other run wrote there meanwhile (``job.prepare`` did it without the lock)."""
+    lock_prefix(job)
+    try:
+        check_ownership(job)
+    except BaseException:
+        unlock(job, refused=True)
+        raise
+
+
+def _out_of_memory(err):
+    """True for a failed allocation: numpy's MemoryError, MXNet's CPU or CUDA allocator."""
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "failed to allocate" in text or "out of memory" in text
 
 
 def _planned_symbol(job, logger):

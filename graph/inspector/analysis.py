@@ -8,21 +8,29 @@
 The rules are in :mod:`.counting`; shapes come from MXNet's ``infer_shape_partial`` on the
 symbol's internals (every operator output), so nothing is allocated or run.
 """
+from __future__ import annotations
+
 import collections
 import json
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mxcnn import common
 from mxcnn.graph.inspector.counting import count_operator, prod
 from mxcnn.graph.inspector.summary import InspectError, LayerRow, Summary, assign_groups, group_names
+from mxcnn.graph.symbol_json import symbol_graph
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["summarize", "load_symbol", "max_dimension", "check_shape"]
 
 
-def max_dimension():
+def max_dimension() -> int:
     """The largest size of one dimension MXNet takes: 2^31 - 1 unless built with int64 sizes.
 
     MXNet 1.9.1's pip wheels pass shapes to the library as int32 (``_infer_shape_impl``
@@ -36,7 +44,7 @@ def max_dimension():
     return 2 ** 63 - 1 if int64 else 2 ** 31 - 1
 
 
-def check_shape(name, value):
+def check_shape(name: str, value: Iterable[int]) -> tuple[int, ...]:
     """``value`` as a tuple of ints in 1..max_dimension(); InspectError naming ``name`` if not."""
     try:
         shape = tuple(int(v) for v in value)
@@ -170,7 +178,7 @@ class _RowBuilder:
             stage=stage, unit=unit, counted=known))
 
 
-def summarize(sym, **input_shapes):
+def summarize(sym: mx.sym.Symbol, **input_shapes: Sequence[int]) -> Summary:
     """Count every operator of ``sym`` for the given input shapes.
 
     ``input_shapes`` maps each data input to a full shape including the batch, e.g.
@@ -180,7 +188,7 @@ def summarize(sym, **input_shapes):
     give one ``UserWarning`` per operator type.
     """
     shapes = _infer_shapes(sym.get_internals(), _input_shapes(sym, input_shapes))
-    graph = json.loads(sym.tojson())
+    graph = symbol_graph(sym)
     nodes = graph["nodes"]
     builder = _RowBuilder(nodes, shapes)
     for node_id, node in enumerate(nodes):
@@ -226,7 +234,9 @@ def _load_symbol_file(source):
         raise InspectError("MXNet cannot load %s as a symbol: %s" % (source, common.error_line(err)))
 
 
-def load_symbol(source, num_layers=None, num_classes=10, image_shape=(3, 32, 32), options=None):
+def load_symbol(source: str, num_layers: int | None = None, num_classes: int = 10,
+                image_shape: str | Sequence[int] = (3, 32, 32),
+                options: Mapping[str, Any] | None = None) -> mx.sym.Symbol:
     """An ``mx.sym.Symbol`` from a registered network name or a symbol JSON file path."""
     import mxnet as mx
     if source.endswith(".json") or os.path.sep in source or os.path.isfile(source):

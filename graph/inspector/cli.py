@@ -11,11 +11,12 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 
 from mxcnn import common
 from mxcnn.graph.inspector.analysis import load_symbol, max_dimension, summarize
 from mxcnn.graph.inspector.render import write_graphviz, write_html, write_output
-from mxcnn.graph.inspector.summary import GROUP_BY, SORT_KEYS, InspectError
+from mxcnn.graph.inspector.summary import GROUP_BY, SORT_KEYS, InspectError, Summary
 
 __all__ = ["build_parser", "run", "main", "MAX_LAYERS"]
 
@@ -66,7 +67,7 @@ def _check_sizes(args, image_shape):
                      "ten times the deepest network in the papers")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Per-layer output shapes, parameters, MACs and activation memory of any MXNet "
@@ -132,7 +133,7 @@ def _print(text):
                            % (err.strerror or err))
 
 
-def run(args):
+def run(args: argparse.Namespace) -> Summary:
     """Carry out parsed arguments; returns the Summary (raises InspectError on bad input)."""
     summary = _summary_of(args)
     if not args.quiet:
@@ -147,7 +148,7 @@ def run(args):
     return summary
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """The console script: 0 on success, 2 (one line on stderr) on a :class:`common.UserError`."""
     args = build_parser().parse_args(argv)
     try:

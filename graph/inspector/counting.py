@@ -21,6 +21,7 @@
 Shapes are tuples of Python ints and products are exact (no int64 wrap-around).
 """
 import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from mxcnn.graph.symbol_json import is_true
 
@@ -62,7 +63,7 @@ DOT_OPS = ("dot", "batch_dot", "_linalg_gemm2", "linalg_gemm2")
 POOL_OPS = ("Pooling", "Pooling_v1")
 
 
-def prod(shape):
+def prod(shape: Iterable[int] | None) -> int:
     """Elements of ``shape`` as an exact Python int (1 for a scalar's empty shape)."""
     out = 1
     for v in shape or ():
@@ -70,7 +71,7 @@ def prod(shape):
     return out
 
 
-def parse_tuple(text):
+def parse_tuple(text: str | None) -> tuple[int, ...]:
     """MXNet stores tuple attributes as strings like '(3, 3)'."""
     if text is None:
         return ()
@@ -124,7 +125,9 @@ def _other_ops(op, attrs, out, in_shapes):
     return None
 
 
-def count_operator(op, attrs, out_shapes, in_shapes, param_shapes):
+def count_operator(op: str, attrs: Mapping[str, str], out_shapes: Sequence[Sequence[int]],
+                   in_shapes: Sequence[Sequence[int]],
+                   param_shapes: Sequence[Sequence[int]]) -> tuple[int, int, bool]:
     """``(MACs, other ops, known)`` of one operator by the rules above.
 
     ``out_shapes``/``in_shapes``: its output and data-input shapes; ``param_shapes``: the

@@ -5,9 +5,11 @@ HTML page needs no Graphviz: layers by longest path, long edges split into dummy
 crossings reduced by barycentre sweeps, x placed by neighbour averages with minimum spacing.
 """
 import collections
+from collections.abc import Sequence
+from typing import Any
 
 from mxcnn.graph.inspector.counting import CONV_OPS, POOL_OPS, parse_tuple
-from mxcnn.graph.inspector.summary import shape_text
+from mxcnn.graph.inspector.summary import LayerRow, Summary, shape_text
 from mxcnn.graph.symbol_json import is_true
 
 __all__ = ["FOLDABLE_OPS", "fold_graph", "layout_graph", "describe",
@@ -20,7 +22,7 @@ FOLDABLE_OPS = {"BatchNorm", "BatchNorm_v1", "Activation", "LeakyReLU", "relu", 
 NODE_W, NODE_H, DUMMY_W, GAP_X, GAP_Y = 210, 46, 16, 34, 40
 
 
-def describe(row):
+def describe(row: LayerRow) -> str:
     """A short operator description: 'Conv 3x3/2 64', 'Pool max 3x3/2', 'FC 1000'."""
     a = row.attrs
     kernel = "x".join(str(v) for v in parse_tuple(a.get("kernel")))
@@ -83,7 +85,7 @@ def _fold_nodes(summary):
     return nodes, node_of
 
 
-def fold_graph(summary):
+def fold_graph(summary: Summary) -> tuple[list[dict[str, Any]], list[tuple[int, int, str]]]:
     """Netscope-style graph: conv -> BN -> activation chains folded into one node.
 
     An in-place-like operator (``FOLDABLE_OPS``) joins the node of its producer when it is
@@ -207,7 +209,8 @@ def _ports(g, x):
     return port_out, port_in
 
 
-def layout_graph(nodes, edges, sweeps=4):
+def layout_graph(nodes: Sequence[dict[str, Any]], edges: Sequence[tuple[int, int, str]],
+                 sweeps: int = 4) -> tuple[list[tuple[int, int, str, list[float]]], tuple[float, float]]:
     """Place ``nodes``/``edges`` of :func:`fold_graph` top-down (see the module docstring).
 
     Sets ``x``/``y`` (centre) and ``w``/``h`` on each node; returns edge polylines

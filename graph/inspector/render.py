@@ -12,10 +12,11 @@ import json
 import os
 import re
 import subprocess
+from typing import Any
 
 from mxcnn import common
 from mxcnn.graph.inspector.layout import NODE_H, NODE_W, fold_graph, layout_graph
-from mxcnn.graph.inspector.summary import InspectError, human_count, shape_text
+from mxcnn.graph.inspector.summary import InspectError, Summary, human_count, shape_text
 
 __all__ = ["to_dot", "write_graphviz", "html_page", "write_html", "write_output", "script_json"]
 
@@ -32,7 +33,7 @@ def _color(rows, node):
     return _COLORS.get(rows[node["rows"][0]].op if node["rows"] else "input", "#e5e5e5")
 
 
-def write_output(path, data):
+def write_output(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write ``data`` (str or bytes) to ``path`` atomically, or raise InspectError saying why not."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -47,7 +48,7 @@ def write_output(path, data):
                            % (path, err.strerror or err))
 
 
-def to_dot(summary, title=None):
+def to_dot(summary: Summary, title: str | None = None) -> str:
     """Graphviz DOT text of the folded graph, output shapes on the edges (no binary needed)."""
     nodes, edges = fold_graph(summary)
     rows = summary.rows
@@ -89,7 +90,7 @@ def _pipe(source, fmt):
                            % (fmt.upper(), common.error_line(err)))
 
 
-def write_graphviz(summary, path, fmt=None, title=None):
+def write_graphviz(summary: Summary, path: str, fmt: str | None = None, title: str | None = None) -> str:
     """Write DOT (always possible) or SVG/PDF (needs Graphviz's ``dot`` binary) to ``path``."""
     fmt = fmt or os.path.splitext(path)[1].lstrip(".").lower() or "dot"
     source = to_dot(summary, title)
@@ -128,14 +129,14 @@ _SCRIPT_ESCAPES = {ord(c): "\\u%04x" % ord(c) for c in "<>&\u2028\u2029"}
 _MARKERS = re.compile(r"__MXCNN_TITLE__|/\*__MXCNN_DATA__\*/null")
 
 
-def script_json(value) -> str:
+def script_json(value: Any) -> str:
     """``value`` as JSON text that is inert inside an HTML ``<script>`` element: ASCII only,
     with ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\uXXXX`` escapes (``JSON.parse`` and
     ``json.loads`` read back ``value``)."""
     return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_ESCAPES)
 
 
-def html_page(summary, title=None):
+def html_page(summary: Summary, title: str | None = None) -> str:
     """The self-contained interactive page (str): canvas graph, details panel, linked table."""
     payload = _page_data(summary, title)
     try:
@@ -150,7 +151,7 @@ def html_page(summary, title=None):
     return _MARKERS.sub(lambda match: values[match.group(0)], template)
 
 
-def write_html(summary, path, title=None):
+def write_html(summary: Summary, path: str, title: str | None = None) -> str:
     """Write :func:`html_page` atomically to ``path``."""
     write_output(path, html_page(summary, title))
     return path

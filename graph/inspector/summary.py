@@ -6,6 +6,8 @@ Pure Python over the figures :mod:`.analysis` counted (no MXNet here).
 import collections
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from mxcnn import common
 
@@ -29,10 +31,10 @@ class LayerRow:
             setattr(self, key, fields.get(key))
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> tuple[int, ...]:
         return self.output_shapes[0] if self.output_shapes else ()
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.__slots__}
 
     def __repr__(self):
@@ -84,11 +86,11 @@ class Summary:
     total_activation_bytes = property(lambda self: sum(r.activation_bytes for r in self.rows))
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int:
         first = next(iter(self.inputs.values()), ())
         return first[0] if first else 1
 
-    def grouped(self, group_by="stage"):
+    def grouped(self, group_by: str = "stage") -> list[LayerRow]:
         """Rows merged per stage (or stage/unit): one aggregate ``LayerRow`` per group."""
         if group_by not in GROUP_BY:
             raise InspectError("group_by must be one of %s, got %r" % (", ".join(GROUP_BY), group_by))
@@ -111,7 +113,7 @@ class Summary:
             return sorted(rows, key=lambda r: getattr(r, attr), reverse=True)
         return sorted(rows, key=lambda r: str(getattr(r, attr)))
 
-    def render(self, group_by="none", sort_by=None, max_name=48):
+    def render(self, group_by: str = "none", sort_by: str | None = None, max_name: int = 48) -> str:
         """The text table (torchinfo-like) with totals; ``sort_by`` is one of ``SORT_KEYS``."""
         rows = self._sorted(self.grouped(group_by), sort_by)
         table = [[h for _, h, _ in COLUMNS]]
@@ -154,7 +156,7 @@ class Summary:
     def __str__(self):
         return self.render()
 
-    def to_json_dict(self):
+    def to_json_dict(self) -> dict[str, Any]:
         """Plain-JSON form (rows, inputs, totals) for tools and the HTML page."""
         return {
             "name": self.name,
@@ -170,19 +172,19 @@ class Summary:
         }
 
 
-def shape_text(shape):
+def shape_text(shape: Sequence[int] | None) -> str:
     """``(1, 16, 32, 32)`` -> ``'1x16x32x32'``; ``'-'`` for no shape."""
     return "x".join(str(v) for v in shape) if shape else "-"
 
 
-def human_count(value):
+def human_count(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(value) >= scale:
             return "%.2f%s" % (value / scale, unit)
     return str(value)
 
 
-def human_bytes(value):
+def human_bytes(value: float) -> str:
     for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if value >= scale:
             return "%.2f %s" % (value / scale, unit)
@@ -197,7 +199,7 @@ _STAGE_RE = re.compile(r"(?:stage|layers?|dense_?block|transition|trans|group)_?
 _UNIT_RE = re.compile(r"(?:unit|block|bottleneck|blk|module)_?\d+[a-z]?")
 
 
-def group_names(name):
+def group_names(name: str) -> tuple[str, str]:
     """(stage, unit) from a layer name, e.g. 'stage2_unit3_conv1' -> ('stage2', 'unit3')."""
     match = _STAGE_RE.search(name)
     stage = match.group(0) if match else re.split(r"[_.]", name, maxsplit=1)[0] or name
@@ -206,7 +208,7 @@ def group_names(name):
     return stage, (unit.group(0) if unit else stage)
 
 
-def assign_groups(rows):
+def assign_groups(rows: Sequence[LayerRow]) -> None:
     """Stage/unit of each row; layers outside any stage become 'stem' (before) or 'head' (after).
 
     A prefix shared by every name (Gluon's 'resnetv10_') is ignored; unstaged layers between

@@ -114,3 +114,109 @@ def test_script_install_dry_run_and_bad_name():
     assert "already installed, the only MXNet build" in out.stdout
     out = _run("choose", "--mxnet", "cu999")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def _smi(stdout, returncode=0, seen=None):
+    """A fake ``subprocess.run`` for nvidia-smi that records the arguments it was given."""
+    def run(args, **kwargs):
+        if seen is not None:
+            seen.append(args)
+        return types.SimpleNamespace(returncode=returncode, stdout=stdout)
+    return run
+
+
+def test_compute_caps_from_nvidia_smi():
+    which = lambda name: "/usr/bin/nvidia-smi"
+    seen = []
+    assert mxnet_build.gpu_compute_caps(_smi("8.6\n9.0\n", seen=seen), which) == [(8, 6), (9, 0)]
+    assert "--query-gpu=compute_cap" in seen[0]
+    # an nvidia-smi too old for the field, a driver version where a capability belongs, no tool
+    old = _smi('Field "compute_cap" is not a valid field to query.\n', returncode=2)
+    assert mxnet_build.gpu_compute_caps(old, which) is None
+    assert mxnet_build.gpu_compute_caps(_smi("515.65.01\n"), which) is None
+    assert mxnet_build.gpu_compute_caps(_smi("12.0\n"), lambda name: None) is None
+
+
+def test_wheel_archs_name_every_cuda_build():
+    assert set(mxnet_build.WHEEL_ARCHS) == {package for package, _, _ in mxnet_build.CUDA_BUILDS}
+
+
+@pytest.mark.parametrize("cap, package", [
+    ((8, 9), "mxnet-cu117"),   # Ada runs Ampere's sm_80/sm_86 SASS (same major)
+    ((7, 5), "mxnet-cu110"),   # Turing runs sm_70 SASS
+    ((3, 7), "mxnet-cu102"),   # K80 runs sm_30 SASS
+    ((6, 1), "mxnet-cu117"),
+    ((8, 6), "mxnet-cu111"),
+])
+def test_gpus_with_machine_code_get_no_warning(cap, package):
+    assert mxnet_build.arch_warning([cap, cap], package) is None
+
+
+def test_no_warning_without_a_known_gpu_or_for_the_cpu_build():
+    assert mxnet_build.arch_warning(None, "mxnet-cu117") is None
+    assert mxnet_build.arch_warning([], "mxnet-cu117") is None
+    assert mxnet_build.arch_warning([(9, 0)], "mxnet") is None
+
+
+@pytest.mark.parametrize("cap, generation", [((9, 0), "Hopper"), ((10, 0), "Blackwell"),
+                                             ((12, 0), "Blackwell")])
+def test_gpus_newer_than_every_wheel_are_told_to_use_the_cpu(cap, generation):
+    text = mxnet_build.arch_warning([cap], "mxnet-cu117")
+    assert "%d.%d (%s)" % (cap + (generation,)) in text and "no PTX" in text
+    assert "no kernel image" in text and "MXNET=cpu" in text and "CUDA 11.7" in text
+    assert "\n" not in text and "PTX JIT" not in text
+
+
+def test_an_older_or_newer_build_is_named_when_it_has_the_code():
+    kepler = mxnet_build.arch_warning([(3, 5)], "mxnet-cu117")
+    assert "3.5 (Kepler)" in kepler and "MXNET=cu102" in kepler and "440.33" in kepler
+    ampere = mxnet_build.arch_warning([(8, 0)], "mxnet-cu101")
+    assert "MXNET=cu117" in ampere and "sm_30 sm_50 sm_60 sm_70 sm_75" in ampere
+    mixed = mxnet_build.arch_warning([(3, 7), (8, 0)], "mxnet-cu117")  # no build has both
+    assert "3.7 (Kepler)" in mixed and "8.0" not in mixed and "CUDA_VISIBLE_DEVICES" in mixed
+
+
+def test_ptx_jit_route_says_what_breaks_it():
+    archs = {"mxnet-cu117": ((80,), (86,))}  # a wheel with PTX, unlike every 1.9.1 wheel
+    text = mxnet_build.arch_warning([(9, 0)], "mxnet-cu117", archs)
+    assert "PTX JIT" in text and "compute_86" in text and "minor version compatibility" in text
+    assert "515.43.04" in text and "CUDA_DISABLE_PTX_JIT" in text and "no kernel image" not in text
+    assert mxnet_build.arch_warning([(8, 6)], "mxnet-cu117", archs) is None
+    older = mxnet_build.arch_warning([(7, 5)], "mxnet-cu117", archs)  # PTX JIT only goes up
+    assert "no kernel image" in older
+
+
+def test_docs_table_matches_the_wheel_data():
+    with open(os.path.join(ROOT, "docs", "gpu.md")) as f:
+        rows = [l for l in f if l.startswith("| `cu")]
+    table = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        package = "mxnet-" + cells[0].strip("`")
+        if package in mxnet_build.WHEEL_ARCHS and "sm_" in cells[1]:
+            ptx = [a for a in cells[2].split() if a.startswith("compute_")]
+            table[package] = (tuple(int(a[3:]) for a in cells[1].split()),
+                              tuple(int(a[8:]) for a in ptx))
+    assert table == mxnet_build.WHEEL_ARCHS
+
+
+def _fake_smi(folder, compute_cap):
+    fake = folder / "nvidia-smi"
+    fake.write_text('#!/bin/sh\ncase "$1" in --query-gpu=compute_cap) echo %s;; '
+                    '*) echo 535.104.05;; esac\n' % compute_cap)
+    fake.chmod(0o755)
+    return "%s:%s" % (folder, os.environ["PATH"])
+
+
+def test_script_warns_in_one_line_for_a_gpu_without_code(tmp_path):
+    path = _fake_smi(tmp_path, "9.0")
+    out = _run("choose", path=path)
+    assert out.returncode == 0 and out.stdout.strip() == "mxnet-cu117", out.stderr
+    warnings = [l for l in out.stderr.splitlines() if "warning" in l]
+    assert len(warnings) == 1 and "9.0 (Hopper)" in warnings[0] and "MXNET=cpu" in warnings[0]
+    out = _run("install", "--mxnet", "cu117", "--python", sys.executable, "--dry-run", path=path)
+    assert out.returncode == 0 and "9.0 (Hopper)" in out.stderr
+    out = _run("choose", path=_fake_smi(tmp_path, "8.6"))
+    assert out.stdout.strip() == "mxnet-cu117" and "warning" not in out.stderr
+    out = _run("choose", "--mxnet", "cpu", path=_fake_smi(tmp_path, "9.0"))
+    assert "warning" not in out.stderr

@@ -102,7 +102,7 @@ def make_cifar100(folder, kind, label_mode):
             {b"fine_label_names": [n.encode() for n in FINE],
              b"coarse_label_names": [n.encode() for n in COARSE]}, protocol=2)
     else:  # <1 coarse><1 fine><3072 pixels>
-        for name, images, fine, coarse in (("mxcnn.train.bin", train_images, train_fine, train_coarse),
+        for name, images, fine, coarse in (("train.bin", train_images, train_fine, train_coarse),
                                            ("test.bin", val_images, val_fine, val_coarse)):
             rows = np.concatenate([coarse[:, None].astype(np.uint8), fine[:, None].astype(np.uint8),
                                    planes(images)], axis=1)

@@ -266,9 +266,9 @@ def test_svg_without_the_graphviz_package_is_one_line(tmp_path, capsys, monkeypa
     assert not (tmp_path / "g.svg").exists()
 
 
-@pytest.mark.parametrize("module", ["mxcnn.graph.inspector", "mxcnn.symbols.inspect"])
+@pytest.mark.parametrize("module", ["mxcnn.graph.inspector"])
 def test_module_entry_points_refuse_a_huge_batch(module):
-    """The issue's command, run as users run it (both the new and the old module path)."""
+    """`python -m mxcnn.graph.inspector NAME --batch-size HUGE`: one line, no traceback."""
     import subprocess
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-m", module, "resnet", "--batch-size", "3000000000"],

@@ -391,6 +391,11 @@ SCORE_BAD_INPUT = [
     ("image folder", ["--predict", "{dir}"], "is a folder"),
     ("image missing", ["--predict", "{dir}/none.png"], "does not exist"),
     ("image truncated", ["--predict", "{tmp}/cut.png"], "cannot decode"),
+    ("jpeg without its end", ["--predict", "{tmp}/cut.jpg"], "truncated"),
+    ("decompression bomb", ["--predict", "{tmp}/bomb.png"], "declares 20000x20000 = 400,000,000 pixels"),
+    ("image over the limit", ["--predict", "{dir}/red.png", "--max-image-pixels", "63"],
+     "declares 8x8 = 64 pixels, over the limit of 63"),
+    ("max-image-pixels zero", ["--predict", "{dir}/red.png", "--max-image-pixels", "0"], "at least 1"),
     ("stats folder", ["--predict", "{dir}/red.png", "--stats", "{dir}"], "Is a directory"),
     ("stats not JSON", ["--predict", "{dir}/red.png", "--stats", "{dir}/red.png"], "not valid JSON"),
     ("cpus as device ids", ["--predict", "{dir}/red.png", "--cpus", "0,1"], "counts CPU contexts"),
@@ -413,7 +418,61 @@ def hostile(tmp_path_factory, fixture_dir):
     tmp = tmp_path_factory.mktemp("hostile")
     (tmp / "empty.rec").write_bytes(b"")
     (tmp / "cut.png").write_bytes((fixture_dir / "red.png").read_bytes()[:60])
+    noise = np.random.RandomState(1).randint(0, 256, (64, 64, 3)).astype(np.uint8)
+    jpeg = cv2.imencode(".jpg", noise)[1].tobytes()  # OpenCV would fill its missing end with grey
+    (tmp / "cut.jpg").write_bytes(jpeg[:len(jpeg) * 9 // 10])
+    (tmp / "bomb.png").write_bytes(bomb_png())
     return str(tmp)
+
+
+def bomb_png(side=20000):
+    """A valid ~50 KB PNG that declares side x side 1-bit grey pixels (1.2 GB as RGB)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = bytes(1 + (side + 7) // 8) * 1000
+    deflate = zlib.compressobj(9)
+    idat = b"".join(deflate.compress(rows) for _ in range(side // 1000)) + deflate.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_predict_refuses_a_bomb_with_bounded_memory(fixture_dir, hostile, tmp_path):
+    """score.py --predict on a 50 KB PNG declaring 20000x20000: one line, exit 2, and a peak
+    far below the 1.2 GB the decoded image would take."""
+    err = tmp_path / "err"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "mxcnn.inference.score", "--model-prefix",
+                                 str(fixture_dir / "net"), "--load-epoch", "3", "--stats",
+                                 str(fixture_dir / "colours_stats.json"), "--predict",
+                                 os.path.join(hostile, "bomb.png")],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            proc.kill()
+    peak, decoded = usage.ru_maxrss * 1024, 3 * 20000 ** 2
+    assert peak < decoded / 3, "peak %.0f MB for a %.0f MB image" % (peak / 2 ** 20, decoded / 2 ** 20)
+    message = [line for line in err.read_text().splitlines() if line.startswith("score.py")]
+    assert os.waitstatus_to_exitcode(status) == 2 and len(message) == 1, message
+    assert "bomb.png" in message[0] and "--max-image-pixels" in message[0]
+
+
+def test_predict_reads_cmyk_palette_alpha_and_grey_images(fixture_dir, tmp_path):
+    from PIL import Image
+    red = Image.open(fixture_dir / "red.png").convert("RGB")
+    paths = []
+    for name, image in (("cmyk.jpg", red.convert("CMYK")), ("palette.png", red.convert("P")),
+                        ("alpha.png", red.convert("RGBA")), ("grey.png", red.convert("L"))):
+        image.save(tmp_path / name, quality=100)
+        paths.append(str(tmp_path / name))
+    p = predict.Predictor(str(fixture_dir / "net"), 3, stats=str(fixture_dir / "colours_stats.json"))
+    results = p.predict_files(paths, top_k=1)
+    assert [r[0][1] for r in results[:3]] == ["red"] * 3
+    grey = predict.preprocess_image(paths[3], (3, 8, 8), p.stats)
+    assert grey.shape == (3, 8, 8) and np.array_equal(grey[0], grey[1])  # grey as three equal planes
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from mxcnn.inference import tta
 from mxcnn.train import engines, fit
 from mxcnn.train.ema import WeightEMA
 from mxcnn.train.lookahead import Lookahead
-from tests.train.cli_helpers import ROOT, SCRIPT, base_args, env, make_records
+from tests.train.cli_helpers import SIDE, ROOT, SCRIPT, base_args, env, make_records
 from tests.train.engine_helpers import NUM_CLASSES, config, iters, tiny_net
 
 
@@ -149,8 +149,6 @@ def test_resume_with_ema_is_exact(tmp_path):
 
 def test_score_rec_tta_is_the_mean_over_the_views(tmp_path):
     """score.py --tta: top-1 of the mean probability over the views, computed here by hand."""
-    from test_train_cli import SIDE
-
     from mxcnn.inference import score
     train, val = make_records(str(tmp_path / "data"), n_train=16, n_val=24)
     sym = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(mx.sym.flatten(mx.sym.var("data")),

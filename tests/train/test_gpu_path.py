@@ -83,8 +83,10 @@ def test_memonger_plans_on_the_training_devices(monkeypatch):
 
 def test_num_examples_above_the_records_is_refused(tmp_path):
     rec = tmp_path / "t_train.rec"
-    rec.write_bytes(b"")
-    (tmp_path / "t_train.idx").write_text("".join("%d\t%d\n" % (i, i * 8) for i in range(10)))
+    writer = mx.recordio.MXIndexedRecordIO(str(tmp_path / "t_train.idx"), str(rec), "w")
+    for i in range(10):
+        writer.write_idx(i, b"record %d" % i)
+    writer.close()
     job = _fake_job([mx.cpu()], num_examples=11, data_train=str(rec))
     job.stats, job.train_rec = None, str(rec)
     with pytest.raises(jobmod.UsageError, match="--num-examples 11 is more than the 10 records"):
