@@ -173,8 +173,8 @@ def _inception_rules():
 
 
 TV_INCEPTION_V3 = Family(
-    "torch", _inception_rules(), 1e-3, dict(IMAGENET, image_shape=[3, 299, 299]), _COUNTER + (r"^AuxLogits\.",),
-    options={"transform_input": (True, {True: HALF_RANGE})})
+    "torch", _inception_rules(), 1e-3, dict(IMAGENET, image_shape=[3, 299, 299]),
+    _COUNTER + (r"^AuxLogits\.",), options={"transform_input": (True, {True: HALF_RANGE})})
 
 TV_ALEXNET = Family("torch", tuple(
     sum((conv("features.%d" % index, "conv%d_conv" % (i + 1), bias=True)
@@ -309,12 +309,22 @@ MXNET_RESNET_CIFAR = MXNET_RESNET._replace(preprocess={
     classes=CIFAR10_CLASSES)
 
 
+_MXNET_BASIC = ("MXNet's example gives the first unit of every stage a projection shortcut, even "
+                "where its shape does not change (%s: stage1_unit1, %d -> %d channels); this "
+                "project's pre-activation ResNet keeps that shortcut an identity, so the "
+                "basic-unit depths do not map")
+
+
 def _mxnet():
-    archs = {"resnet%d" % d: Arch(MXNET_RESNET, "preact_resnet", {"num_layers": d, "style": "imagenet"})
-             for d in (18, 34, 50, 101, 152, 200, 269)}
+    archs = {}
+    for depth in (18, 34, 50, 101, 152, 200, 269):
+        refuse = _MXNET_BASIC % ("resnet%d" % depth, 64, 64) if depth < 50 else None
+        archs["resnet%d" % depth] = Arch(MXNET_RESNET, "preact_resnet",
+                                         {"num_layers": depth, "style": "imagenet"}, refuse)
     for depth in (20, 56, 110, 164, 1001):
+        refuse = _MXNET_BASIC % ("resnet%d_cifar" % depth, 16, 16) if depth < 164 else None
         archs["resnet%d_cifar" % depth] = Arch(MXNET_RESNET_CIFAR, "preact_resnet",
-                                               {"num_layers": depth, "style": "cifar"})
+                                               {"num_layers": depth, "style": "cifar"}, refuse)
     return archs
 
 
