@@ -13,7 +13,7 @@ repeats of the per-round ratio), which cancels most of the drift of a shared mac
 Configurations (all with OMP_NUM_THREADS = usable cores unless a knob says otherwise):
 
 * ``ours``      -- ``train.fit.benchmark`` (what ``train_cifar.py --benchmark 1`` runs) after
-  ``train.runtime.configure()``: the project's training path with its defaults.
+  ``mxcnn.common.runtime.configure()``: the project's training path with its defaults.
 * ``module``    -- raw ``mx.mod.Module`` on the same symbol (``symbols.get_symbol``) with
   MXNet's own defaults (no runtime knobs).
 * ``gluoncv``   -- GluonCV's model, hybridized (static_alloc/static_shape), autograd +

@@ -1,6 +1,6 @@
 """Helpers every package shares: atomic files, usable cores, the user-error type.
 
-Import-light on purpose (no MXNet): ``train.runtime.configure()`` must run before MXNet
+Import-light on purpose (no MXNet): ``mxcnn.common.runtime.configure()`` must run before MXNet
 loads, and ``data``/``symbols``/``graph`` import this at package import time.
 
 * :func:`atomic_write` / :func:`atomic_write_text` -- a file appears whole or not at all,

@@ -166,7 +166,7 @@ class PathLock:
     its pid into the file (:meth:`holder` reads it) and removes the file on release; a
     process that locked a file just removed by its holder notices and locks the new one."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = os.path.abspath(path)
         self._fd = None
 

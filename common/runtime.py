@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: fuses BatchNorm+ReLU on oneDNN CPUs (graph/fusion.py; bench knob ``no_fusion``).
 DEFAULTS = {}
 
-#: Set by train/launch.py: how many worker processes share this host's cores.
+#: Set by distributed/launch.py: how many worker processes share this host's cores.
 WORKERS_PER_HOST_ENV = "MXCNN_WORKERS_PER_HOST"
 
 

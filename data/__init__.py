@@ -4,8 +4,10 @@ Modules (kept import-light: nothing here loads MXNet until an iterator is built)
 
 * ``prepare_cifar`` -- the ``mxcnn-prepare-cifar`` CLI: official archives (python/binary),
   their folders or class-per-folder trees -> ``NAME_{train,val}.{rec,idx,lst}`` + stats.
-* ``iterators`` -- ``get_rec_iters`` (in-memory or ``ImageRecordIter`` backend, CIFAR
-  augmentation, exact per-epoch determinism, sharding) and ``SyntheticIter``.
+* ``im2rec`` -- the ``im2rec`` CLI: images of any size (a tree, an archive or im2rec
+  ``.lst`` files) resized, centre-cropped and packed by worker processes (``packing``).
+* ``iterators`` -- ``get_rec_iters`` (in-memory or ``ImageRecordIter`` backend, CIFAR or
+  ImageNet-style augmentation, exact per-epoch determinism, sharding) and ``SyntheticIter``.
 * ``prefetch`` -- the background batch producer of the in-memory iterator (GPU runs).
 * ``sources`` / ``recfile`` / ``safety`` -- reading sources, RecordIO files, and the
   restricted unpickler + archive member checks; ``errors.DataError`` for bad input.

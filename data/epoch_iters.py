@@ -7,6 +7,7 @@
 All share :class:`_EpochIter`'s contract: ``set_epoch(e)`` then ``reset()`` replays epoch
 ``e``, whose shuffle and augmentation depend only on ``(seed, e, part_index)``.
 """
+import math
 import os
 
 import mxnet as mx
@@ -16,10 +17,47 @@ from mxcnn.data.errors import DataError
 from mxcnn.data.prefetch import Prefetcher
 from mxcnn.data.recfile import count_records
 
-__all__ = ["InMemoryIter", "NativeRecIter", "SyntheticIter", "part_range", "PAD_MODES"]
+__all__ = ["InMemoryIter", "NativeRecIter", "SyntheticIter", "part_range", "PAD_MODES",
+           "AUGMENTATIONS", "RANDOM_AREA", "RANDOM_ASPECT", "EVAL_CROP_FRACTION", "eval_resize",
+           "imagenet_options"]
 
 #: How a training crop's padding is filled: black (zeros) or the image reflected at its edge.
 PAD_MODES = ("zero", "reflect")
+#: How training images are augmented: He et al.'s CIFAR pad + crop + flip, or the ImageNet
+#: random-resized crop + flip (Szegedy et al. 2015; torchvision's and GluonCV's defaults).
+AUGMENTATIONS = ("cifar", "imagenet")
+#: The random-resized crop's ranges: area as a fraction of the image, aspect ratio (w / h).
+RANDOM_AREA = (0.08, 1.0)
+RANDOM_ASPECT = (3.0 / 4.0, 4.0 / 3.0)
+#: ImageNet evaluation: the shorter side resized to crop side / 0.875 (256 for 224), then the
+#: centre crop.
+EVAL_CROP_FRACTION = 0.875
+
+
+def eval_resize(data_shape: tuple) -> int:
+    """The shorter side ImageNet-style evaluation resizes to for a (C, H, W) crop:
+    ceil(max(H, W) / 0.875), as GluonCV (256 for 224, 74 for 64)."""
+    return int(math.ceil(max(int(data_shape[1]), int(data_shape[2])) / EVAL_CROP_FRACTION - 1e-9))
+
+
+def imagenet_options(data_shape: tuple, train: bool, rand_mirror: bool = True,
+                     color_jitter: float = 0.0) -> dict:
+    """``mx.io.ImageRecordIter`` options of ImageNet-style augmentation.  Training: a crop of
+    a random area fraction (:data:`RANDOM_AREA`) and aspect ratio (:data:`RANDOM_ASPECT`, drawn
+    uniformly and turned to its inverse half of the time) resized to the crop shape, a random
+    flip, and with ``color_jitter`` F brightness, contrast and saturation factors in
+    [1 - F, 1 + F].  Evaluation: the shorter side resized to :func:`eval_resize`, the centre
+    crop.  Bilinear interpolation throughout."""
+    if not train:
+        return {"resize": eval_resize(data_shape), "inter_method": 1}
+    options = dict(random_resized_crop=True, min_random_area=RANDOM_AREA[0],
+                   max_random_area=RANDOM_AREA[1], min_aspect_ratio=RANDOM_ASPECT[0],
+                   max_aspect_ratio=RANDOM_ASPECT[1], rand_mirror=bool(rand_mirror),
+                   inter_method=1)
+    if color_jitter:
+        options.update(brightness=float(color_jitter), contrast=float(color_jitter),
+                       saturation=float(color_jitter))
+    return options
 
 
 def part_range(num_records: int, num_parts: int, part_index: int) -> tuple[int, int]:
@@ -218,14 +256,19 @@ class NativeRecIter(_EpochIter):
 
     A new ImageRecordIter is made for each epoch with a seed derived from
     ``(seed, epoch, part_index)``; samples are counted here (ImageRecordIter's own ``pad``
-    is unreliable), so the epoch ends after exactly this part's records.
+    is unreliable), so the epoch ends after exactly this part's records.  Augmentation
+    ``cifar``: pad + random crop + flip (``augment``), else the centre crop; ``imagenet``:
+    :func:`imagenet_options` for training (``augment``) or evaluation.
     """
 
     def __init__(self, path_imgrec, batch_size, data_shape=(3, 32, 32), mean=(0, 0, 0),
                  std=(1, 1, 1), augment=False, pad=4, rand_mirror=True, shuffle=False, seed=0,
                  num_parts=1, part_index=0, preprocess_threads=None, data_name="data",
-                 label_name="softmax_label", pad_mode="zero"):
+                 label_name="softmax_label", pad_mode="zero", augmentation="cifar",
+                 color_jitter=0.0):
         super().__init__(batch_size, data_shape, data_name, label_name)
+        if augmentation not in AUGMENTATIONS:
+            raise ValueError("augmentation must be one of %s, got %r" % (AUGMENTATIONS, augmentation))
         if augment and (rand_mirror == "alternate" or pad_mode != "zero"):
             raise DataError("ImageRecordIter (backend='native') has neither the alternating flip "
                             "nor reflect padding; use backend='memory' (data sets that fit in "
@@ -248,7 +291,10 @@ class NativeRecIter(_EpochIter):
             data_name=data_name, label_name=label_name,
             mean_r=mean[0], mean_g=mean[1], mean_b=mean[2],
             std_r=std[0], std_g=std[1], std_b=std[2])
-        if augment:
+        if augmentation == "imagenet":
+            self._kwargs.update(imagenet_options(self.data_shape, augment, rand_mirror,
+                                                 color_jitter))
+        elif augment:
             self._kwargs.update(rand_crop=True, rand_mirror=bool(rand_mirror), pad=int(pad),
                                 fill_value=0)
         if preprocess_threads:

@@ -212,12 +212,18 @@ def _pack_split(results, split, writer, bar, skipped):
 
 @contextlib.contextmanager
 def _worker_pool(workers):
-    """A pool of ``workers`` processes (None for 1: the images are packed in this one)."""
+    """A pool of ``workers`` processes (None for 1: the images are packed in this one).
+
+    Forked while this process has loaded neither MXNet nor OpenCV (the command line: it loads
+    MXNet only after the workers started), else started afresh ("spawn"): a child forked
+    from a process whose MXNet engine or OpenCV thread pool runs can hang on their locks."""
     if workers < 2:
         yield None
         return
     import multiprocessing
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    threaded = {"mxnet", "cv2"} & set(sys.modules)
+    method = "fork" if not threaded and "fork" in multiprocessing.get_all_start_methods() \
+        else "spawn"
     with multiprocessing.get_context(method).Pool(workers, initializer=init_worker) as pool:
         yield pool
 

@@ -9,6 +9,9 @@ H x W, a random horizontal flip.  Every sample appears exactly once per epoch; t
 short batch is completed with samples from the start of the epoch and reports them in
 ``batch.pad``.  Shuffling and augmentation of epoch ``e`` depend only on
 ``(seed, e, part_index)``: call ``train_iter.set_epoch(e)`` then ``reset()`` to replay it.
+With ``augmentation="imagenet"`` (images of any size, the native backend) training batches
+are random-resized crops (area 8-100%, aspect ratio 3/4-4/3) with random flips, and
+evaluation takes the centre crop of the image resized to size/0.875.
 
 Two backends:
 
@@ -34,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from mxcnn import common
-from mxcnn.data.epoch_iters import InMemoryIter, NativeRecIter, SyntheticIter, part_range
+from mxcnn.data.epoch_iters import (AUGMENTATIONS, InMemoryIter, NativeRecIter, SyntheticIter,
+                                    part_range)
 from mxcnn.data.errors import DataError
 from mxcnn.data.recfile import check_against_stats, count_records, decode_image, read_records, unpack_record
 from mxcnn.data.stats import load_stats
@@ -102,7 +106,8 @@ def get_rec_iters(data_train: str | os.PathLike[str] | None, data_val: str | os.
                   pad: int = 4, rand_mirror: bool | str = True, shuffle: bool = True, seed: int = 0,
                   num_parts: int = 1, part_index: int = 0, preprocess_threads: int | None = None,
                   backend: str = "auto", num_classes: int | None = None, prefetch: int = 0,
-                  pin_memory: bool = False, shard_val: bool = False, pad_mode: str = "zero"
+                  pin_memory: bool = False, shard_val: bool = False, pad_mode: str = "zero",
+                  augmentation: str = "cifar", color_jitter: float = 0.0
                   ) -> tuple[InMemoryIter | NativeRecIter | None, InMemoryIter | NativeRecIter | None]:
     """``(train_iter, val_iter)`` over ``<prefix>_train.rec`` and ``<prefix>_val.rec``
     (either may be None -> that iterator is None; scoring passes only ``data_val``).
@@ -122,7 +127,10 @@ def get_rec_iters(data_train: str | os.PathLike[str] | None, data_val: str | os.
     backend's background batches and page-locked output (:class:`InMemoryIter`); the native
     backend already decodes ahead in its own threads.  ``rand_mirror`` (True, False or
     ``'alternate'``) and ``pad_mode`` (``'zero'`` or ``'reflect'``) are :class:`InMemoryIter`'s;
-    the native backend has only random flips and zero padding.
+    the native backend has only random flips and zero padding.  ``augmentation='imagenet'``
+    (native backend, images of any size): random-resized crops, flips and ``color_jitter``
+    for training, the centre crop of the image resized to size/0.875 for evaluation
+    (:func:`~mxcnn.data.epoch_iters.imagenet_options`).
     """
     image_shape = _as_shape(image_shape)
     batch_size, num_parts, part_index = _check_arguments(batch_size, num_parts, part_index,
@@ -132,9 +140,8 @@ def get_rec_iters(data_train: str | os.PathLike[str] | None, data_val: str | os.
     stats = load_stats(stats, train_path or val_path)
     counts = {path: count_records(path) for path in (train_path, val_path) if path is not None}
     mean, std, classes = _normalisation(stats, train_path, val_path, num_classes, counts)
-    if backend == "auto":
-        backend = _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape,
-                                  counts)
+    backend = _backend_for(backend, augmentation, stats, train_path, val_path, num_parts,
+                           part_index, image_shape, counts)
     shared = dict(batch_size=batch_size, data_shape=image_shape, mean=mean, std=std)
     train_options = dict(augment=augment, pad=pad, rand_mirror=rand_mirror, shuffle=shuffle,
                          seed=seed, part_index=part_index, pad_mode=pad_mode)
@@ -144,6 +151,7 @@ def get_rec_iters(data_train: str | os.PathLike[str] | None, data_val: str | os.
         train, val = _memory_iters(train_path, val_path, parts, threads, classes, shared,
                                    train_options, dict(prefetch=prefetch, pin_memory=pin_memory))
     else:
+        shared.update(augmentation=augmentation, color_jitter=color_jitter)
         train, val = _native_iters(train_path, val_path, parts, shared, train_options,
                                    preprocess_threads)
     for it in (train, val):
@@ -189,6 +197,21 @@ def _normalisation(stats, train_path, val_path, num_classes, counts):
                                                     stats["_source"], key, stats[key]))
     classes = int(num_classes) if num_classes is not None else stats_classes
     return stats["mean"], stats["std"], classes
+
+
+def _backend_for(backend, augmentation, *sizes):
+    """The backend to use: ImageNet-style augmentation runs on ``native`` only; ``auto``
+    chooses by the size of the decoded data (``sizes``: :func:`_choose_backend`'s arguments)."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError("augmentation must be one of %s, got %r" % (AUGMENTATIONS, augmentation))
+    if augmentation == "imagenet":
+        if backend == "memory":
+            raise DataError("ImageNet-style augmentation (random-resized crops, resized "
+                            "evaluation) runs on backend='native' (MXNet's ImageRecordIter); "
+                            "use backend='native' or 'auto'")
+        _log.info("data backend native (ImageNet-style augmentation in ImageRecordIter)")
+        return "native"
+    return _choose_backend(*sizes) if backend == "auto" else backend
 
 
 def _choose_backend(stats, train_path, val_path, num_parts, part_index, image_shape, counts):

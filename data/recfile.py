@@ -146,6 +146,11 @@ def read_records(path: str | os.PathLike[str]) -> list[tuple[int, bytes | memory
 def count_records(path: str | os.PathLike[str]) -> int:
     """Number of records in the .rec file ``path``, from its record headers: its .idx, when
     present, only says where to look (:func:`record_offsets`), it is not trusted."""
+    try:
+        st = os.stat(path)
+        return len(_OFFSETS[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)])
+    except (OSError, KeyError):  # not read yet (or unreadable: record_offsets says so)
+        pass
     idx = os.path.splitext(path)[0] + ".idx"
     try:
         expected = read_index(idx)[1] if os.path.isfile(idx) else None

@@ -5,8 +5,8 @@ built into libmxnet.  Every node runs the *same* command; the ``DMLC_*`` environ
 it its role.  In the scheduler and server roles ``import mxnet`` runs the ps-lite loop and
 exits when the workers finish, so the training script itself needs nothing special::
 
-    python train/launch.py -n 2 -s 1 -- python train/train_cifar.py --kv-store dist_sync ...
-    python train/launch.py -n 4 -s 2 --launcher ssh -H hosts.txt --sync-dst-dir /tmp/job -- \\
+    python distributed/launch.py -n 2 -s 1 -- python train/train_cifar.py --kv-store dist_sync ...
+    python distributed/launch.py -n 4 -s 2 --launcher ssh -H hosts.txt --sync-dst-dir /tmp/job -- \\
         python train/train_cifar.py --kv-store dist_sync ...
 
 This replaces ``mxnet/tools/launch.py`` (whose tracker crashes on Python 3.9+) and adds the
@@ -20,7 +20,7 @@ GPUs: ``--gpus-per-worker K`` (or ``--gpus 0,1,2,3`` split evenly) gives each wo
 host its own GPUs through ``CUDA_VISIBLE_DEVICES`` and renumbers the command's ``--gpus`` to
 ``0..K-1``, the way CUDA numbers visible devices (``mx.gpu(0)`` is the worker's first GPU)::
 
-    python train/launch.py -n 2 -s 2 --gpus-per-worker 2 -- \\
+    python distributed/launch.py -n 2 -s 2 --gpus-per-worker 2 -- \\
         python train/train_cifar.py --gpus 0,1 --kv-store dist_device_sync ...
 
 Threads: each worker gets its share of the host's physical cores (less MXNet's GPU reserve),
@@ -237,7 +237,7 @@ def node_command(node, command, assigned, host_workers):
     A worker with assigned GPUs gets ``CUDA_VISIBLE_DEVICES`` set to them and its
     ``--gpus`` flag (if the command has one) renumbered ``0..k-1``: MXNet numbers the visible
     devices from 0, so ``mx.gpu(0)`` is the worker's first own GPU.  Threads: a worker
-    gets its share of this host's cores (:func:`train.runtime.omp_threads`, physical cores,
+    gets its share of this host's cores (:func:`mxcnn.common.runtime.omp_threads`, physical cores,
     cgroup quota, GPU reserve); locally as OMP_NUM_THREADS, remotely as
     ``MXCNN_WORKERS_PER_HOST`` for the trainer's ``runtime.configure()`` to apply there.
     Servers and the scheduler get one thread.  The user's own values win (run_job).

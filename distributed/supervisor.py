@@ -3,7 +3,7 @@
 ``Job.supervise`` ends the whole job (every process group: SIGTERM, then SIGKILL) and raises
 ``JobFailed`` when a node exits non-zero or dies, when a worker is still running
 ``TRACEBACK_GRACE`` seconds after printing a Python traceback, or on ``--timeout``; used by
-train/launch.py, which plans the nodes and their environment.
+distributed/launch.py, which plans the nodes and their environment.
 """
 import os
 import signal

@@ -15,7 +15,7 @@
 * ``kernel_audit`` -- which oneDNN kernels a training step runs (DNNL_VERBOSE parser, one
   step in a subprocess, ``ref`` and reorder shares); bench/kernel_audit.py is its CLI.
 * ``inspector`` -- counting rules and summary tables (``analysis``), DOT/HTML renderers
-  and the ``mxcnn-inspect`` CLI: ``python -m graph.inspector NAME|symbol.json``.
+  and the ``mxcnn-inspect`` CLI: ``python -m mxcnn.graph.inspector NAME|symbol.json``.
 
 Every training-graph pass keeps the names of the symbol's arguments, auxiliary states and
 outputs (``_rebuild.check_interface``), so parameters and checkpoints are those of the

@@ -355,5 +355,5 @@ def _worker(spec_path):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         sys.exit(_worker(sys.argv[2]))
-    sys.exit("usage: python -m graph.kernel_audit --worker JOBS.json "
+    sys.exit("usage: python -m mxcnn.graph.kernel_audit --worker JOBS.json "
              "(bench/kernel_audit.py is the CLI)")

@@ -12,15 +12,16 @@ For a prefix ``runs/r20`` and N = the number of epochs COMPLETED (MXNet's conven
                       .params, which then holds the averaged weights to use; train/ema.py)
     r20-0003.slow     with --lookahead-every only: the lookahead's slow weights (train/lookahead.py)
     r20-0003.json     training state: epoch, num_update, lr, best metric, seeds, engine, and
-                      ``preprocess`` (mean/std, image shape, class names: train/predict.py)
+                      ``preprocess`` (mean/std, image shape, class names: inference/predict.py)
 
 Loading elsewhere: ``mx.model.load_checkpoint('runs/r20', 3)`` (the training symbol), or in
 Gluon ``SymbolBlock.imports('runs/r20-inference-symbol.json', ['data'], 'runs/r20-0003.params')``
 (a plain ``data -> probabilities`` network; the training symbol would also want
 ``softmax_label``).  A deep-supervision symbol is saved whole (all heads); output 0 is the
 main head, in both symbol files.
-The ``.states`` format is the engine's own (``Module`` vs ``gluon.Trainer``) and is restored
-only by the same engine on the same number of devices; ``.params`` work everywhere.
+The ``.states`` file holds the optimizer state by parameter name, on the CPU
+(``mxcnn.train.opt_states``): it reloads onto either engine and any device layout;
+``.params`` work everywhere.
 
 Each file is written under a temporary name in the same folder and moved into place with
 ``os.replace``, so a crash never leaves a half-written file under a real name.  An epoch's
@@ -36,6 +37,7 @@ import glob
 import json
 import os
 import re
+from collections.abc import Iterator
 
 from mxcnn import common
 from mxcnn.common import files as common_files
@@ -52,7 +54,8 @@ class CheckpointError(common.UserError):
 
 
 def checkpoint_paths(prefix, epoch):
-    """``{'symbol', 'params', 'states', 'state', 'live', 'slow', ...}`` file names for ``epoch`` epochs completed."""
+    """``{'symbol', 'params', 'states', 'state', 'live', 'slow', ...}`` file names for
+    ``epoch`` epochs completed."""
     return {"symbol": "%s-symbol.json" % prefix,
             "inference_symbol": "%s-inference-symbol.json" % prefix,
             "params": "%s-%04d.params" % (prefix, epoch),
@@ -90,7 +93,7 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, save_states=N
 
 
 @contextlib.contextmanager
-def saving(prefix, epoch):
+def saving(prefix: str, epoch: int) -> Iterator[None]:
     """Write checkpoint ``epoch``'s files inside this block.  When a write fails (a full disk,
     no permission: ``OSError`` or MXNet's "FileStream.Write incomplete"), the epoch's files
     and the temporary files under ``prefix`` are removed, earlier epochs stay as they were,

@@ -232,7 +232,7 @@ def import_weights(source, path, model_prefix, image_shape=None, classes=None, o
     num_classes = _num_classes(family, tensors, "%s (%s)" % (path, source))
     shape = check_image_shape(image_shape or preprocess["image_shape"])
     symbol = _build(arch, num_classes, shape, source)
-    arrays = map_to_ours(family, tensors, param_shapes(symbol, shape), "%s as %s" % (path, source))
+    arrays = map_to_ours(family, tensors, _shapes(symbol, shape, source), "%s as %s" % (path, source))
     if family.transform:
         transforms.TRANSFORMS[family.transform](arrays, arch.kwargs, to_ours=True)
     names = read_classes(classes, num_classes) if classes else (
@@ -264,6 +264,15 @@ def _build(arch, num_classes, shape, what):
         return build_symbol(arch, num_classes, shape)
     except common.UserError as err:
         raise ConvertError("%s at --image-shape %s: %s" % (what, ",".join(map(str, shape)), err)) from None
+
+
+def _shapes(symbol, shape, what):
+    import mxnet as mx
+    try:
+        return param_shapes(symbol, shape)
+    except mx.base.MXNetError as err:
+        raise ConvertError("%s at --image-shape %s: %s" % (what, ",".join(map(str, shape)),
+                                                           common.error_line(err, 200))) from None
 
 
 def write_checkpoint(prefix, symbol, arrays, state, force=False):
@@ -327,7 +336,7 @@ def export_weights(model_prefix, target, path, epoch=None, force=False):
                                                                  family.bn_eps)
     if family.transform:
         transforms.TRANSFORMS[family.transform](arrays, arch.kwargs, to_ours=False)
-    names = list(param_shapes(reference, shape))
+    names = list(_shapes(reference, shape, target))
     tensors = map_to_source(family, arrays, names, shape[0])
     _write_source(family.framework, path, tensors)
     left_out = sorted(set(arrays) - set(names))

@@ -1,11 +1,11 @@
 """Export a checkpoint to ONNX with MXNet's own exporter and check it with ONNX Runtime.
 
-    python train/export_onnx.py --model-prefix runs/r20 --load-epoch 160
-    python train/export_onnx.py --model-prefix runs/r50 --load-epoch 90 --image-shape 3,224,224 \\
+    python inference/export_onnx.py --model-prefix runs/r20 --load-epoch 160
+    python inference/export_onnx.py --model-prefix runs/r50 --load-epoch 90 --image-shape 3,224,224 \\
         --output r50.onnx --dynamic-batch
 
 The inference graph is output 0 with ``softmax`` instead of ``SoftmaxOutput`` (see
-train/predict.py).  ``mx.onnx.export_model`` writes the model (its converters are opset
+inference/predict.py).  ``mx.onnx.export_model`` writes the model (its converters are opset
 12/13; the file declares the installed onnx's opset, 20 for onnx 1.15); unless
 ``--no-verify``, ONNX Runtime runs it on seeded random input and its outputs must match
 MXNet's within ``--tolerance`` (1e-4, max absolute difference) before the file is moved

@@ -1,6 +1,6 @@
 """Inference from a checkpoint: the inference graph, a checked Module, image preprocessing.
 
-    from train.predict import Predictor
+    from mxcnn.inference.predict import Predictor
     p = Predictor("runs/r20", 160)          # mean/std, image shape, class names from the checkpoint
     p.predict_files(["cat.png"], top_k=5)   # [[(3, 'cat', 0.91), (5, 'dog', 0.04), ...]]
 
@@ -18,7 +18,7 @@ Preprocessing comes from, in this order: an explicit stats JSON (``stats=``, the
 stores in every ``PREFIX-NNNN.json`` (:func:`preprocess_record`: the training data's
 mean/std, the image shape and class names); else none (raw pixels, classes as numbers).
 
-The command line is train/score.py (``--predict``).
+The command line is inference/score.py (``--predict``).
 """
 import os
 
@@ -184,8 +184,9 @@ def read_checkpoint(prefix, epoch):
         raise PredictError(str(err))
 
 
-def load_model(prefix, epoch, image_shape, batch_size=1, contexts=None):
-    """A bound inference ``mx.mod.Module`` for checkpoint ``prefix``/``epoch``.
+def load_model(prefix, epoch, image_shape, batch_size=1, contexts=None, dtype="float32"):
+    """A bound inference ``mx.mod.Module`` for checkpoint ``prefix``/``epoch`` (float32, an
+    int8 checkpoint of inference/quantize.py as it is, or float32 run in ``dtype``).
 
     Returns ``(module, data_name)``; ``PredictError`` for missing or mismatched files, or a
     batch that cannot be bound (:func:`check_batch`).
@@ -196,27 +197,45 @@ def load_model(prefix, epoch, image_shape, batch_size=1, contexts=None):
     name = check_params(sym, arg_params, aux_params, data_shape,
                         source="%s-%04d.params" % (prefix, int(epoch)))
     check_batch(sym, name, data_shape, len(contexts or [None]))
-    return bind_inference(sym, name, data_shape, arg_params, aux_params, contexts), name
+    return bind_inference(sym, name, data_shape, arg_params, aux_params, contexts, dtype=dtype), name
 
 
 #: MXNet reads this when binding; "NONE" switches the oneDNN subgraph fusion off.
 SUBGRAPH_ENV = "MXNET_SUBGRAPH_BACKEND"
 
 
-def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=None, fuse=False):
+def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=None, fuse=True,
+                   dtype="float32"):
     """An inference ``mx.mod.Module`` bound for ``data_shape`` with the given parameters.
 
-    ``fuse=False`` (default) binds without MXNet's oneDNN subgraph fusion: in mxnet 1.9.1 that
-    fusion (applied to every ``for_training=False`` bind) miscomputes PreAct ResNet's residual
-    additions (outputs differ from the training graph and ONNX Runtime by ~1e-2), and it
-    brought no measurable speed on ResNet-20 here.  A user-set MXNET_SUBGRAPH_BACKEND wins.
+    On oneDNN CPUs with ``fuse`` (default) the bind uses MXNet's oneDNN subgraph fusion
+    (Convolution + BatchNorm + ReLU + sum), on the graph of ``graph.onednn_inference.
+    guard_fusion``: mxnet 1.9.1's fusion computes PreAct ResNet's CIFAR layout wrongly (its
+    stem convolution feeds a BatchNorm and the shortcut), and the guard cuts exactly that
+    pattern; every registered family then scores the same fused as unfused
+    (tests/inference/test_int8.py).  Fused ResNet-20 runs 1.3-1.6x the unfused graph at
+    batch 64 (bench/inference.py).  ``fuse=False`` binds without it; a user-set
+    MXNET_SUBGRAPH_BACKEND wins.  ``dtype='bfloat16'`` converts the graph with MXNet's AMP
+    as the trainer does (graph.precision; float32 stem, weights and outputs).  An int8
+    graph (inference/quantize.py, already partitioned) is bound as it is.
     The batch is split over ``contexts``: it must hold at least one image per context.
     """
     import mxnet as mx
+    from mxcnn.graph import onednn_inference, precision
     contexts = contexts or [mx.cpu()]
     if int(data_shape[0]) < len(contexts):
         raise ValueError("batch %d is smaller than the %d contexts" % (data_shape[0], len(contexts)))
-    sym, padding = _padded_for_onednn(sym, data_name, data_shape, contexts)
+    int8 = onednn_inference.is_partitioned(sym)
+    if int8 and dtype != "float32":
+        raise PredictError("an int8 checkpoint runs as it is: drop --dtype %s" % dtype)
+    if dtype != "float32":
+        precision.check_supported(dtype, contexts)
+    sym, padding = (sym, None) if int8 else _padded_for_onednn(sym, data_name, data_shape, contexts)
+    fuse = fuse and not int8 and _onednn_contexts(contexts)
+    if fuse:
+        sym, _ = onednn_inference.guard_fusion(sym, (onednn_inference.FUSION_BACKEND,))
+    if dtype != "float32":
+        sym = precision.training_symbol(sym, dtype)
     module = mx.mod.Module(sym, data_names=(data_name,), label_names=None, context=contexts)
     backend = None if fuse or SUBGRAPH_ENV in os.environ else "NONE"
     try:
@@ -229,6 +248,11 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
         aux_params = padding.pad_params(aux_params)
     module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
     return module
+
+
+def _onednn_contexts(contexts):
+    from mxcnn.graph.training import onednn_cpus
+    return onednn_cpus(contexts)
 
 
 def _padded_for_onednn(sym, data_name, data_shape, contexts):
@@ -244,13 +268,17 @@ def _padded_for_onednn(sym, data_name, data_shape, contexts):
 
 # ------------------------------------------------------------------ preprocessing
 
-def preprocess_record(image_shape, stats=None, num_classes=None):
+def preprocess_record(image_shape, stats=None, num_classes=None, augmentation="cifar"):
     """What inference must repeat of a run's input pipeline, stored in each ``PREFIX-NNNN.json``
     under ``preprocess``: ``image_shape``, per-channel ``mean``/``std`` (0-255 RGB; 0 and 1 when
     the run had no stats, as data.iterators then does not normalise), ``classes`` (names or
-    None), ``num_classes`` and the ``stats_file`` it came from."""
+    None), ``num_classes``, the ``stats_file`` it came from, and the ``augment`` it trained
+    with: after ``imagenet`` evaluation resizes the shorter side to ``eval_resize`` before
+    the centre crop."""
+    from mxcnn.data.epoch_iters import eval_resize
     stats = stats or {}
-    return {"image_shape": [int(v) for v in image_shape],
+    return {"image_shape": [int(v) for v in image_shape], "augment": augmentation,
+            "eval_resize": eval_resize(image_shape) if augmentation == "imagenet" else None,
             "mean": [float(v) for v in stats.get("mean") or (0.0, 0.0, 0.0)],
             "std": [float(v) for v in stats.get("std") or (1.0, 1.0, 1.0)],
             "classes": list(stats["classes"]) if stats.get("classes") else None,
@@ -297,12 +325,13 @@ def _read_image(path, grey, max_pixels):
 
 
 def preprocess_image(path, image_shape, stats=None, resize=None, max_pixels=MAX_IMAGE_PIXELS):
-    """(C, H, W) float32 of the image file: RGB, shorter side to ``resize``, centre crop, mean/std.
-    A file declaring more than ``max_pixels`` (width x height) is refused before decoding."""
+    """(C, H, W) float32 of the image file: RGB, shorter side to ``resize`` (default: the
+    stats' ``eval_resize``, else the crop side), centre crop, mean/std.  A file declaring more
+    than ``max_pixels`` (width x height) is refused before decoding."""
     import cv2
     channels, height, width = image_shape
     image = _read_image(path, channels == 1, max_pixels)
-    short = int(resize or max(height, width))
+    short = int(resize or (stats or {}).get("eval_resize") or max(height, width))
     h, w = image.shape[:2]
     scale = short / float(min(h, w))
     if (round(h * scale), round(w * scale)) != (h, w):

@@ -1,8 +1,8 @@
 """Evaluate a checkpoint on a .rec file (top-1/top-5, img/s) or predict classes of image files.
 
-    python train/score.py --model-prefix runs/r20 --load-epoch 160 --data-val cifar10_val.rec
-    python train/score.py --model-prefix runs/r20 --load-epoch 160 --data-val other_test.rec
-    python train/score.py --model-prefix runs/r20 --load-epoch 160 --predict cat.png dog.jpg --top-k 5
+    python inference/score.py --model-prefix runs/r20 --load-epoch 160 --data-val cifar10_val.rec
+    python inference/score.py --model-prefix runs/r20 --load-epoch 160 --data-val other_test.rec
+    python inference/score.py --model-prefix runs/r20 --load-epoch 160 --predict cat.png dog.jpg --top-k 5
 
 Any MXNet checkpoint (``PREFIX-symbol.json`` + ``PREFIX-NNNN.params``) works; a grouped
 multi-output symbol (deep supervision) is scored on output 0.  ``.rec`` data goes through
@@ -16,6 +16,8 @@ else from the checkpoint itself (the ``preprocess`` record the trainer writes in
 checkpoints, from ``<prefix>_stats.json`` beside the .rec.  A stats file scored against
 another set's .rec lends only its mean/std, shape and classes (its record counts describe
 its own files).  ``--cpus N`` / ``--gpus`` mean what they mean in train_cifar.py.
+A model trained with ImageNet-style augmentation (the checkpoint records it) is scored on
+the centre crop of each image resized to size/0.875, as ``--predict`` classifies images.
 """
 import os
 import sys
@@ -89,6 +91,17 @@ def rec_preprocess(prefix, epoch, data_val, stats=None):
     return chosen
 
 
+def _evaluation(prefix, epoch, stats):
+    """How the model is evaluated: as it was trained (the ``augment`` of the checkpoint's
+    preprocess record): ``imagenet`` resizes the shorter side to size/0.875 before the centre
+    crop; without a record, ``imagenet`` for images of several sizes, else ``cifar``."""
+    record = stats if stats and stats.get("augment") else checkpoint_preprocess(prefix, epoch)
+    if record and record.get("augment"):
+        return record["augment"]
+    mixed = bool(stats) and "image_shape" in stats and stats["image_shape"] is None
+    return "imagenet" if mixed else "cifar"
+
+
 def _scoring_batch(batch_size, records, devices):
     """``batch_size`` capped at the record count, rounded up to a multiple of the devices."""
     batch = max(1, min(int(batch_size), int(records)))
@@ -98,7 +111,7 @@ def _scoring_batch(batch_size, records, devices):
 def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=None,
               contexts=None, top_k=(1, 5), views=()):
     """Top-k accuracies of checkpoint ``prefix``/``epoch`` on ``data_val`` (.rec); with TTA
-    ``views`` (train/tta.py, e.g. ``('flip', 'translate')``) of the mean probabilities.
+    ``views`` (inference/tta.py, e.g. ``('flip', 'translate')``) of the mean probabilities.
 
     Returns ``{'top-1': acc, 'top-5': acc, 'samples': n, 'seconds': s, 'img/s': r}``.
     """
@@ -111,7 +124,8 @@ def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=N
         raise PredictError("%s holds no records" % data_val)
     batch_size = _scoring_batch(batch_size, total, len(contexts or [None]))
     module, _ = load_model(prefix, epoch, shape, batch_size, contexts)
-    _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats)
+    _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats,
+                                          augmentation=_evaluation(prefix, epoch, stats))
     correct = {k: 0 for k in top_k}
     seen = 0
     start = time.time()

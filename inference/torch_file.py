@@ -96,10 +96,11 @@ def _next_pickle(handle, available, what):
 
 def _read_legacy(handle, size, what):
     """torch.save's legacy format: magic, protocol, sys info, object, keys, storages."""
-    header = [_next_pickle(handle, size - handle.tell(), what) for _ in range(3)]
-    if header[0] != MAGIC_NUMBER or header[1] != PROTOCOL_VERSION:
-        raise TorchFileError("%s starts with a pickle but not with PyTorch's magic number and "
-                             "protocol version; it is not a PyTorch file" % what)
+    for expected in (MAGIC_NUMBER, PROTOCOL_VERSION, None):  # None: the system info
+        value = _next_pickle(handle, size - handle.tell(), what)
+        if expected is not None and value != expected:
+            raise TorchFileError("%s starts with a pickle but not with PyTorch's magic number and "
+                                 "protocol version; it is not a PyTorch file" % what)
     obj = _next_pickle(handle, size - handle.tell(), what)
     keys = _next_pickle(handle, size - handle.tell(), what)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):

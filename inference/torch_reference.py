@@ -9,7 +9,8 @@ argument says what to do::
     {"action": "random", "kind": "akamaster", "arch": "resnet20", "num_classes": 10,
      "output": "w.th", "legacy": true, "wrap": true, "seed": 0}
 
-A JSON list runs several jobs in one process (torch starts once).
+A JSON list runs several jobs in one process (torch starts once); ``--serve`` reads one
+job per line from stdin and answers each with a line.
 ``forward`` loads the state_dict with ``torch.load(weights_only=True)`` into the model with
 ``strict=True`` and saves its eval-mode logits for the (N, C, H, W) float32 inputs.
 ``random`` saves a randomly initialised model's state_dict, BatchNorm statistics and affine
@@ -151,11 +152,29 @@ def forward(job):
     np.save(job["output"], logits.numpy().astype(np.float32))
 
 
-def main(argv=None):
-    jobs = json.loads((argv or sys.argv[1:])[0])
+def run(jobs):
     for job in jobs if isinstance(jobs, list) else [jobs]:
         torch.set_num_threads(max(1, int(job.get("threads", 2))))
         {"forward": forward, "random": save_random}[job["action"]](job)
+
+
+def serve():
+    """``--serve``: run one JSON job (or list) per stdin line, answer ``ok`` or ``error: ...``."""
+    for line in sys.stdin:
+        try:
+            run(json.loads(line))
+            print("ok", flush=True)
+        except Exception as err:  # reported to the caller, which fails its test with it
+            print("error: %s: %s" % (type(err).__name__, str(err).replace("\n", " ")[:2000]),
+                  flush=True)
+
+
+def main(argv=None):
+    argv = argv or sys.argv[1:]
+    if argv[0] == "--serve":
+        serve()
+    else:
+        run(json.loads(argv[0]))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Test set-up for tests/symbols/test_inspect_browser.py and the SVG/PDF output of
+# Test set-up for tests/graph/test_inspect_browser.py and the SVG/PDF output of
 # graph/inspector: Debian's chromium + chromedriver (/usr/bin/chromedriver) and Graphviz.
 # Run as root (CI and the developer machines are root); idempotent.
 set -eu

@@ -1,6 +1,6 @@
 """Symbol generators for image-classification CNNs, behind one registry.
 
-    >>> import symbols
+    >>> from mxcnn import symbols
     >>> sym = symbols.get_symbol("resnet", num_classes=10, num_layers=110)
     >>> sym.list_outputs()
     ['softmax_output']

@@ -16,7 +16,8 @@ The interface the training loop (``fit.py``) uses, and nothing else::
     engine.save_states(path)      optimizer state (momentum, ...); engine.can_save_states
     engine.load_states(path)
     engine.live_params()          ({name: [array per device]}, {aux: [...]}): the bound arrays
-    engine.scale_lr({name: m})    lr x m, wd x 1/m for those parameters (--bn-bias-lr-mult)
+    engine.scale_lr({name: m})    lr x m, wd x 1/m for those parameters (--bn-bias-lr-mult;
+                                  scale_wd=False: lr only, --backbone-lr-mult)
     engine.optimizer              the mx.optimizer.Optimizer in use (lr, num_update)
 
 Both start from the same initial parameters, apply weight decay only to ``*_weight`` and
@@ -42,7 +43,7 @@ __all__ = ["ENGINES", "DEFAULT_ENGINE", "label_names", "input_shapes", "initial_
 
 #: Engines by name.  bench/engine_compare.py (ResNet-20/56, batch 128, synthetic, interleaved)
 #: found no consistent winner: gluon/module medians 0.66-1.7 between runs on a machine shared
-#: at load 4-15, within its noise (MXNET-NOTES: 474 vs 484 img/s on ResNet-20).  Module stays
+#: at load 4-15, within its noise.  Module stays
 #: the default: it is what MXNet's fit.py runs and the only one that honours --memonger.
 ENGINES = ("module", "gluon")
 DEFAULT_ENGINE = "module"
@@ -154,11 +155,13 @@ class ModuleEngine:
     name = "module"
 
     def __init__(self, sym, contexts, data_shape, label_shape, arg_params, aux_params,
-                 optimizer, optimizer_params, kvstore="local", local_updates=False):
+                 optimizer, optimizer_params, kvstore="local", local_updates=False,
+                 fixed_params=()):
         self.contexts = contexts
         labels = label_names(sym)
         self.mod = mx.mod.Module(sym, data_names=("data",), label_names=labels, context=contexts,
-                                 logger=logging.getLogger("mxcnn.train"))
+                                 logger=logging.getLogger("mxcnn.train"),
+                                 fixed_param_names=list(fixed_params) or None)
         self.mod.bind(data_shapes=[mx.io.DataDesc("data", tuple(data_shape))],
                       label_shapes=[mx.io.DataDesc(n, tuple(label_shape)) for n in labels],
                       for_training=True)
@@ -196,13 +199,14 @@ class ModuleEngine:
         return (dict(zip(group.param_names, group.param_arrays)),
                 dict(zip(group.aux_names, group.aux_arrays)))
 
-    def scale_lr(self, multipliers):
-        """lr x m and wd x 1/m for each named parameter (``{name: m}``), on top of the
-        symbol's ``__lr_mult__``/``__wd_mult__``; the optimizer keys them by name."""
+    def scale_lr(self, multipliers, scale_wd=True):
+        """lr x m and (``scale_wd``) wd x 1/m for each named parameter (``{name: m}``), on top
+        of the symbol's ``__lr_mult__``/``__wd_mult__``; the optimizer keys them by name."""
         opt = self.optimizer
         for name, m in multipliers.items():
             opt.lr_mult[name] = opt.lr_mult.get(name, 1.0) * m
-            opt.wd_mult[name] = opt.wd_mult.get(name, 1.0) / m
+            if scale_wd:
+                opt.wd_mult[name] = opt.wd_mult.get(name, 1.0) / m
 
     def save_states(self, path):
         """Optimizer state by parameter name, on the CPU (train/opt_states.py): any device
@@ -224,7 +228,8 @@ class GluonEngine:
     name = "gluon"
 
     def __init__(self, sym, contexts, data_shape, label_shape, arg_params, aux_params,
-                 optimizer, optimizer_params, kvstore="local", local_updates=False):
+                 optimizer, optimizer_params, kvstore="local", local_updates=False,
+                 fixed_params=()):
         from mxnet import gluon
         self.contexts = contexts
         heads = softmax_heads(sym)
@@ -246,6 +251,8 @@ class GluonEngine:
             attrs = sym_attrs.get(name, {})  # the symbol's multipliers, as Module reads them
             param.lr_mult = float(attrs.get("__lr_mult__", param.lr_mult))
             param.wd_mult = float(attrs.get("__wd_mult__", param.wd_mult))
+            if name in fixed_params:  # Module's fixed_param_names
+                param.grad_req = "null"
         self.net.hybridize(static_alloc=True, static_shape=True)
         params = dict(optimizer_params)
         opt = mx.optimizer.create(optimizer, **params)
@@ -317,12 +324,13 @@ class GluonEngine:
             (aux if name in self.aux_names else arg)[name] = param.list_data()
         return arg, aux
 
-    def scale_lr(self, multipliers):
-        """lr x m and wd x 1/m for each named parameter (``{name: m}``)."""
+    def scale_lr(self, multipliers, scale_wd=True):
+        """lr x m and (``scale_wd``) wd x 1/m for each named parameter (``{name: m}``)."""
         params = self.net.collect_params()
         for name, m in multipliers.items():
             params[name].lr_mult *= m
-            params[name].wd_mult /= m
+            if scale_wd:
+                params[name].wd_mult /= m
 
     def save_states(self, path):
         """As ``ModuleEngine.save_states`` (the same file format)."""

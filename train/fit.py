@@ -129,9 +129,11 @@ class FitConfig:
         self.lookahead_every = 0         # lookahead (train/lookahead.py) every N steps; 0: none
         self.lookahead_decay = 0.95 ** 5  # its decay at the end of the run
         self.lookahead_resume = None     # (state dict, (arg, aux) slow weights) of a resumed run
-        self.tta = ()                    # test-time augmentation views (train/tta.py)
+        self.tta = ()                    # test-time augmentation views (inference/tta.py)
         self.init_images = None          # training images for __data_init__ (train/data_init.py)
         self.lr_multipliers = None       # {param name: m}: lr x m, wd x 1/m (engine.scale_lr)
+        self.lr_scales = None            # {param name: m}: lr x m only (--backbone-lr-mult)
+        self.fixed_params = ()           # parameters not trained (--freeze; train/finetune.py)
         for key, value in kw.items():
             if not hasattr(self, key):
                 raise TypeError("unknown FitConfig option %r" % key)
@@ -156,6 +158,8 @@ class _Run:
             self.log.info("%s", self.engine.load_states(cfg.states_file))
         if cfg.lr_multipliers:
             self.engine.scale_lr(cfg.lr_multipliers)
+        if cfg.lr_scales:
+            self.engine.scale_lr(cfg.lr_scales, scale_wd=False)
         self.ema = _make_ema(self.engine, cfg, self.log)
         self.lookahead = _make_lookahead(self.engine, cfg, self.log)
         self.writer = bool(cfg.rank == 0 and cfg.model_prefix)  # the log and the curves
@@ -230,15 +234,17 @@ def _make_engine(sym, data_shape, cfg):
     contexts = list(cfg.contexts)
     return make_engine(cfg.engine, training_graph(sym, contexts, data_shape, cfg.fuse, cfg.dtype),
                        contexts, data_shape, label_shape, arg_params, aux_params, cfg.optimizer,
-                       params, cfg.kvstore, local_updates=bool(cfg.lookahead_every))
+                       params, cfg.kvstore, local_updates=bool(cfg.lookahead_every),
+                       fixed_params=tuple(cfg.fixed_params))
 
 
 def fit(sym, train_iter, val_iter, config):
     """Train ``sym`` on ``train_iter`` from epoch ``config.begin_epoch`` to ``config.num_epochs``.
 
     Returns the per-epoch records (also in ``<prefix>-log.jsonl``).  Checkpoints (every
-    worker; rank r > 0 under ``<prefix>-r``) after every ``save_period`` epochs and after the last.  Raises TrainingDiverged
-    on a non-finite loss before anything of that epoch is saved.
+    worker; rank r > 0 under ``<prefix>-r``) after every ``save_period`` epochs and after the
+    last.  Raises TrainingDiverged on a non-finite loss before anything of that epoch is
+    saved, and a one-line ``common.UserError`` when a save does not fit on the disk.
     """
     cfg = config
     batch_size = int(cfg.batch_size)

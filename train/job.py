@@ -154,7 +154,7 @@ def _check_devices(job):
         raise UsageError("--kv-store %r is not one of: %s" % (args.kv_store, ", ".join(KVSTORES)))
     if args.kv_store.startswith("dist") and "DMLC_PS_ROOT_URI" not in os.environ:
         raise UsageError("--kv-store %s needs the DMLC_* environment of a launcher: run python "
-                         "train/launch.py -n WORKERS -s SERVERS -- python train/train_cifar.py ..."
+                         "distributed/launch.py -n WORKERS -s SERVERS -- python train/train_cifar.py ..."
                          % args.kv_store)
     job.contexts = devices.check_gpus(devices.parse_devices(args.gpus, args.cpus))
     precision.check_supported(args.dtype, job.contexts)
@@ -175,7 +175,8 @@ def _check_classes(job):
         args.num_classes = int(data_classes or DATASETS[args.dataset])
     elif data_classes is not None and int(data_classes) != args.num_classes:
         raise UsageError("--num-classes %d disagrees with the data: %s lists %d classes; drop "
-                         "--num-classes or use the matching data" % (args.num_classes, job.stats["path"], data_classes))
+                         "--num-classes or use the matching data"
+                         % (args.num_classes, job.stats["path"], data_classes))
     if job.stats and job.stats.get("image_shape") and \
             tuple(job.stats["image_shape"])[0] != job.image_shape[0]:
         raise UsageError("--image-shape %s has %d channels but the data has %d"
@@ -382,7 +383,7 @@ def _check_memory(job):
         raise UsageError(memory_message(job, refused=True))
 
 
-def memory_message(job, refused=False):
+def memory_message(job: Job, refused: bool = False) -> str:
     """"--batch-size N needs about X for the activations of <network> ..." (one line)."""
     args = job.args
     needed, available, hint = job.memory or (None, None, "")

@@ -50,6 +50,7 @@ def build_parser(suppress_defaults=False):
                "\nA NaN/Inf loss or parameter stops training (exit 1) before anything is saved.")
     for title, add_flags in (("network", _network_flags), ("data", _data_flags),
                              ("devices", _device_flags), ("optimization", _optimization_flags),
+                             ("fine-tuning", _finetune_flags),
                              ("checkpoints and logs", _checkpoint_flags)):
         add_flags(parser.add_argument_group(title), default)
     return parser
@@ -100,7 +101,15 @@ def _data_flags(g, default):
                         "(each image mirrored every other epoch)")
     g.add_argument("--tta", default=default("none"), metavar="VIEWS",
                    help="test-time augmentation at validation: none, flip, translate or "
-                        "flip,translate (mean probability over the views; train/tta.py)")
+                        "flip,translate (mean probability over the views; inference/tta.py)")
+    g.add_argument("--augment", choices=("auto", "cifar", "imagenet"), default=default("auto"),
+                   help="cifar: pad + crop + flip; imagenet: random-resized crop (scale "
+                        "0.08-1, aspect 3/4-4/3) + flip, evaluation on the centre crop of the "
+                        "image resized to size/0.875 (ImageRecordIter); auto (default): "
+                        "imagenet for ImageNet layouts or images not of --image-shape's size")
+    g.add_argument("--color-jitter", type=float, default=default(0.0), metavar="F",
+                   help="--augment imagenet: random brightness, contrast and saturation "
+                        "factors in [1-F, 1+F] (torchvision's 0.4; default 0: off)")
 
 
 def _device_flags(g, default):
@@ -156,6 +165,20 @@ def _optimization_flags(g, default):
     g.add_argument("--seed", type=int, default=default(0))
     g.add_argument("--deterministic", type=int, default=default(0),
                    help="1: MXNET_ENFORCE_DETERMINISM=1 (exact resume; seeds are always fixed)")
+
+
+def _finetune_flags(g, default):
+    """The fine-tuning flags (train/finetune.py)."""
+    g.add_argument("--pretrained", default=default(None), metavar="PREFIX[:EPOCH]",
+                   help="start from this checkpoint (default epoch: its newest): every tensor "
+                        "whose name and shape match is loaded, the classifier is new when the "
+                        "classes differ")
+    g.add_argument("--freeze", default=default(None), metavar="SPEC",
+                   help="fix parameters: a stage (stage2: everything up to its end), "
+                        "'backbone' (all but the classifier) or patterns ('stage1_*,stem_*'); "
+                        "their BatchNorms keep their statistics")
+    g.add_argument("--backbone-lr-mult", type=float, default=default(None), metavar="M",
+                   help="learning rate x M for every trained parameter but the classifier")
 
 
 def _checkpoint_flags(g, default):

@@ -14,6 +14,7 @@ it.  Every refusal is an ``options.UsageError``: one line, exit 2.
 import contextlib
 import os
 import tempfile
+from typing import Any
 
 from mxcnn import common
 from mxcnn.common import files
@@ -23,7 +24,7 @@ from mxcnn.train.options import UsageError
 __all__ = ["lock_prefix", "unlock", "check_ownership", "clear_prefix", "check_writable"]
 
 
-def lock_prefix(job):
+def lock_prefix(job: Any) -> None:
     """Hold ``PREFIX.lock`` (``common.files.PathLock``) in ``job.prefix_lock`` until
     :func:`unlock` or the end of the process; make the prefix's folder for it (what was
     made is listed in ``job.made_dirs``).  UsageError with the choices when another run
@@ -46,7 +47,7 @@ def lock_prefix(job):
     job.prefix_lock = lock
 
 
-def unlock(job, refused=False):
+def unlock(job: Any, refused: bool = False) -> None:
     """Release ``job.prefix_lock`` (removing the lock file); with ``refused`` also remove the
     folders :func:`lock_prefix` made, when they are still empty."""
     lock = getattr(job, "prefix_lock", None)

@@ -3,7 +3,7 @@
     python train/train_cifar.py --network resnet --num-layers 110 --preset resnet110
     python train/train_cifar.py --network wrn --num-layers 28 --widen-factor 10 --preset wrn
     python train/train_cifar.py --network resnet --num-layers 20 --cpus 2 --batch-size 128
-    python train/launch.py -n 2 -s 1 -- python train/train_cifar.py --kv-store dist_sync ...
+    python distributed/launch.py -n 2 -s 1 -- python train/train_cifar.py --kv-store dist_sync ...
     python train/train_cifar.py --network resnet --num-layers 56 --benchmark 1
 
 Flags follow MXNet's ``example/image-classification`` (``options.py``); ``job.py`` checks
@@ -34,6 +34,7 @@ from mxcnn.train.options import (  # noqa: E402,F401
     explicit_flags,
     network_options,
 )
+from mxcnn.train import finetune  # noqa: E402
 from mxcnn.train.run_prefix import check_ownership, clear_prefix, lock_prefix, unlock  # noqa: E402
 
 __all__ = ["build_parser", "explicit_flags", "apply_preset", "main", "UsageError"]
@@ -51,6 +52,12 @@ def main(argv=None):
     try:
         job = prepare(args)
     except common.UserError as err:  # bad input; any other exception is a bug and keeps its traceback
+        return _fail(err)
+    try:
+        finetune.prepare(job)  # --pretrained, --freeze, --backbone-lr-mult
+        job.augmentation = _augmentation(job)
+    except common.UserError as err:
+        unlock(job)
         return _fail(err)
     if args.deterministic:  # read when operators are created: before the bind is soon enough
         for key, value in runtime.deterministic_env(job.contexts).items():
@@ -111,12 +118,7 @@ def _train(job, kv):
     if args.deterministic:
         logger.info("deterministic mode: %s", " ".join(
             "%s=%s" % (key, os.environ.get(key)) for key in runtime.deterministic_env(job.contexts)))
-    if kv is not None and rank == 0 and not args.benchmark:
-        try:
-            _own_prefix(job)
-        except common.UserError as err:
-            return _fail(err)
-    code = _resume_across_workers(job, kv, rank, logger)
+    code = _own_prefix(job, kv, rank) or _resume_across_workers(job, kv, rank, logger)
     if code:
         return code
     sym = _planned_symbol(job, logger)
@@ -134,6 +136,9 @@ def _train(job, kv):
     if getattr(val_iter, "sharded", False):  # each worker scores its part of the validation set
         config.val_sum = _worker_sum(kv, "mxcnn_val_metrics", 3)
     _recipe_options(config, job, train_iter, logger)
+    sym = finetune.configure(config, job, sym, logger)
+    if not args.benchmark:
+        logger.info("augmentation: %s (%s)", *job.augmentation)
     if job.begin_epoch:
         logger.info("resuming from %s-%04d.params: %d epoch(s) completed, continuing with Epoch[%d]%s",
                     job.resume_prefix, job.begin_epoch, job.begin_epoch, job.begin_epoch,
@@ -159,15 +164,19 @@ def _train(job, kv):
     return 0
 
 
-def _own_prefix(job):
+def _own_prefix(job, kv, rank):
     """A dist job's rank 0 takes the prefix's lock once it knows its rank, then checks again
-    that no other run wrote there meanwhile (``job.prepare`` did it without the lock)."""
-    lock_prefix(job)
+    that no other run wrote there meanwhile (``job.prepare`` did it without the lock); the
+    exit status (0: go on)."""
+    if kv is None or rank or job.args.benchmark:
+        return 0  # a single-process run holds the lock since job.prepare
     try:
+        lock_prefix(job)
         check_ownership(job)
-    except BaseException:
+    except common.UserError as err:
         unlock(job, refused=True)
-        raise
+        return _fail(err)
+    return 0
 
 
 def _out_of_memory(err):
@@ -205,10 +214,38 @@ def _iterators(job, rank, workers):
         num_parts=workers, part_index=rank, num_classes=args.num_classes, pad=args.crop_pad,
         pad_mode=args.crop_pad_mode, rand_mirror=True if args.flip == "random" else args.flip,
         preprocess_threads=args.data_nthreads, shard_val=_shard_val(job, workers),
-        **_gpu_input(job))
+        augmentation=job.augmentation[0], color_jitter=args.color_jitter, **_gpu_input(job))
     if val_iter is not None:
         val_iter.sharded = _shard_val(job, workers)
     return train_iter, val_iter, count_examples(job)
+
+
+def _augmentation(job):
+    """``(cifar|imagenet, why)``: ``--augment``, or for ``auto`` ImageNet-style augmentation
+    for ImageNet layouts and for stored images not of ``--image-shape``'s size (or of several
+    sizes), else the CIFAR way.  UsageError for --color-jitter out of range or without it."""
+    from mxcnn import symbols
+    args = job.args
+    if not 0 <= args.color_jitter < 1:
+        raise UsageError("--color-jitter must be in [0, 1) (torchvision uses 0.4), got %r"
+                         % args.color_jitter)
+    stored = job.stats.get("image_shape") if job.stats else None
+    style = symbols.layers.infer_style(job.image_shape, network_options(args).get("style"))
+    if args.augment != "auto":
+        choice = (args.augment, "--augment %s" % args.augment)
+    elif style == "imagenet":
+        choice = ("imagenet", "ImageNet layout at %dx%d" % job.image_shape[1:])
+    elif job.stats and not stored:
+        choice = ("imagenet", "the stored images have several sizes")
+    elif stored and tuple(stored)[1:] != tuple(job.image_shape)[1:]:
+        choice = ("imagenet", "stored %dx%d, --image-shape %dx%d"
+                  % (stored[2], stored[1], job.image_shape[2], job.image_shape[1]))
+    else:
+        choice = ("cifar", "pad %d + crop + flip, as stored" % args.crop_pad)
+    if args.color_jitter and choice[0] != "imagenet":
+        raise UsageError("--color-jitter applies to --augment imagenet only (this run augments "
+                         "the CIFAR way: %s)" % choice[1])
+    return choice
 
 
 def _shard_val(job, workers):
@@ -300,7 +337,8 @@ def _fit_config(job, kv, rank, workers, iters_per_epoch, logger):
         save_period=args.save_period, disp_batches=args.disp_batches, save_symbol=job.symbol,
         state_extra={"network": args.network, "num_layers": args.num_layers,
                      "batch_size": args.batch_size, "num_workers": workers, "dtype": args.dtype,
-                     "preprocess": preprocess_record(job.image_shape, job.stats, args.num_classes)},
+                     "preprocess": preprocess_record(job.image_shape, job.stats, args.num_classes,
+                                                     job.augmentation[0])},
         best=job.state.get("best", {}), plot=not args.no_plot, logger=logger,
         max_batches=iters_per_epoch if workers > 1 else None)
 

@@ -2,12 +2,12 @@
 
 What netscope, its "CNN Analyzer" fork, torchinfo and Netron show, for MXNet::
 
-    >>> from graph.inspector import summarize
+    >>> from mxcnn.graph.inspector import summarize
     >>> s = summarize(sym, data=(1, 3, 32, 32))
     >>> s.total_macs, s.total_params
     >>> print(s.render(group_by="stage"))
 
-``python -m graph.inspector NAME|prefix-symbol.json`` (``mxcnn-inspect`` when installed).
+``python -m mxcnn.graph.inspector NAME|prefix-symbol.json`` (``mxcnn-inspect`` when installed).
 
 * :mod:`.counting` -- the counting rules (MACs, other ops, params, activation memory);
 * :mod:`.summary` -- :class:`LayerRow`, :class:`Summary` and its text table;

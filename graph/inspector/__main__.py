@@ -1,4 +1,4 @@
-"""``python -m graph.inspector``: the inspector's command line."""
+"""``python -m mxcnn.graph.inspector``: the inspector's command line."""
 import sys
 
 from mxcnn.graph.inspector.cli import main

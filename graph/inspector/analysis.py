@@ -1,6 +1,6 @@
 """Count a symbol's operators (:func:`summarize`) and get the symbol to count (:func:`load_symbol`).
 
-    >>> from graph.inspector import summarize
+    >>> from mxcnn.graph.inspector import summarize
     >>> s = summarize(sym, data=(1, 3, 32, 32))
     >>> s.total_macs, s.total_params
     >>> print(s.render(group_by="stage"))

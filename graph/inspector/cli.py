@@ -1,7 +1,7 @@
-"""``mxcnn-inspect`` / ``python -m graph.inspector``: the inspector's command line.
+"""``mxcnn-inspect`` / ``python -m mxcnn.graph.inspector``: the inspector's command line.
 
-    python -m graph.inspector resnet --num-layers 20 --html resnet20.html --svg resnet20.svg
-    python -m graph.inspector model-symbol.json --input-shape data=1,3,224,224 --sort-by macs
+    python -m mxcnn.graph.inspector resnet --num-layers 20 --html resnet20.html --svg resnet20.svg
+    python -m mxcnn.graph.inspector model-symbol.json --input-shape data=1,3,224,224 --sort-by macs
 
 Bad input or an environment problem (a path that cannot be written, a size MXNet cannot
 take) is a :class:`common.UserError`: one line ``mxcnn-inspect: error: ...`` and exit 2.
