@@ -36,6 +36,7 @@ runtime.configure()  # before mxnet is imported
 import argparse  # noqa: E402
 import json  # noqa: E402
 from collections import OrderedDict  # noqa: E402
+from typing import Mapping, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -56,14 +57,14 @@ class ConvertError(common.UserError):
 
 
 # ----------------------------------------------------------------------------- reading
-def read_source(framework, path):
+def read_source(framework: str, path: str) -> "OrderedDict[str, np.ndarray]":
     """The named tensors of a source file: OrderedDict name -> numpy array."""
     if framework == "torch":
         return torch_file.read_state_dict(path)
     return read_params(path)
 
 
-def read_params(path):
+def read_params(path: str) -> "OrderedDict[str, np.ndarray]":
     """An MXNet / Gluon ``.params`` file (``arg:``/``aux:`` prefixes dropped)."""
     import mxnet as mx
     if not os.path.isfile(path):
@@ -96,7 +97,7 @@ def _file_record(path):
 
 
 # ----------------------------------------------------------------------------- options
-def source_options(family, given=None):
+def source_options(family, given: Mapping[str, str] | None = None) -> dict[str, bool]:
     """``{option: value}`` of the family's source options, ``given`` ({name: str}) over defaults."""
     chosen = {name: default for name, (default, _) in family.options.items()}
     for name, value in (given or {}).items():
@@ -110,7 +111,7 @@ def source_options(family, given=None):
     return chosen
 
 
-def source_preprocess(family, chosen):
+def source_preprocess(family, chosen: Mapping[str, bool]) -> dict:
     """The preprocessing our checkpoint needs (mean/std 0-255, image shape) with the options'."""
     preprocess = dict(family.preprocess)
     for name, value in chosen.items():
@@ -118,7 +119,7 @@ def source_preprocess(family, chosen):
     return preprocess
 
 
-def read_classes(path, num_classes):
+def read_classes(path: str, num_classes: int) -> list[str]:
     """Class names from a text file (one per line) or JSON (a list or a stats file's ``classes``)."""
     try:
         with open(path) as handle:
@@ -137,7 +138,8 @@ def read_classes(path, num_classes):
 
 
 # ----------------------------------------------------------------------------- mapping
-def map_to_ours(family, tensors, shapes, what):
+def map_to_ours(family, tensors: Mapping[str, np.ndarray], shapes: Mapping[str, tuple],
+                what: str) -> dict[str, np.ndarray]:
     """Our-named float32 arrays for every entry of ``shapes``; ConvertError naming every
     mis-shaped, missing and extra tensor (with both shapes) otherwise."""
     rules = RuleSet(family.rules)
@@ -177,7 +179,8 @@ def _shape(shape):
     return "x".join(str(int(v)) for v in shape) or "scalar"
 
 
-def map_to_source(family, arrays, names, image_channels):
+def map_to_source(family, arrays: Mapping[str, np.ndarray], names: Sequence[str],
+                  image_channels: int) -> "OrderedDict[str, np.ndarray]":
     """Source-named arrays for our ``names`` (in that order), with the source's extras:
     zero biases folded away on import, pass-through input BatchNorms, torch's counters."""
     rules = RuleSet(family.rules)
@@ -211,8 +214,9 @@ def _with_counters(tensors):
 
 
 # ----------------------------------------------------------------------------- import
-def import_weights(source, path, model_prefix, image_shape=None, classes=None, options=None,
-                   force=False):
+def import_weights(source: str, path: str, model_prefix: str, image_shape=None,
+                   classes: str | None = None, options: Mapping[str, str] | None = None,
+                   force: bool = False) -> dict:
     """Convert ``path`` (a KIND:ARCH ``source`` file) into checkpoint ``model_prefix``, epoch 0.
 
     Returns a summary dict (``num_classes``, ``image_shape``, ``preprocess``, ``tensors``,
@@ -275,7 +279,8 @@ def _shapes(symbol, shape, what):
                                                            common.error_line(err, 200))) from None
 
 
-def write_checkpoint(prefix, symbol, arrays, state, force=False):
+def write_checkpoint(prefix: str, symbol, arrays: Mapping[str, np.ndarray], state: dict,
+                     force: bool = False) -> dict[str, str]:
     """Checkpoint ``prefix`` epoch 0 as one FileSet; ConvertError when one exists (without
     ``force``) or when the prefix holds other epochs, which would lose their symbol."""
     import mxnet as mx
@@ -305,7 +310,8 @@ def write_checkpoint(prefix, symbol, arrays, state, force=False):
 
 
 # ----------------------------------------------------------------------------- export
-def export_weights(model_prefix, target, path, epoch=None, force=False):
+def export_weights(model_prefix: str, target: str, path: str, epoch: int | None = None,
+                   force: bool = False) -> dict:
     """Write checkpoint ``model_prefix`` (``epoch``, default the newest) as a ``target``
     (KIND:ARCH) file at ``path``; returns a summary dict."""
     kind, arch_name, arch = weight_maps.find_arch(target)
@@ -364,7 +370,7 @@ def _write_source(framework, path, tensors):
 
 
 # ----------------------------------------------------------------------------- CLI
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Import PyTorch/GluonCV/MXNet weights as a checkpoint, or export a "
                                "checkpoint as a torchvision state_dict / GluonCV .params.")
@@ -430,7 +436,7 @@ def _run(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

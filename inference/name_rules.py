@@ -18,6 +18,7 @@ folded into the moving mean of the BatchNorm after it (exact: ``BN(conv + b)`` w
 """
 import re
 from collections import namedtuple
+from typing import Iterable, Mapping
 
 __all__ = ["VOCABS", "Template", "Rename", "BiasIntoBN", "RuleSet", "bn", "conv", "dense"]
 
@@ -34,7 +35,7 @@ _FIELD = re.compile(r"\{(\w+)(?:([+-]\d+)|:(\w+))?\}")
 class Template:
     """One side of a rule: parses names into field values and formats values into names."""
 
-    def __init__(self, text):
+    def __init__(self, text: str):
         self.text = text
         self.fields = []     # (name, offset, vocab) in order of appearance
         pattern, last = [], 0
@@ -49,7 +50,7 @@ class Template:
         pattern.append(re.escape(text[last:]))
         self.regex = re.compile("".join(pattern) + r"\Z")
 
-    def parse(self, name):
+    def parse(self, name: str) -> dict | None:
         """``{field: value}`` when ``name`` fits the template, else None."""
         match = self.regex.match(name)
         if not match:
@@ -61,7 +62,7 @@ class Template:
                 return None
         return values
 
-    def format(self, values):
+    def format(self, values: Mapping[str, object]) -> str:
         """The name for ``values`` (every field of the template must be given)."""
         def one(match):
             field, offset, vocab = match.group(1), int(match.group(2) or 0), match.group(3)
@@ -109,10 +110,10 @@ class _Compiled(namedtuple("_Compiled", "rule source ours")):
 class RuleSet:
     """Ordered rules; the first whose template fits a name decides where it goes."""
 
-    def __init__(self, rules):
+    def __init__(self, rules: Iterable[tuple]):
         self.rules = [_Compiled(rule, Template(rule[0]), Template(rule[1])) for rule in rules]
 
-    def to_ours(self, name):
+    def to_ours(self, name: str) -> tuple:
         """``(rule, our name)`` for source tensor ``name``, or (None, None)."""
         for compiled in self.rules:
             values = compiled.source.parse(name)
@@ -120,7 +121,7 @@ class RuleSet:
                 return compiled.rule, _bn_member(compiled, values, "moving_mean")
         return None, None
 
-    def to_source(self, name):
+    def to_source(self, name: str) -> str | None:
         """Source name of our tensor ``name`` under a :class:`Rename`, or None."""
         for compiled in self.rules:
             if isinstance(compiled.rule, Rename):
@@ -129,7 +130,7 @@ class RuleSet:
                     return compiled.source.format(values)
         return None
 
-    def folded_biases(self):
+    def folded_biases(self) -> list[tuple[str, str]]:
         """``(source bias name, our BatchNorm prefix)`` of every :class:`BiasIntoBN` rule."""
         return [(c.rule.source, c.rule.bn) for c in self.rules if isinstance(c.rule, BiasIntoBN)]
 
@@ -141,18 +142,18 @@ def _bn_member(compiled, values, member):
 
 
 # ----------------------------------------------------------------------------- rule helpers
-def bn(source, ours, vocab="bn_torch"):
+def bn(source: str, ours: str, vocab: str = "bn_torch") -> list[Rename]:
     """A BatchNorm's four tensors: ``<source>.<weight|bias|running_*>`` <-> ``<ours>_<gamma|...>``."""
     return [Rename("%s.{p:%s}" % (source, vocab), "%s_{p:bn_ours}" % ours)]
 
 
-def conv(source, ours, bias=False):
+def conv(source: str, ours: str, bias: bool = False) -> list[Rename]:
     """A convolution's weight (and bias): ``<source>.weight`` <-> ``<ours>_weight``."""
     if bias:
         return [Rename(source + ".{p:wb}", ours + "_{p:wb}")]
     return [Rename(source + ".weight", ours + "_weight")]
 
 
-def dense(source, ours):
+def dense(source: str, ours: str) -> list[Rename]:
     """A fully connected layer: ``<source>.weight|bias`` <-> ``<ours>_weight|bias``."""
     return [Rename(source + ".{p:wb}", ours + "_{p:wb}")]

@@ -27,6 +27,7 @@ import os
 import struct
 import zipfile
 from collections import OrderedDict
+from typing import Mapping
 
 import numpy as np
 
@@ -55,7 +56,7 @@ MAX_EXPANSION = 2
 
 
 # ----------------------------------------------------------------------------- reading
-def read_torch_file(path):
+def read_torch_file(path: str) -> object:
     """The object saved in ``path`` with every tensor as a numpy array."""
     what = "PyTorch file %s" % path
     size = _file_size(path)
@@ -282,7 +283,7 @@ def _tensor(buffer, offset, ref, storage, budget, what):
     return array
 
 
-def read_state_dict(path):
+def read_state_dict(path: str) -> "OrderedDict[str, np.ndarray]":
     """The tensors of a state_dict file: OrderedDict name -> numpy array, in file order.
 
     Unwraps ``{'state_dict': ...}`` (and the other :data:`WRAPPER_KEYS`) and drops the
@@ -315,7 +316,7 @@ def _tensor_dict(obj):
 
 
 # ----------------------------------------------------------------------------- writing
-def write_state_dict(path, tensors):
+def write_state_dict(path: str, tensors: Mapping[str, np.ndarray]) -> None:
     """Write ``tensors`` (name -> numpy array) as ``torch.save(OrderedDict)`` does, in the zip
     format, atomically.  ``torch.load(path, weights_only=True)`` returns the same OrderedDict."""
     items = []

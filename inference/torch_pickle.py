@@ -18,6 +18,7 @@ import pickle
 import pickletools
 import struct
 from collections import OrderedDict, namedtuple
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class _BoundedReader(io.RawIOBase):
         return line
 
 
-def pickle_end(handle, available, what):
+def pickle_end(handle: BinaryIO, available: int, what: str) -> int:
     """Bytes of the pickle starting at ``handle``'s position (through its ``STOP``).
 
     Walks every opcode without building objects; TorchFileError when a declared length
@@ -170,7 +171,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return StorageRef(key, pid[1].name, pid[4], view)
 
 
-def restricted_load(data, what):
+def restricted_load(data: bytes, what: str) -> object:
     """The object pickled in ``data`` (bytes already bounded by :func:`pickle_end`)."""
     try:
         return _RestrictedUnpickler(data, what).load()
@@ -237,7 +238,7 @@ def _tensor_opcodes(ops, key, array):
     ops.raw(pickle.TUPLE + pickle.REDUCE)
 
 
-def state_dict_pickle(tensors):
+def state_dict_pickle(tensors: Sequence[tuple[str, np.ndarray]]) -> bytes:
     """The ``data.pkl`` of an OrderedDict name -> tensor, tensor i in storage record ``str(i)``.
 
     ``tensors``: ``(name, C-contiguous little-endian numpy array)`` pairs of a dtype torch

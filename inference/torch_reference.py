@@ -83,13 +83,14 @@ class AkamasterResNet(nn.Module):
 
 
 def torchvision_models():
+    """``torchvision.models``, imported without its compiled operators (module docstring)."""
     sys.modules.setdefault("torchvision._meta_registrations",
                            types.ModuleType("torchvision._meta_registrations"))
     import torchvision
     return torchvision.models
 
 
-def build(kind, arch, num_classes, options):
+def build(kind: str, arch: str, num_classes: int, options: dict) -> nn.Module:
     """The source model, eval mode, without auxiliary classifiers."""
     if kind == "akamaster":
         return AkamasterResNet(int(arch[len("resnet"):]), num_classes).eval()
@@ -100,7 +101,7 @@ def build(kind, arch, num_classes, options):
     return getattr(torchvision_models(), arch)(**kwargs).eval()
 
 
-def randomise(model, seed):
+def randomise(model: nn.Module, seed: int) -> nn.Module:
     """Random BatchNorm statistics and affine parameters (the defaults are 0/1)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -115,7 +116,8 @@ def randomise(model, seed):
     return model
 
 
-def save_random(job):
+def save_random(job: dict) -> None:
+    """The ``random`` action: a random-weight model's state_dict to ``job['output']``."""
     torch.manual_seed(job.get("seed", 0))
     model = randomise(build(job["kind"], job["arch"], job["num_classes"], job.get("options", {})),
                       job.get("seed", 0))
@@ -128,7 +130,7 @@ def save_random(job):
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state")
 
 
-def unwrap(state):
+def unwrap(state: dict) -> dict:
     """The state_dict inside a training checkpoint, without DataParallel's ``module.`` prefix."""
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -139,7 +141,8 @@ def unwrap(state):
     return state
 
 
-def forward(job):
+def forward(job: dict) -> None:
+    """The ``forward`` action: logits of ``job['inputs']`` to ``job['output']`` (.npy)."""
     model = build(job["kind"], job["arch"], job["num_classes"], job.get("options", {}))
     state = unwrap(torch.load(job["weights"], weights_only=True))
     if job["arch"].startswith("densenet"):  # torchvision < 0.3 spelled norm1 as norm.1
@@ -152,13 +155,14 @@ def forward(job):
     np.save(job["output"], logits.numpy().astype(np.float32))
 
 
-def run(jobs):
+def run(jobs) -> None:
+    """One job (a dict) or several (a list), in order."""
     for job in jobs if isinstance(jobs, list) else [jobs]:
         torch.set_num_threads(max(1, int(job.get("threads", 2))))
         {"forward": forward, "random": save_random}[job["action"]](job)
 
 
-def serve():
+def serve() -> None:
     """``--serve``: run one JSON job (or list) per stdin line, answer ``ok`` or ``error: ...``."""
     for line in sys.stdin:
         try:
@@ -169,7 +173,7 @@ def serve():
                   flush=True)
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     argv = argv or sys.argv[1:]
     if argv[0] == "--serve":
         serve()

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+from typing import Sequence
 
 import numpy as np
 
@@ -29,13 +30,13 @@ SEED = 20240501
 BATCH = 16
 
 
-def random_pixels(count, image_shape, seed=SEED):
+def random_pixels(count: int, image_shape: Sequence[int], seed: int = SEED) -> np.ndarray:
     """(count, H, W, C) uint8 pixels."""
     channels, height, width = image_shape
     return np.random.RandomState(seed).randint(0, 256, (count, height, width, channels)).astype(np.uint8)
 
 
-def normalise(pixels, mean, std):
+def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(N, C, H, W) float32: ``(pixels - mean) / std`` per channel."""
     mean = np.asarray(mean, np.float32)[:pixels.shape[-1]]
     std = np.asarray(std, np.float32)[:pixels.shape[-1]]
@@ -58,14 +59,15 @@ def _mxnet_logits(sym, arg, aux, inputs):
     return np.concatenate(out)
 
 
-def our_logits(prefix, epoch, inputs):
+def our_logits(prefix: str, epoch: int, inputs: np.ndarray) -> np.ndarray:
     """Logits of checkpoint ``prefix``/``epoch`` (read back from disk) for (N, C, H, W) inputs."""
     from mxcnn.inference import checkpoint
     sym, arg, aux = checkpoint.load_params(prefix, epoch)
     return _mxnet_logits(sym, arg, aux, inputs)
 
 
-def torch_logits(torch_python, kind, arch, num_classes, options, weights, inputs):
+def torch_logits(torch_python: str | None, kind: str, arch: str, num_classes: int, options: dict,
+                 weights: str, inputs: np.ndarray) -> np.ndarray:
     """Logits of the PyTorch model ``kind``/``arch`` with ``weights``, run by ``torch_python``."""
     if not torch_python:
         raise common.UserError("--check of a PyTorch file needs --torch-python PATH: a Python "
@@ -86,7 +88,7 @@ def torch_logits(torch_python, kind, arch, num_classes, options, weights, inputs
         return np.load(job["output"])
 
 
-def gluon_logits(arch, num_classes, params, inputs):
+def gluon_logits(arch: str, num_classes: int, params: str, inputs: np.ndarray) -> np.ndarray:
     """Logits of GluonCV's model-zoo ``arch`` with ``params`` loaded."""
     import mxnet as mx
     from gluoncv import model_zoo
@@ -100,7 +102,7 @@ def gluon_logits(arch, num_classes, params, inputs):
                            for i in range(0, len(inputs), BATCH)])
 
 
-def mxnet_example_logits(params, inputs):
+def mxnet_example_logits(params: str, inputs: np.ndarray) -> np.ndarray:
     """Logits of an MXNet checkpoint run by its own ``PREFIX-symbol.json`` beside ``params``."""
     import re
 
@@ -117,7 +119,9 @@ def mxnet_example_logits(params, inputs):
     return _mxnet_logits(sym, arg, aux, inputs)
 
 
-def source_logits(kind, arch_name, arch, path, inputs, num_classes, options, torch_python):
+def source_logits(kind: str, arch_name: str, arch, path: str, inputs: np.ndarray, num_classes: int,
+                  options: dict, torch_python: str | None) -> np.ndarray:
+    """Logits of the source framework's own model ``kind``/``arch_name`` with the file ``path``."""
     framework = arch.family.framework
     if framework == "torch":
         return torch_logits(torch_python, kind, arch_name, num_classes, options, path, inputs)
@@ -126,7 +130,7 @@ def source_logits(kind, arch_name, arch, path, inputs, num_classes, options, tor
     return mxnet_example_logits(path, inputs)
 
 
-def compare(ours, theirs, tolerance):
+def compare(ours: np.ndarray, theirs: np.ndarray, tolerance: float) -> dict:
     """``{max_abs, relative, top1, count, ok}`` of our logits against the source's."""
     if ours.shape != theirs.shape:
         raise common.UserError("the source gives logits of shape %s, ours %s"
@@ -138,7 +142,7 @@ def compare(ours, theirs, tolerance):
             "tolerance": tolerance, "ok": relative <= tolerance and top1 == len(ours)}
 
 
-def check_import(summary, path, prefix, args):
+def check_import(summary: dict, path: str, prefix: str, args) -> dict:
     """Compare the imported checkpoint with the source file's own forward."""
     kind, arch_name = summary["kind"], summary["arch"]
     arch = weight_maps.SOURCES[kind][arch_name]
@@ -151,7 +155,7 @@ def check_import(summary, path, prefix, args):
     return compare(ours, theirs, args.tolerance)
 
 
-def check_export(summary, prefix, args):
+def check_export(summary: dict, prefix: str, args) -> dict:
     """Compare the checkpoint with the exported file run by the target framework."""
     kind, arch_name = summary["kind"], summary["arch"]
     arch = weight_maps.SOURCES[kind][arch_name]
@@ -165,7 +169,8 @@ def check_export(summary, prefix, args):
     return compare(ours, theirs, args.tolerance)
 
 
-def describe_import(summary, seconds):
+def describe_import(summary: dict, seconds: float) -> str:
+    """What an import wrote, for the command line."""
     pre = summary["preprocess"]
     lines = ["imported %s: %d tensors, %d classes, input %s -> %s (mean %s, std %s; %.1f s)"
              % (summary["source"], summary["tensors"], summary["num_classes"],
@@ -177,7 +182,8 @@ def describe_import(summary, seconds):
     return "\n".join(lines)
 
 
-def describe_export(summary, seconds):
+def describe_export(summary: dict, seconds: float) -> str:
+    """What an export wrote and the preprocessing its model needs."""
     pre = summary["preprocess"] or {}
     lines = ["exported epoch %d as %s: %d tensors -> %s (%.1f s); feed it images normalised with "
              "mean %s, std %s (0-255 RGB)" % (summary["epoch"], summary["target"], summary["tensors"],
@@ -189,7 +195,8 @@ def describe_export(summary, seconds):
     return "\n".join(lines)
 
 
-def describe_check(result):
+def describe_check(result: dict) -> str:
+    """One line: the logit differences and top-1 agreement, ok or FAILED."""
     return ("check: %d images, logits max abs diff %.3g, relative %.3g (tolerance %.3g), top-1 "
             "agreement %d/%d: %s" % (result["count"], result["max_abs"], result["relative"],
                                      result["tolerance"], result["top1"], result["count"],

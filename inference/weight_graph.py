@@ -9,6 +9,7 @@ and open in the inspector like any other.
 """
 import json
 import re
+from typing import Mapping, Sequence
 
 from mxcnn import common
 from mxcnn.graph.symbol_json import check_interface
@@ -22,7 +23,7 @@ MXNET_BN_EPS = 1e-3
 _NEUTRAL_ATTRS = ("eps", "momentum", "workspace", "cudnn_tune", "cudnn_off", "mirror_stage")
 
 
-def build_symbol(arch, num_classes, image_shape):
+def build_symbol(arch, num_classes: int, image_shape: Sequence[int]):
     """Our training symbol (``SoftmaxOutput`` head) for ``arch`` with the source's details."""
     from mxcnn import symbols
     sym = symbols.get_symbol(arch.network, num_classes=num_classes, image_shape=image_shape,
@@ -30,7 +31,7 @@ def build_symbol(arch, num_classes, image_shape):
     return edit_graph(sym, arch.family.edits, arch.family.bn_eps)
 
 
-def edit_graph(sym, edits, bn_eps=None):
+def edit_graph(sym, edits: Mapping[str, dict], bn_eps: float | None = None):
     """``sym`` with ``edits`` applied and every BatchNorm's ``eps`` set to ``bn_eps`` (if given).
 
     ``edits`` maps a regular expression over node names to a change: ``{attr: value, ...}``;
@@ -61,7 +62,7 @@ def _edit_node(named, node, match, change):
         node.setdefault("attrs", {}).update(change)
 
 
-def param_shapes(sym, image_shape):
+def param_shapes(sym, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every parameter and auxiliary state for one (C, H, W) image."""
     shape = (1,) + tuple(image_shape)
     arg_shapes, _, aux_shapes = sym.infer_shape(data=shape)
@@ -80,7 +81,7 @@ def logits_symbol(sym):
     return main
 
 
-def bn_epsilons(sym):
+def bn_epsilons(sym) -> dict[str, float]:
     """``{BatchNorm node name: eps}`` of ``sym``."""
     graph = json.loads(sym.tojson())
     return {node["name"]: float(node.get("attrs", {}).get("eps", MXNET_BN_EPS))
@@ -112,7 +113,7 @@ def _signature(sym):
     return out
 
 
-def graph_difference(ours, reference):
+def graph_difference(ours, reference) -> str | None:
     """None when ``ours`` computes the logits as ``reference`` does (BatchNorm eps aside), else
     words naming the first difference ("node pool4: kernel (3, 3) where it has (2, 2)")."""
     mine, theirs = _signature(ours), _signature(reference)
@@ -131,7 +132,7 @@ def graph_difference(ours, reference):
     return None
 
 
-def check_image_shape(image_shape):
+def check_image_shape(image_shape) -> tuple[int, int, int]:
     """``image_shape`` as a (C, H, W) tuple; UserError for anything else."""
     from mxcnn.symbols.layers import as_image_shape
     try:

@@ -332,7 +332,7 @@ SOURCES = {"torchvision": _torchvision(), "akamaster": _akamaster(), "gluoncv": 
            "mxnet": _mxnet()}
 
 
-def find_arch(spec):
+def find_arch(spec: str) -> tuple[str, str, Arch]:
     """``(kind, arch name, Arch)`` for ``"torchvision:resnet50"``; UserError listing the choices."""
     from mxcnn import common
     kind, _, name = str(spec).partition(":")

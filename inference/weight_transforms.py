@@ -37,7 +37,8 @@ def _bn_arrays(tensors, template, pop=False):
     return names, [np.asarray(take(n), np.float64) for n in names]
 
 
-def fold_input_bn(tensors, template, fixed_gamma, eps, preprocess):
+def fold_input_bn(tensors: dict[str, np.ndarray], template: str, fixed_gamma: bool, eps: float,
+                  preprocess: dict) -> dict:
     """Remove the input BatchNorm ``template`` from ``tensors``; return ``preprocess`` (mean/std
     on the 0-255 scale) with it folded in: the network then sees the same numbers."""
     _, (gamma, beta, mean, var) = _bn_arrays(tensors, template, pop=True)
@@ -54,7 +55,7 @@ def fold_input_bn(tensors, template, fixed_gamma, eps, preprocess):
     return folded
 
 
-def identity_bn(template, channels, eps):
+def identity_bn(template: str, channels: int, eps: float) -> dict[str, np.ndarray]:
     """The four arrays of a BatchNorm that passes its input through (gamma 1, var 1 - eps)."""
     names = [Template(template).format({"p": p}) for p in _MEMBERS]
     values = [np.ones(channels), np.zeros(channels), np.zeros(channels),
@@ -62,7 +63,7 @@ def identity_bn(template, channels, eps):
     return {n: v.astype(np.float32) for n, v in zip(names, values)}
 
 
-def fold_bn_pair(tensors, first, second, eps):
+def fold_bn_pair(tensors: dict[str, np.ndarray], first: str, second: str, eps: float) -> None:
     """Merge BatchNorm ``first`` into ``second`` (which alone reads its output), in place.
 
     The merged one keeps ``second``'s variance, has mean 0 and takes the affine part of both;
@@ -76,7 +77,7 @@ def fold_bn_pair(tensors, first, second, eps):
         tensors[name] = value.astype(np.float32)
 
 
-def adjust_eps(variance, eps_from, eps_to):
+def adjust_eps(variance: np.ndarray, eps_from: float, eps_to: float) -> np.ndarray:
     """``variance`` for a BatchNorm with ``eps_to`` that computes what ``eps_from`` did."""
     if eps_from == eps_to:
         return variance
@@ -114,7 +115,7 @@ def _option_a_axes(units, orders):
     return axes
 
 
-def option_a(tensors, kwargs, to_ours=True):
+def option_a(tensors: dict[str, np.ndarray], kwargs: dict, to_ours: bool = True) -> None:
     """Reorder the channels of our-named ``tensors`` (in place) between the source's option-A
     layout and ours; ``kwargs`` are the ``get_symbol`` options (CIFAR basic ResNet)."""
     layout = resnet_symbols.cifar_unit_type(kwargs["num_layers"], False)
