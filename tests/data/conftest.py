@@ -1,4 +1,5 @@
 """Small CIFAR fixtures written by the tests themselves, in every official layout."""
+import gzip
 import io
 import os
 import pickle
@@ -35,8 +36,10 @@ class Fixture:
 
 
 def _tar(path, files):
+    """A .tar.gz of ``files``, byte for byte the same whenever it is made (gzip's header
+    holds no time stamp), so that a source made twice is the same source."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
+    with gzip.GzipFile(path, "wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
         for name, blob in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(blob)
