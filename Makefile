@@ -38,7 +38,8 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: setup system-deps lint
+# The PyTorch peer venv too: the weight importer/exporter tests check logits against torchvision.
+test: setup system-deps lint $(TORCH_VENV)/.installed
 	$(PY) -m pytest
 
 train: setup

@@ -20,6 +20,7 @@ Steps (each a command a user would type; printed as it runs):
 Prints the vehicles' test accuracy of each run, fine-tuned minus the best from-scratch
 (target: >= 10 points), the time taken and the CPU.
 """
+
 import argparse
 import json
 import os
@@ -60,12 +61,15 @@ def write_lst(path, root, split, classes, per_class=None):
 
 def run(cmd, log):
     """Run a command of the project, echo it, return its stdout; exit on failure."""
-    shown = " ".join(os.path.relpath(c, ROOT) if os.path.isabs(c) and c.startswith(ROOT) else c
-                     for c in cmd)
+    shown = " ".join(os.path.relpath(c, ROOT) if os.path.isabs(c) and c.startswith(ROOT) else c for c in cmd)
     log("$ python " + shown)
-    done = subprocess.run([sys.executable] + cmd, capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
-                                                                              "2")))
+    done = subprocess.run(
+        [sys.executable] + cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")),
+    )
     if done.returncode:
         sys.exit("failed (%d): %s" % (done.returncode, done.stderr.strip()[-3000:]))
     return done.stdout
@@ -73,29 +77,82 @@ def run(cmd, log):
 
 def pack(work, root, name, train, val, log):
     out = os.path.join(work, "data")
-    run([os.path.join(ROOT, "data", "im2rec.py"), "--train-lst", train, "--val-lst", val,
-         "--root", root, "--name", name, "--output-dir", out, "--format", "png", "--quiet"], log)
+    run(
+        [
+            os.path.join(ROOT, "data", "im2rec.py"),
+            "--train-lst",
+            train,
+            "--val-lst",
+            val,
+            "--root",
+            root,
+            "--name",
+            name,
+            "--output-dir",
+            out,
+            "--format",
+            "png",
+            "--quiet",
+        ],
+        log,
+    )
     return os.path.join(out, name + "_train.rec"), os.path.join(out, name + "_val.rec")
 
 
 def train(data, prefix, epochs, batch, lr, extra, log):
-    run([os.path.join(ROOT, "train", "train_cifar.py"), *NETWORK, "--data-train", data[0],
-         "--data-val", data[1], "--num-epochs", str(epochs), "--batch-size", str(batch),
-         "--lr", str(lr), "--lr-scheduler", "cosine", "--wd", "5e-4", "--seed", "0",
-         "--model-prefix", prefix, "--no-plot", "--disp-batches", "0", *extra], log)
+    run(
+        [
+            os.path.join(ROOT, "train", "train_cifar.py"),
+            *NETWORK,
+            "--data-train",
+            data[0],
+            "--data-val",
+            data[1],
+            "--num-epochs",
+            str(epochs),
+            "--batch-size",
+            str(batch),
+            "--lr",
+            str(lr),
+            "--lr-scheduler",
+            "cosine",
+            "--wd",
+            "5e-4",
+            "--seed",
+            "0",
+            "--model-prefix",
+            prefix,
+            "--no-plot",
+            "--disp-batches",
+            "0",
+            *extra,
+        ],
+        log,
+    )
 
 
 def score(prefix, epoch, val, log):
-    out = run([os.path.join(ROOT, "inference", "score.py"), "--model-prefix", prefix,
-               "--load-epoch", str(epoch), "--data-val", val, "--json"], log)
+    out = run(
+        [
+            os.path.join(ROOT, "inference", "score.py"),
+            "--model-prefix",
+            prefix,
+            "--load-epoch",
+            str(epoch),
+            "--data-val",
+            val,
+            "--json",
+        ],
+        log,
+    )
     return json.loads(out)["top-1"]
 
 
 def cpu_name():
     sys.path.insert(0, HERE)
     from _common import _cpuinfo
-    return "%s, %d usable cores" % (_cpuinfo().get("model name", "unknown CPU"),
-                                   len(os.sched_getaffinity(0)))
+
+    return "%s, %d usable cores" % (_cpuinfo().get("model name", "unknown CPU"), len(os.sched_getaffinity(0)))
 
 
 def main(argv=None):
@@ -112,31 +169,40 @@ def main(argv=None):
     try:
         root = extract(args.subset, os.path.join(work, "images"))
         lists = {}
-        for name, classes, per_class in (("animals", ANIMALS, None),
-                                         ("vehicles", VEHICLES, args.per_class)):
-            lists[name] = (write_lst(os.path.join(work, name + "_train.lst"), root, "train",
-                                     classes, per_class),
-                           write_lst(os.path.join(work, name + "_val.lst"), root, "test", classes))
+        for name, classes, per_class in (("animals", ANIMALS, None), ("vehicles", VEHICLES, args.per_class)):
+            lists[name] = (
+                write_lst(os.path.join(work, name + "_train.lst"), root, "train", classes, per_class),
+                write_lst(os.path.join(work, name + "_val.lst"), root, "test", classes),
+            )
         animals = pack(work, root, "animals", *lists["animals"], log)
         vehicles = pack(work, root, "vehicles", *lists["vehicles"], log)
         pre = os.path.join(work, "runs", "animals", "m")
         train(animals, pre, args.pretrain_epochs, 128, 0.1, [], log)
-        log("animals: top-1 %.4f on their 3,000 test images"
-            % score(pre, args.pretrain_epochs, animals[1], log))
+        log(
+            "animals: top-1 %.4f on their 3,000 test images"
+            % score(pre, args.pretrain_epochs, animals[1], log)
+        )
         results = {}
-        for label, lr, extra in (("fine-tuned", 0.02, ["--pretrained", pre]),
-                                 ("scratch lr 0.1", 0.1, []), ("scratch lr 0.02", 0.02, [])):
+        for label, lr, extra in (
+            ("fine-tuned", 0.02, ["--pretrained", pre]),
+            ("scratch lr 0.1", 0.1, []),
+            ("scratch lr 0.02", 0.02, []),
+        ):
             prefix = os.path.join(work, "runs", label.replace(" ", "-"), "m")
             train(vehicles, prefix, args.epochs, 50, lr, extra, log)
             results[label] = score(prefix, args.epochs, vehicles[1], log)
             log("%s: vehicles top-1 %.4f" % (label, results[label]))
         scratch = max(v for k, v in results.items() if k.startswith("scratch"))
-        print("\nvehicles' test accuracy (2,000 images), %d training images, %d epochs, %s:"
-              % (4 * args.per_class, args.epochs, cpu_name()))
+        print(
+            "\nvehicles' test accuracy (2,000 images), %d training images, %d epochs, %s:"
+            % (4 * args.per_class, args.epochs, cpu_name())
+        )
         for label, value in results.items():
             print("  %-16s %.2f%%" % (label, 100 * value))
-        print("fine-tuned - best scratch: %+.2f points (target >= +10); total %.1f min"
-              % (100 * (results["fine-tuned"] - scratch), (time.time() - start) / 60))
+        print(
+            "fine-tuned - best scratch: %+.2f points (target >= +10); total %.1f min"
+            % (100 * (results["fine-tuned"] - scratch), (time.time() - start) / 60)
+        )
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -20,10 +20,10 @@ mean/std of the stored training images), one unit (``common.FileSet``) exactly a
 data/prepare_cifar.py writes it, so the trainer, score.py and ImageRecordIter read it.  An
 existing set is replaced only with ``--force``; unchanged inputs are a no-op.
 """
+
 import argparse
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import sys
@@ -31,16 +31,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from mxcnn import common
 from mxcnn.data.errors import DataError
+from mxcnn.data.image_lists import list_images
 from mxcnn.data.images import MAX_IMAGE_PIXELS, check_max_pixels
-from mxcnn.data.packing import (Job, PackSettings, init_worker, lst_class_names, pack_job,
-                                read_lst)
-from mxcnn.data.prepare_cifar import fingerprint
-from mxcnn.data.recfile import dataset_names, ends_digest, set_problem, split_paths
-from mxcnn.data.sources import _Files, _tree_root, _tree_split
+from mxcnn.data.packing import PackSettings, SplitRecords, Tally, init_worker, pack_job, record_errors
+from mxcnn.data.recfile import dataset_names, ends_digest, set_problem
 
 __all__ = ["pack", "main"]
 
@@ -49,119 +45,6 @@ STATS_VERSION = 1
 PNG_COMPRESSION = 3
 #: images handed to the workers at a time (an archive's members are read per chunk)
 CHUNK = 512
-
-
-class _Listing:
-    """What to pack: ``splits`` ``{"train": [Job], "val": [Job]}``, ``classes`` (names in
-    label order), ``kind`` and ``fingerprint`` of the input, ``files`` (the open tree or
-    archive, None for .lst input)."""
-
-    def __init__(self, splits, classes, kind, print_, files=None):
-        self.splits, self.classes, self.kind = splits, classes, kind
-        self.fingerprint, self.files = print_, files
-
-
-def _list_tree(source):
-    """The jobs of a class-per-folder tree (folder or archive); DataError when it is none."""
-    if not os.path.exists(source):
-        raise DataError("source %s does not exist; pass an image tree (train/<class>/ + "
-                        "test/<class>/) or --train-lst/--val-lst" % source)
-    files = _Files(source)
-    root = _tree_root(files)
-    if root is None:
-        files.close()
-        raise DataError("%s has no train/<class>/ + test/<class>/ (or val/<class>/) image folders; "
-                        "arrange the images so, or list them in .lst files" % source)
-    prefix = root + "/" if root else ""
-    val = "test" if prefix + "test" in files.folders else "val"
-    by_split = {"train": _tree_split(files, root, "train"), "val": _tree_split(files, root, val)}
-    classes = sorted(by_split["train"])
-    if sorted(by_split["val"]) != classes:
-        differ = sorted(set(by_split["val"]) ^ set(classes))
-        files.close()
-        raise DataError("%s: train/ and %s/ have different class folders (%s); both need the "
-                        "same classes" % (files.where(root or "."), val, ", ".join(differ)))
-    splits = {}
-    for split, by_class in by_split.items():
-        names = [(label, n) for label, cls in enumerate(classes) for n in by_class[cls]]
-        splits[split] = [Job(i, label, n[len(prefix):], files.where(n),
-                             n if files.archive else os.path.join(source, n))
-                         for i, (label, n) in enumerate(names)]
-    kind = "image archive" if files.archive else "image folders"
-    return _Listing(splits, classes, kind, fingerprint(source), files)
-
-
-def _list_lsts(train_lst, val_lst, root):
-    """The jobs of two im2rec .lst files; classes named by their folders where they agree."""
-    splits = {"train": read_lst(train_lst, root), "val": read_lst(val_lst, root)}
-    num_classes = 1 + max(job.label for jobs in splits.values() for job in jobs)
-    classes = lst_class_names(splits["train"] + splits["val"], num_classes)
-    digest = hashlib.sha256()
-    for path in (train_lst, val_lst):
-        digest.update(fingerprint(path).encode())
-    for job in splits["train"] + splits["val"]:
-        try:
-            st = os.stat(job.source)
-        except OSError as err:
-            raise DataError("%s: cannot read %s (%s)" % (job.shown, job.source,
-                                                         err.strerror or err)) from None
-        digest.update(("%s\0%d\0%d\n" % (job.source, st.st_size, st.st_mtime_ns)).encode(
-            "utf-8", "surrogateescape"))
-    return _Listing(splits, classes, "image lists", "lst-sha256:" + digest.hexdigest())
-
-
-class _SplitWriter:
-    """``NAME_<split>.rec/.idx/.lst`` in ``folder``: each record under its job's key, with
-    ``IRHeader(0, label, key, 0)`` and the encoded image, as ``mx.recordio.pack_img`` writes."""
-
-    def __init__(self, folder, name, split):
-        import mxnet as mx
-        self._mx = mx
-        paths = split_paths(folder, name, split)
-        self._record = mx.recordio.MXIndexedRecordIO(paths["idx"], paths["rec"], "w")
-        self._lst = open(paths["lst"], "w", encoding="utf-8")
-
-    def add(self, packed):
-        job = packed.job
-        header = self._mx.recordio.IRHeader(0, float(job.label), job.key, 0)
-        self._record.write_idx(job.key, self._mx.recordio.pack(header, packed.encoded))
-        self._lst.write("%d\t%f\t%s\n" % (job.key, float(job.label), job.name))
-
-    def close(self):
-        self._record.close()
-        self._lst.close()
-
-
-@contextlib.contextmanager
-def _record_errors(folder):
-    """MXNet's RecordIO write errors (disk full, no permission) -> DataError naming the folder."""
-    import mxnet as mx
-    try:
-        yield
-    except mx.base.MXNetError as err:
-        raise DataError("cannot write the records in %s (%s); free space or choose another "
-                        "--output-dir" % (folder, common.error_line(err, 200))) from None
-
-
-class _Tally:
-    """Counts, stored sizes and per-channel pixel sums of one split's packed images."""
-
-    def __init__(self):
-        self.count, self.pixels = 0, 0.0
-        self.sums, self.squares = np.zeros(3), np.zeros(3)
-        self.sizes = set()
-
-    def add(self, packed):
-        self.count += 1
-        self.pixels += packed.height * packed.width
-        self.sums += packed.sums
-        self.squares += packed.squares
-        self.sizes.add((packed.height, packed.width))
-
-    def mean_std(self):
-        mean = self.sums / max(self.pixels, 1.0)
-        std = np.sqrt(np.maximum(self.squares / max(self.pixels, 1.0) - mean ** 2, 0.0))
-        return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
 def _with_bytes(files, jobs):
@@ -180,7 +63,7 @@ def _packed(pool, listing, split, settings):
     work = functools.partial(pack_job, settings=settings)
 
     def submit(start):
-        chunk = _with_bytes(listing.files, jobs[start:start + CHUNK])
+        chunk = _with_bytes(listing.files, jobs[start : start + CHUNK])
         return pool.imap(work, chunk, chunksize=4) if pool is not None else map(work, chunk)
 
     def results(current):
@@ -188,13 +71,14 @@ def _packed(pool, listing, split, settings):
             following = submit(start) if start < len(jobs) else None
             yield from current
             current = following
+
     return results(submit(0))
 
 
 def _pack_split(results, split, writer, bar, skipped):
-    """Write the ``results`` of ``split``; its :class:`_Tally`.  A bad image stops with its
+    """Write the ``results`` of ``split``; its :class:`~mxcnn.data.packing.Tally`.  A bad image stops with its
     one-line error, or (``skipped`` a list) is left out and listed there."""
-    tally = _Tally()
+    tally = Tally()
     for packed in results:
         bar.update(1)
         if packed.error is None:
@@ -205,8 +89,7 @@ def _pack_split(results, split, writer, bar, skipped):
         else:
             skipped.append({"file": packed.job.name, "reason": packed.error})
     if not tally.count:
-        raise DataError("no image of the %s split could be packed (all were left out as bad)"
-                        % split)
+        raise DataError("no image of the %s split could be packed (all were left out as bad)" % split)
     return tally
 
 
@@ -221,9 +104,9 @@ def _worker_pool(workers):
         yield None
         return
     import multiprocessing
+
     threaded = {"mxnet", "cv2"} & set(sys.modules)
-    method = "fork" if not threaded and "fork" in multiprocessing.get_all_start_methods() \
-        else "spawn"
+    method = "fork" if not threaded and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers, initializer=init_worker) as pool:
         yield pool
 
@@ -231,15 +114,18 @@ def _worker_pool(workers):
 def _write_set(folder, name, listing, settings, conversion, workers, quiet, skip_bad):
     """Pack both splits into ``folder`` (a new FileSet version); the stats dict written."""
     from tqdm import tqdm
+
     skipped = [] if skip_bad else None
     tallies = {}
     total = sum(len(jobs) for jobs in listing.splits.values())
-    with tqdm(total=total, desc="packing %s" % name, unit="img",
-              disable=True if quiet else None) as bar, _worker_pool(workers) as pool:
+    with (
+        tqdm(total=total, desc="packing %s" % name, unit="img", disable=True if quiet else None) as bar,
+        _worker_pool(workers) as pool,
+    ):
         for split in ("train", "val"):
             results = _packed(pool, listing, split, settings)  # the workers start now
-            with _record_errors(folder):
-                writer = _SplitWriter(folder, name, split)  # loads MXNet meanwhile
+            with record_errors(folder):
+                writer = SplitRecords(folder, name, split)  # loads MXNet meanwhile
                 try:
                     tallies[split] = _pack_split(results, split, writer, bar, skipped)
                 finally:
@@ -247,8 +133,9 @@ def _write_set(folder, name, listing, settings, conversion, workers, quiet, skip
     stats = _stats(folder, name, listing, tallies, conversion)
     if skipped is not None:
         stats["skipped"] = skipped
-    common.atomic_write_text(os.path.join(folder, dataset_names(name)[-1]),
-                             json.dumps(stats, indent=1) + "\n")
+    common.atomic_write_text(
+        os.path.join(folder, dataset_names(name)[-1]), json.dumps(stats, indent=1) + "\n"
+    )
     return stats
 
 
@@ -261,28 +148,37 @@ def _stats(folder, name, listing, tallies, conversion):
     shape = [3, heights[0], widths[0]] if len(sizes) == 1 else None
     members = dataset_names(name)[:-1]
     used = sorted({job.label for job in listing.splits["train"]})
-    return {"dataset": name, "name": name, "source_kind": listing.kind,
-            "classes": list(listing.classes), "num_classes": len(listing.classes),
-            "classes_in_train": len(used), "label_mode": None,
-            "num_train": tallies["train"].count, "num_val": tallies["val"].count,
-            "image_shape": shape,
-            "stored_sizes": {"height": [min(heights), max(heights)],
-                             "width": [min(widths), max(widths)]},
-            "mean": mean, "std": std, "format": conversion["format"],
-            "color_order_in_records": "BGR", "conversion": conversion,
-            "file_sizes": {n: os.path.getsize(os.path.join(folder, n)) for n in members},
-            "file_digests": {n: ends_digest(os.path.join(folder, n)) for n in members}}
+    return {
+        "dataset": name,
+        "name": name,
+        "source_kind": listing.kind,
+        "classes": list(listing.classes),
+        "num_classes": len(listing.classes),
+        "classes_in_train": len(used),
+        "label_mode": None,
+        "num_train": tallies["train"].count,
+        "num_val": tallies["val"].count,
+        "image_shape": shape,
+        "stored_sizes": {"height": [min(heights), max(heights)], "width": [min(widths), max(widths)]},
+        "mean": mean,
+        "std": std,
+        "format": conversion["format"],
+        "color_order_in_records": "BGR",
+        "conversion": conversion,
+        "file_sizes": {n: os.path.getsize(os.path.join(folder, n)) for n in members},
+        "file_digests": {n: ends_digest(os.path.join(folder, n)) for n in members},
+    }
 
 
 # ---------------------------------------------------------------------------- checks
+
 
 def _check_options(name, resize, img_format, quality, workers, max_pixels):
     """``(PackSettings, workers)`` after checking the options; DataError for a bad one."""
     if not name or os.sep in name or name.startswith("."):
         raise DataError("--name %r must be a plain file-name prefix" % (name,))
     if resize is not None and resize < 0:
-        raise DataError("--resize must be a number of pixels >= 1 (0: keep the sizes), got %d"
-                        % resize)
+        raise DataError("--resize must be a number of pixels >= 1 (0: keep the sizes), got %d" % resize)
     if img_format not in ("jpeg", "png"):
         raise DataError("unknown --format %r; choose jpeg or png (lossless)" % (img_format,))
     if quality is not None and img_format != "jpeg":
@@ -295,15 +191,16 @@ def _check_options(name, resize, img_format, quality, workers, max_pixels):
         raise DataError("--num-workers must be at least 1, got %d" % workers)
     level = quality if img_format == "jpeg" else PNG_COMPRESSION
     extension = ".jpg" if img_format == "jpeg" else ".png"
-    return PackSettings(int(resize or 0), False, extension, level, check_max_pixels(max_pixels)), \
-        workers
+    return PackSettings(int(resize or 0), False, extension, level, check_max_pixels(max_pixels)), workers
 
 
 def _check_classes(listing):
     used = sorted({job.label for job in listing.splits["train"]})
     if len(used) < 2:
-        raise DataError("the training images are of %d class (%s); a classifier needs at least "
-                        "2 classes" % (len(used), ", ".join(listing.classes[i] for i in used)))
+        raise DataError(
+            "the training images are of %d class (%s); a classifier needs at least "
+            "2 classes" % (len(used), ", ".join(listing.classes[i] for i in used))
+        )
 
 
 def _existing_problem(fileset):
@@ -322,68 +219,73 @@ def _existing_problem(fileset):
 
 # ---------------------------------------------------------------------------- entry points
 
-def _listing(source, train_lst, val_lst, root):
-    """The :class:`_Listing` of a tree ``source`` or of ``train_lst`` + ``val_lst``."""
-    if source is not None and (train_lst or val_lst):
-        raise DataError("give --source (an image tree) or --train-lst/--val-lst, not both")
-    if source is not None:
-        return _list_tree(os.path.abspath(os.path.expanduser(source)))
-    if not (train_lst and val_lst):
-        raise DataError("give --source (an image tree) or both --train-lst and --val-lst")
-    if root is not None and not os.path.isdir(root):
-        raise DataError("--root %s is not a folder; give the folder the .lst paths start from"
-                        % root)
-    return _list_lsts(os.path.abspath(train_lst), os.path.abspath(val_lst),
-                      os.path.abspath(root) if root else None)
-
 
 def _default_name(source, train_lst):
     base = os.path.basename(os.path.normpath(source or train_lst or ""))
     for ending in (".tar.gz", ".tgz", ".tar", ".zip", ".lst"):
         if base.endswith(ending):
-            base = base[:-len(ending)]
-    return base[:-len("_train")] if base.endswith("_train") else base
+            base = base[: -len(ending)]
+    return base[: -len("_train")] if base.endswith("_train") else base
 
 
-def pack(source: str | os.PathLike[str] | None = None, train_lst: str | os.PathLike[str] | None = None,
-         val_lst: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] | None = None,
-         output_dir: str | os.PathLike[str] | None = None, name: str | None = None, resize: int = 0,
-         centre_crop: bool = False, img_format: str = "jpeg", quality: int | None = None,
-         workers: int | None = None, force: bool = False, quiet: bool = False,
-         log: Callable[[str], object] = print, max_pixels: int = MAX_IMAGE_PIXELS,
-         skip_bad: bool = False) -> dict[str, Any] | None:
+def pack(
+    source: str | os.PathLike[str] | None = None,
+    train_lst: str | os.PathLike[str] | None = None,
+    val_lst: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    resize: int = 0,
+    centre_crop: bool = False,
+    img_format: str = "jpeg",
+    quality: int | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], object] = print,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    skip_bad: bool = False,
+) -> dict[str, Any] | None:
     """Pack the tree ``source`` (or the .lst pair) and return the stats dict written, or None
     when the data set there is already up to date.  Raises DataError (see the module
     docstring); the previous set is left whole on any failure."""
+    if source is None and not (train_lst and val_lst):
+        raise DataError("give --source (an image tree) or both --train-lst and --val-lst")
     name = name or _default_name(source, train_lst)
     settings, workers = _check_options(name, resize, img_format, quality, workers, max_pixels)
     settings = settings._replace(centre_crop=bool(centre_crop))
-    output_dir = os.path.abspath(os.path.expanduser(
-        output_dir or os.path.join("~", ".mxnet", "datasets", name)))
+    output_dir = os.path.abspath(
+        os.path.expanduser(output_dir or os.path.join("~", ".mxnet", "datasets", name))
+    )
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise DataError("--output-dir %s is a file, not a folder; choose a folder" % output_dir)
-    listing = _listing(source, train_lst, val_lst, root)
+    listing = list_images(source, train_lst, val_lst, root)
     try:
         _check_classes(listing)
-        conversion = {"tool": PROG, "source": listing.files.source if listing.files else None,
-                      "lists": [os.path.abspath(p) for p in (train_lst, val_lst)]
-                      if listing.files is None else None,
-                      "source_fingerprint": listing.fingerprint, "resize": settings.resize,
-                      "center_crop": settings.centre_crop, "format": img_format,
-                      "quality": settings.quality, "version": STATS_VERSION}
+        conversion = {
+            "tool": PROG,
+            "source": listing.files.source if listing.files else None,
+            "lists": [os.path.abspath(p) for p in (train_lst, val_lst)] if listing.files is None else None,
+            "source_fingerprint": listing.fingerprint,
+            "resize": settings.resize,
+            "center_crop": settings.centre_crop,
+            "format": img_format,
+            "quality": settings.quality,
+            "version": STATS_VERSION,
+        }
         if settings.max_pixels != MAX_IMAGE_PIXELS:
             conversion["max_image_pixels"] = settings.max_pixels
         if skip_bad:
             conversion["skip_bad"] = True
-        return _pack_into(output_dir, name, listing, settings, conversion, workers, force,
-                          quiet, log, skip_bad)
+        return _pack_into(
+            output_dir, name, listing, settings, conversion, workers, force, quiet, log, skip_bad
+        )
     finally:
         if listing.files is not None:
             listing.files.close()
 
 
-def _pack_into(output_dir, name, listing, settings, conversion, workers, force, quiet, log,
-               skip_bad):
+def _pack_into(output_dir, name, listing, settings, conversion, workers, force, quiet, log, skip_bad):
     """The locked, atomic part of :func:`pack`."""
     try:
         os.makedirs(output_dir, exist_ok=True)
@@ -391,34 +293,53 @@ def _pack_into(output_dir, name, listing, settings, conversion, workers, force, 
         with fileset.lock():
             removed, freed = fileset.remove_stale()
             if removed:
-                log("removed %d file(s) (%.1f MB) that an interrupted run left in %s"
-                    % (len(removed), freed / 1e6, output_dir))
+                log(
+                    "removed %d file(s) (%.1f MB) that an interrupted run left in %s"
+                    % (len(removed), freed / 1e6, output_dir)
+                )
             existing = _existing_problem(fileset)
             if existing is not None and not force:
                 stats, problem = existing
                 if problem is None and stats.get("conversion") == conversion:
-                    log("%s is up to date; nothing to do (pass --force to rebuild)"
-                        % fileset.path(fileset.names[-1]))
+                    log(
+                        "%s is up to date; nothing to do (pass --force to rebuild)"
+                        % fileset.path(fileset.names[-1])
+                    )
                     return None
-                raise DataError("%s already holds a data set named %s%s; pass --force to replace "
-                                "it, or choose another --name or --output-dir"
-                                % (output_dir, name, " (incomplete: %s)" % problem if problem else ""))
+                raise DataError(
+                    "%s already holds a data set named %s%s; pass --force to replace "
+                    "it, or choose another --name or --output-dir"
+                    % (output_dir, name, " (incomplete: %s)" % problem if problem else "")
+                )
             start = time.time()
             with fileset.replace() as folder:
-                stats = _write_set(folder, name, listing, settings, conversion, workers, quiet,
-                                   skip_bad)
+                stats = _write_set(folder, name, listing, settings, conversion, workers, quiet, skip_bad)
     except OSError as err:
-        raise DataError("cannot write in %s (%s); choose a writable --output-dir with free space"
-                        % (output_dir, err.strerror or err)) from None
+        raise DataError(
+            "cannot write in %s (%s); choose a writable --output-dir with free space"
+            % (output_dir, err.strerror or err)
+        ) from None
     seconds = time.time() - start
-    log("wrote %s_{train,val}.{rec,idx,lst} and %s_stats.json in %s: %d train + %d val images, "
-        "%d classes, %s (%.1f s, %.0f img/s)" % (name, name, output_dir, stats["num_train"],
-                                                 stats["num_val"], stats["num_classes"],
-                                                 _sizes_text(stats), seconds,
-                                                 (stats["num_train"] + stats["num_val"]) / seconds))
+    log(
+        "wrote %s_{train,val}.{rec,idx,lst} and %s_stats.json in %s: %d train + %d val images, "
+        "%d classes, %s (%.1f s, %.0f img/s)"
+        % (
+            name,
+            name,
+            output_dir,
+            stats["num_train"],
+            stats["num_val"],
+            stats["num_classes"],
+            _sizes_text(stats),
+            seconds,
+            (stats["num_train"] + stats["num_val"]) / seconds,
+        )
+    )
     if stats.get("skipped"):
-        log("left out %d bad image(s), listed under 'skipped' in %s_stats.json; the first: %s"
-            % (len(stats["skipped"]), name, stats["skipped"][0]["reason"]))
+        log(
+            "left out %d bad image(s), listed under 'skipped' in %s_stats.json; the first: %s"
+            % (len(stats["skipped"]), name, stats["skipped"][0]["reason"])
+        )
     return stats
 
 
@@ -426,8 +347,7 @@ def _sizes_text(stats):
     if stats["image_shape"]:
         return "%dx%d" % (stats["image_shape"][2], stats["image_shape"][1])
     sizes = stats["stored_sizes"]
-    return "%d-%d x %d-%d" % (sizes["width"][0], sizes["width"][1], sizes["height"][0],
-                              sizes["height"][1])
+    return "%d-%d x %d-%d" % (sizes["width"][0], sizes["width"][1], sizes["height"][0], sizes["height"][1])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -436,34 +356,61 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", help="image tree: train/<class>/ + test/<class>/ (or val/) "
-                   "images, as a folder or .tar[.gz]/.tgz/.zip")
-    p.add_argument("--train-lst", help="im2rec list of the training images "
-                   "(index<TAB>label<TAB>path), instead of --source")
+    p = _Parser(
+        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--source",
+        help="image tree: train/<class>/ + test/<class>/ (or val/) "
+        "images, as a folder or .tar[.gz]/.tgz/.zip",
+    )
+    p.add_argument(
+        "--train-lst",
+        help="im2rec list of the training images (index<TAB>label<TAB>path), instead of --source",
+    )
     p.add_argument("--val-lst", help="im2rec list of the validation images")
     p.add_argument("--root", help="folder the .lst paths are relative to (default: each list's)")
     p.add_argument("--output-dir", help="where to write (default ~/.mxnet/datasets/NAME)")
     p.add_argument("--name", help="file-name prefix of the outputs (default: the source's name)")
-    p.add_argument("--resize", type=int, default=0, metavar="N",
-                   help="resize the shorter side to N pixels, aspect ratio kept (default 0: "
-                   "keep the sizes)")
-    p.add_argument("--center-crop", action="store_true",
-                   help="crop the centred square of each image first (before --resize)")
-    p.add_argument("--format", choices=["jpeg", "png"], default="jpeg",
-                   help="image encoding in the records (default jpeg, as im2rec)")
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resize the shorter side to N pixels, aspect ratio kept (default 0: keep the sizes)",
+    )
+    p.add_argument(
+        "--center-crop",
+        action="store_true",
+        help="crop the centred square of each image first (before --resize)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["jpeg", "png"],
+        default="jpeg",
+        help="image encoding in the records (default jpeg, as im2rec)",
+    )
     p.add_argument("--quality", type=int, help="JPEG quality 1-100 (default 95)")
-    p.add_argument("--num-workers", type=int, metavar="N",
-                   help="decoding/encoding processes (default: the usable cores)")
-    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
-                   help="refuse images larger than N pixels (width x height), checked before "
-                   "decoding (default %d)" % MAX_IMAGE_PIXELS)
-    p.add_argument("--skip-bad", action="store_true",
-                   help="leave out truncated, corrupt or oversized images and list them under "
-                   "'skipped' in the stats (default: stop at the first, naming it)")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing data set of this --name in --output-dir")
+    p.add_argument(
+        "--num-workers", type=int, metavar="N", help="decoding/encoding processes (default: the usable cores)"
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="refuse images larger than N pixels (width x height), checked before "
+        "decoding (default %d)" % MAX_IMAGE_PIXELS,
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out truncated, corrupt or oversized images and list them under "
+        "'skipped' in the stats (default: stop at the first, naming it)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing data set of this --name in --output-dir"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -471,11 +418,23 @@ def _parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        pack(source=args.source, train_lst=args.train_lst, val_lst=args.val_lst, root=args.root,
-             output_dir=args.output_dir, name=args.name, resize=args.resize,
-             centre_crop=args.center_crop, img_format=args.format, quality=args.quality,
-             workers=args.num_workers, force=args.force, quiet=args.quiet,
-             max_pixels=args.max_image_pixels, skip_bad=args.skip_bad)
+        pack(
+            source=args.source,
+            train_lst=args.train_lst,
+            val_lst=args.val_lst,
+            root=args.root,
+            output_dir=args.output_dir,
+            name=args.name,
+            resize=args.resize,
+            centre_crop=args.center_crop,
+            img_format=args.format,
+            quality=args.quality,
+            workers=args.num_workers,
+            force=args.force,
+            quiet=args.quiet,
+            max_pixels=args.max_image_pixels,
+            skip_bad=args.skip_bad,
+        )
     except common.UserError as err:  # DataError, or another run holding the data set's lock
         return common.cli_error(PROG, err)
     except KeyboardInterrupt:

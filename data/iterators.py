@@ -37,8 +37,7 @@ from typing import Any
 import numpy as np
 
 from mxcnn import common
-from mxcnn.data.epoch_iters import (AUGMENTATIONS, InMemoryIter, NativeRecIter, SyntheticIter,
-                                    part_range)
+from mxcnn.data.epoch_iters import AUGMENTATIONS, InMemoryIter, NativeRecIter, SyntheticIter, part_range
 from mxcnn.data.errors import DataError
 from mxcnn.data.recfile import check_against_stats, count_records, decode_image, read_records, unpack_record
 from mxcnn.data.stats import load_stats

@@ -2,41 +2,54 @@
 checked, :mod:`mxcnn.data.images`), centre-crop, resize the shorter side, encode BGR as
 ``mx.recordio.pack_img`` does, and measure the pixels for the mean/std.
 
-The work list comes from a class-per-folder tree (``train/<class>/``, ``test/<class>/`` or
-``val/<class>/``; a folder or a .tar/.tar.gz/.tgz/.zip, every archive member checked by
-:mod:`mxcnn.data.safety`) or from MXNet im2rec ``.lst`` files (``index<TAB>label<TAB>path``).
+The work list (:class:`Job` s) comes from :mod:`mxcnn.data.image_lists`.
 """
+
 import collections
-import os
-import posixpath
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 
+from mxcnn import common
 from mxcnn.data.errors import DataError
 from mxcnn.data.images import decode_image, read_image
+from mxcnn.data.recfile import split_paths
 
-__all__ = ["Job", "Packed", "PackSettings", "pack_job", "resize_shorter", "centre_square",
-           "read_lst", "lst_class_names"]
+__all__ = [
+    "Job",
+    "Packed",
+    "PackSettings",
+    "pack_job",
+    "resize_shorter",
+    "centre_square",
+    "SplitRecords",
+    "record_errors",
+    "Tally",
+]
 
 Job = collections.namedtuple("Job", "key label name shown source")
-Job.__doc__ = ("One image to pack: ``key`` (its .idx key), integer ``label``, ``name`` (the "
-               ".lst path), ``shown`` (how messages call it) and ``source``: a file path, or "
-               "the bytes of an archive member.")
+Job.__doc__ = (
+    "One image to pack: ``key`` (its .idx key), integer ``label``, ``name`` (the "
+    ".lst path), ``shown`` (how messages call it) and ``source``: a file path, or "
+    "the bytes of an archive member."
+)
 
 Packed = collections.namedtuple("Packed", "job encoded height width sums squares error")
-Packed.__doc__ = ("A packed image: ``encoded`` image bytes (None on error), its stored size, "
-                  "per-channel RGB sums and sums of squares (float64 (3,)), or ``error`` (one line).")
+Packed.__doc__ = (
+    "A packed image: ``encoded`` image bytes (None on error), its stored size, "
+    "per-channel RGB sums and sums of squares (float64 (3,)), or ``error`` (one line)."
+)
 
 
-class PackSettings(collections.namedtuple("PackSettings",
-                                          "resize centre_crop extension quality max_pixels")):
+class PackSettings(collections.namedtuple("PackSettings", "resize centre_crop extension quality max_pixels")):
     """``resize``: shorter side in pixels (0: keep the size); ``centre_crop``: square crop of
     the shorter side first; ``extension`` '.jpg' or '.png'; ``quality``: JPEG quality or PNG
     compression level; ``max_pixels``: the decoding limit (width x height)."""
 
     def encode_params(self) -> list[int]:
         import cv2
+
         if self.extension == ".jpg":
             return [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)]
         return [cv2.IMWRITE_PNG_COMPRESSION, int(self.quality)]
@@ -45,16 +58,17 @@ class PackSettings(collections.namedtuple("PackSettings",
 def init_worker() -> None:
     """Each worker process: one OpenCV thread (the processes are the parallelism)."""
     import cv2
+
     cv2.setNumThreads(1)
 
 
 def pack_job(job: Job, settings: PackSettings) -> Packed:
     """Decode, crop, resize and encode one image; a bad image gives ``Packed.error``."""
     import cv2
+
     try:
         if isinstance(job.source, bytes):
-            rgb = decode_image(job.source, job.shown, settings.max_pixels,
-                               min_side=settings.resize)
+            rgb = decode_image(job.source, job.shown, settings.max_pixels, min_side=settings.resize)
         else:
             rgb = read_image(job.source, job.shown, settings.max_pixels, min_side=settings.resize)
     except DataError as err:
@@ -66,13 +80,28 @@ def pack_job(job: Job, settings: PackSettings) -> Packed:
     mean, std = cv2.meanStdDev(rgb)
     count = float(rgb.shape[0] * rgb.shape[1])
     mean, std = mean.reshape(3), std.reshape(3)
-    ok, encoded = cv2.imencode(settings.extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                               settings.encode_params())
+    ok, encoded = cv2.imencode(
+        settings.extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), settings.encode_params()
+    )
     if not ok:
-        return Packed(job, None, 0, 0, None, None, "%s: OpenCV cannot encode the image as %s"
-                      % (job.shown, settings.extension))
-    return Packed(job, encoded.tobytes(), rgb.shape[0], rgb.shape[1], mean * count,
-                  (std * std + mean * mean) * count, None)
+        return Packed(
+            job,
+            None,
+            0,
+            0,
+            None,
+            None,
+            "%s: OpenCV cannot encode the image as %s" % (job.shown, settings.extension),
+        )
+    return Packed(
+        job,
+        encoded.tobytes(),
+        rgb.shape[0],
+        rgb.shape[1],
+        mean * count,
+        (std * std + mean * mean) * count,
+        None,
+    )
 
 
 def centre_square(image: np.ndarray) -> np.ndarray:
@@ -80,7 +109,7 @@ def centre_square(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return image[top:top + side, left:left + side]
+    return image[top : top + side, left : left + side]
 
 
 def resize_shorter(image: np.ndarray, side: int) -> np.ndarray:
@@ -89,6 +118,7 @@ def resize_shorter(image: np.ndarray, side: int) -> np.ndarray:
     integer factor, the image trimmed evenly by < k pixels), then interpolates the remaining
     factor of < 2 bilinearly: anti-aliased like a full area filter, at a fraction of its cost."""
     import cv2
+
     height, width = image.shape[:2]
     short = min(height, width)
     if short == side:
@@ -100,82 +130,74 @@ def resize_shorter(image: np.ndarray, side: int) -> np.ndarray:
     factor = short // side
     if factor >= 2:
         trim_h, trim_w = height % factor, width % factor
-        image = image[trim_h // 2:height - (trim_h - trim_h // 2),
-                      trim_w // 2:width - (trim_w - trim_w // 2)]
-        image = cv2.resize(image, (image.shape[1] // factor, image.shape[0] // factor),
-                           interpolation=cv2.INTER_AREA)
+        image = image[
+            trim_h // 2 : height - (trim_h - trim_h // 2), trim_w // 2 : width - (trim_w - trim_w // 2)
+        ]
+        image = cv2.resize(
+            image, (image.shape[1] // factor, image.shape[0] // factor), interpolation=cv2.INTER_AREA
+        )
     if (image.shape[1], image.shape[0]) == size:
         return image
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
-# ---------------------------------------------------------------------------- .lst files
+# ---------------------------------------------------------------------------- the packed images
 
-def read_lst(path: str, root: str | None = None) -> list[Job]:
-    """``[Job]`` of an im2rec ``.lst`` (``index<TAB>label<TAB>path``, paths relative to
-    ``root``, default the list's folder).  DataError naming the line for a malformed one, a
-    label that is no class number, a repeated index or a path escaping ``root``."""
-    root = os.path.abspath(root or os.path.dirname(os.path.abspath(path)))
+
+class SplitRecords:
+    """``NAME_<split>.rec/.idx/.lst`` in ``folder``: each record under its job's key, with
+    ``IRHeader(0, label, key, 0)`` and the encoded image, as ``mx.recordio.pack_img`` writes."""
+
+    def __init__(self, folder: str, name: str, split: str):
+        import mxnet as mx
+
+        self._mx = mx
+        paths = split_paths(folder, name, split)
+        self._record = mx.recordio.MXIndexedRecordIO(paths["idx"], paths["rec"], "w")
+        self._lst = open(paths["lst"], "w", encoding="utf-8")
+
+    def add(self, packed: Packed) -> None:
+        job = packed.job
+        header = self._mx.recordio.IRHeader(0, float(job.label), job.key, 0)
+        self._record.write_idx(job.key, self._mx.recordio.pack(header, packed.encoded))
+        self._lst.write("%d\t%f\t%s\n" % (job.key, float(job.label), job.name))
+
+    def close(self) -> None:
+        self._record.close()
+        self._lst.close()
+
+
+@contextlib.contextmanager
+def record_errors(folder: str) -> Iterator[None]:
+    """MXNet's RecordIO write errors (disk full, no permission) -> DataError naming the folder."""
+    import mxnet as mx
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError as err:
-        raise DataError("cannot read %s (%s); check the path" % (path, err.strerror or err)) from None
-    except UnicodeDecodeError:
-        raise DataError("%s is not a text .lst file (index<TAB>label<TAB>path lines)" % path) from None
-    jobs, seen = [], {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        key, label, name = _lst_fields(path, number, line)
-        if key in seen:
-            raise DataError("%s:%d: index %d repeats line %d; every image needs its own index"
-                            % (path, number, key, seen[key]))
-        seen[key] = number
-        jobs.append(Job(key, label, name, "%s (%s:%d)" % (name, os.path.basename(path), number),
-                        _lst_image_path(path, number, root, name)))
-    if not jobs:
-        raise DataError("%s lists no images; expected index<TAB>label<TAB>path lines" % path)
-    return jobs
+        yield
+    except mx.base.MXNetError as err:
+        raise DataError(
+            "cannot write the records in %s (%s); free space or choose another "
+            "--output-dir" % (folder, common.error_line(err, 200))
+        ) from None
 
 
-def _lst_fields(path, number, line):
-    """``(index, label, relative path)`` of one .lst line; DataError naming it otherwise."""
-    parts = [p.strip() for p in line.split("\t")]
-    where = "%s:%d" % (path, number)
-    if len(parts) < 3:
-        raise DataError("%s: %r is not index<TAB>label<TAB>path (tab-separated)" % (where, line))
-    if len(parts) > 3:
-        raise DataError("%s: %d labels on one line; only one class label per image is supported"
-                        % (where, len(parts) - 2))
-    try:
-        key, label = int(parts[0]), float(parts[1])
-    except ValueError:
-        raise DataError("%s: index %r and label %r must be numbers" % (where, parts[0], parts[1])) \
-            from None
-    if key < 0 or label < 0 or label != int(label):
-        raise DataError("%s: index %d and label %g must be whole numbers >= 0 (classes count from 0)"
-                        % (where, key, label))
-    return key, int(label), parts[2]
+class Tally:
+    """Counts, stored sizes and per-channel pixel sums of one split's packed images."""
 
+    def __init__(self):
+        self.count, self.pixels = 0, 0.0
+        self.sums, self.squares = np.zeros(3), np.zeros(3)
+        self.sizes = set()
 
-def _lst_image_path(path, number, root, name):
-    full = os.path.normpath(os.path.join(root, name))
-    if os.path.isabs(name) or os.path.relpath(full, root).split(os.sep)[0] == os.pardir:
-        raise DataError("%s:%d: %s is outside the image root %s; list paths relative to --root"
-                        % (path, number, name, root))
-    return full
+    def add(self, packed: Packed) -> None:
+        self.count += 1
+        self.pixels += packed.height * packed.width
+        self.sums += packed.sums
+        self.squares += packed.squares
+        self.sizes.add((packed.height, packed.width))
 
-
-def lst_class_names(jobs: Iterable[Job], num_classes: int) -> list[str]:
-    """Class names for labels 0..num_classes-1: the folder all of a label's images share
-    (im2rec's --recursive lists one folder per class), else the label number."""
-    folders = collections.defaultdict(set)
-    for job in jobs:
-        folders[job.label].add(posixpath.basename(posixpath.dirname(job.name.replace(os.sep, "/"))))
-    names = []
-    for label in range(num_classes):
-        found = folders.get(label, set())
-        names.append(found.pop() if len(found) == 1 and "" not in found else str(label))
-    return names if len(set(names)) == len(names) else [str(label) for label in range(num_classes)]
-
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel RGB mean and standard deviation (0-255 scale) of the pixels tallied."""
+        mean = self.sums / max(self.pixels, 1.0)
+        std = np.sqrt(np.maximum(self.squares / max(self.pixels, 1.0) - mean**2, 0.0))
+        return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]

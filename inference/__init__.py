@@ -6,6 +6,10 @@
 * ``tta`` -- test-time augmentation views.
 * ``score`` -- the ``mxcnn-score`` CLI: top-k accuracy on a ``.rec``, ``--predict`` on images.
 * ``export_onnx`` -- the ``mxcnn-export-onnx`` CLI, checked against ONNX Runtime.
+* ``convert`` -- pretrained weights in and out (PyTorch, GluonCV, MXNet examples), over
+  ``torch_file``/``torch_pickle`` (state_dict files without torch, read safely),
+  ``weight_maps``/``name_rules`` (the mapping tables), ``weight_transforms``,
+  ``weight_graph`` and ``weight_check`` (``--check``; ``torch_reference`` is its PyTorch side).
 
 The trainer (``mxcnn.train``) uses this package; nothing here imports the trainer.
 """

@@ -36,17 +36,22 @@ runtime.configure()  # before mxnet is imported
 import argparse  # noqa: E402
 import json  # noqa: E402
 from collections import OrderedDict  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
+from typing import TYPE_CHECKING, Mapping, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from mxcnn.inference import checkpoint, torch_file, weight_maps  # noqa: E402
 from mxcnn.inference import weight_transforms as transforms  # noqa: E402
 from mxcnn.inference.name_rules import BiasIntoBN, RuleSet, Template  # noqa: E402
+from mxcnn.inference.weight_maps import Family  # noqa: E402
 from mxcnn.inference.weight_graph import (bn_epsilons, build_symbol, check_image_shape,  # noqa: E402
                                           graph_difference, param_shapes)
 
-__all__ = ["ConvertError", "import_weights", "export_weights", "read_source", "main"]
+if TYPE_CHECKING:
+    import mxnet as mx
+
+__all__ = ["ConvertError", "import_weights", "export_weights", "read_source", "read_params",
+           "map_to_ours", "map_to_source", "check_prefix", "write_checkpoint", "main"]
 
 PROG = "convert.py"
 EPOCH = 0
@@ -97,7 +102,7 @@ def _file_record(path):
 
 
 # ----------------------------------------------------------------------------- options
-def source_options(family, given: Mapping[str, str] | None = None) -> dict[str, bool]:
+def source_options(family: Family, given: Mapping[str, str] | None = None) -> dict[str, bool]:
     """``{option: value}`` of the family's source options, ``given`` ({name: str}) over defaults."""
     chosen = {name: default for name, (default, _) in family.options.items()}
     for name, value in (given or {}).items():
@@ -111,7 +116,7 @@ def source_options(family, given: Mapping[str, str] | None = None) -> dict[str, 
     return chosen
 
 
-def source_preprocess(family, chosen: Mapping[str, bool]) -> dict:
+def source_preprocess(family: Family, chosen: Mapping[str, bool]) -> dict:
     """The preprocessing our checkpoint needs (mean/std 0-255, image shape) with the options'."""
     preprocess = dict(family.preprocess)
     for name, value in chosen.items():
@@ -138,7 +143,7 @@ def read_classes(path: str, num_classes: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- mapping
-def map_to_ours(family, tensors: Mapping[str, np.ndarray], shapes: Mapping[str, tuple],
+def map_to_ours(family: Family, tensors: Mapping[str, np.ndarray], shapes: Mapping[str, tuple],
                 what: str) -> dict[str, np.ndarray]:
     """Our-named float32 arrays for every entry of ``shapes``; ConvertError naming every
     mis-shaped, missing and extra tensor (with both shapes) otherwise."""
@@ -179,7 +184,7 @@ def _shape(shape):
     return "x".join(str(int(v)) for v in shape) or "scalar"
 
 
-def map_to_source(family, arrays: Mapping[str, np.ndarray], names: Sequence[str],
+def map_to_source(family: Family, arrays: Mapping[str, np.ndarray], names: Sequence[str],
                   image_channels: int) -> "OrderedDict[str, np.ndarray]":
     """Source-named arrays for our ``names`` (in that order), with the source's extras:
     zero biases folded away on import, pass-through input BatchNorms, torch's counters."""
@@ -214,7 +219,8 @@ def _with_counters(tensors):
 
 
 # ----------------------------------------------------------------------------- import
-def import_weights(source: str, path: str, model_prefix: str, image_shape=None,
+def import_weights(source: str, path: str, model_prefix: str,
+                   image_shape: Sequence[int] | str | None = None,
                    classes: str | None = None, options: Mapping[str, str] | None = None,
                    force: bool = False) -> dict:
     """Convert ``path`` (a KIND:ARCH ``source`` file) into checkpoint ``model_prefix``, epoch 0.
@@ -224,6 +230,7 @@ def import_weights(source: str, path: str, model_prefix: str, image_shape=None,
     kind, arch_name, arch = weight_maps.find_arch(source)
     if arch.refuse:
         raise ConvertError(arch.refuse)
+    check_prefix(model_prefix, force)
     family = arch.family
     chosen = source_options(family, options)
     tensors = _rewrite(read_source(family.framework, path), family.rewrites)
@@ -279,13 +286,11 @@ def _shapes(symbol, shape, what):
                                                            common.error_line(err, 200))) from None
 
 
-def write_checkpoint(prefix: str, symbol, arrays: Mapping[str, np.ndarray], state: dict,
-                     force: bool = False) -> dict[str, str]:
-    """Checkpoint ``prefix`` epoch 0 as one FileSet; ConvertError when one exists (without
-    ``force``) or when the prefix holds other epochs, which would lose their symbol."""
-    import mxnet as mx
+def check_prefix(prefix: str, force: bool = False) -> tuple[str, str]:
+    """``(folder, base name)`` of ``prefix`` if an import may write there; ConvertError when it
+    holds a checkpoint (without ``force``) or epochs other than 0 (their symbol would go)."""
     folder, base = os.path.split(os.path.abspath(prefix))
-    if not base:
+    if not base or prefix.endswith(os.sep):
         raise ConvertError("--model-prefix %r names a folder; give a prefix like runs/r50/m" % prefix)
     epochs = checkpoint.saved_epochs(prefix)
     others = [e for e in epochs if e != EPOCH]
@@ -293,6 +298,15 @@ def write_checkpoint(prefix: str, symbol, arrays: Mapping[str, np.ndarray], stat
         raise ConvertError("%s already holds a checkpoint (epochs %s); %s" % (
             prefix, ", ".join(map(str, epochs)) or "none, but a symbol file",
             "choose another --model-prefix" if others else "pass --force to replace it"))
+    return folder, base
+
+
+def write_checkpoint(prefix: str, symbol: "mx.sym.Symbol", arrays: Mapping[str, np.ndarray], state: dict,
+                     force: bool = False) -> dict[str, str]:
+    """Checkpoint ``prefix`` epoch 0 as one FileSet; ConvertError when one exists (without
+    ``force``) or when the prefix holds other epochs, which would lose their symbol."""
+    import mxnet as mx
+    folder, base = check_prefix(prefix, force)
     paths = checkpoint.checkpoint_paths(base, EPOCH)
     members = [paths[k] for k in ("symbol", "inference_symbol", "params", "state")]
     files = common.FileSet(folder, base, members)

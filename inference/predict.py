@@ -364,7 +364,7 @@ class Predictor:
     """
 
     def __init__(self, prefix, epoch, image_shape=None, stats=None, contexts=None, batch_size=8,
-                 resize=None, max_pixels=MAX_IMAGE_PIXELS):
+                 resize=None, max_pixels=MAX_IMAGE_PIXELS, dtype="float32"):
         self.stats = resolve_preprocess(prefix, epoch, stats)
         shape = image_shape or (self.stats or {}).get("image_shape") or (3, 32, 32)
         self.image_shape = tuple(int(v) for v in shape)
@@ -373,7 +373,7 @@ class Predictor:
         self.resize = resize
         self.max_pixels = max_pixels
         self.module, self.data_name = load_model(prefix, epoch, self.image_shape, self.batch_size,
-                                                 contexts)
+                                                 contexts, dtype=dtype)
         self.classes = list((self.stats or {}).get("classes") or [])
 
     def probabilities(self, images):

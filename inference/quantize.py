@@ -64,7 +64,7 @@ def calibration_batches(calib_rec: str, image_shape, stats, batch_size: int, num
                         prefix: str = "", epoch: int = 0) -> np.ndarray:
     """The first ``batch_size * num_batches`` images of ``calib_rec`` (fewer if it holds fewer),
     (N, C, H, W) float32, preprocessed as the checkpoint's validation data."""
-    from mxcnn.inference.score import rec_preprocess
+    from mxcnn.inference.score import _evaluation, rec_preprocess
     if not os.path.isfile(calib_rec):
         raise QuantizeError("calibration file %s does not exist; give a .rec (the training "
                             "data's, not the test set you score)" % calib_rec)
@@ -73,7 +73,8 @@ def calibration_batches(calib_rec: str, image_shape, stats, batch_size: int, num
         raise QuantizeError("calibration file %s holds no records" % calib_rec)
     stats = rec_preprocess(prefix, epoch, calib_rec, stats) if prefix else stats
     batch = max(1, min(int(batch_size), total))
-    _, val_iter = iterators.get_rec_iters(None, calib_rec, batch, tuple(image_shape), stats=stats)
+    _, val_iter = iterators.get_rec_iters(None, calib_rec, batch, tuple(image_shape), stats=stats,
+                                          augmentation=_evaluation(prefix, epoch, stats))
     images, seen = [], 0
     for data_batch in val_iter:
         valid = min(batch - int(data_batch.pad or 0), total - seen)

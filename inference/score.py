@@ -26,6 +26,44 @@ from mxcnn import common
 from mxcnn.common import runtime
 from mxcnn.inference import tta
 
+#: OpenMP threads at batch 1 when neither --threads nor OMP_NUM_THREADS is given: one thread
+#: ran batch-1 inference faster than two on 2-core machines (bench/inference.py), while
+#: larger batches run faster on every core (runtime.configure's default).
+BATCH1_THREADS = 1
+
+
+def _argv_value(argv, flag):
+    """The value after ``flag`` (``--flag V`` or ``--flag=V``) in ``argv``, else None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _argv_batch(argv):
+    """The batch ``argv`` asks for: --batch-size (default 128), capped by --predict's images."""
+    value = _argv_value(argv, "--batch-size")
+    batch = int(value) if value and value.isdigit() else 128
+    if "--predict" in argv:
+        rest = argv[argv.index("--predict") + 1:]
+        images = next((i for i, arg in enumerate(rest) if arg.startswith("--")), len(rest))
+        batch = min(batch, max(1, images))
+    return batch
+
+
+def thread_defaults(argv, environ):
+    """OMP_NUM_THREADS from ``--threads``, else :data:`BATCH1_THREADS` for a batch of 1, unless
+    the user exported it; must run before mxnet is imported."""
+    threads = _argv_value(argv, "--threads")
+    if threads and threads.isdigit() and int(threads) >= 1:
+        environ["OMP_NUM_THREADS"] = threads
+    elif "OMP_NUM_THREADS" not in environ and _argv_batch(argv) == 1:
+        environ["OMP_NUM_THREADS"] = str(BATCH1_THREADS)
+
+
+thread_defaults(sys.argv[1:], os.environ)
 runtime.configure()  # before mxnet is imported
 
 import argparse  # noqa: E402
@@ -109,7 +147,7 @@ def _scoring_batch(batch_size, records, devices):
 
 
 def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=None,
-              contexts=None, top_k=(1, 5), views=()):
+              contexts=None, top_k=(1, 5), views=(), dtype="float32"):
     """Top-k accuracies of checkpoint ``prefix``/``epoch`` on ``data_val`` (.rec); with TTA
     ``views`` (inference/tta.py, e.g. ``('flip', 'translate')``) of the mean probabilities.
 
@@ -123,7 +161,7 @@ def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=N
     if total == 0:
         raise PredictError("%s holds no records" % data_val)
     batch_size = _scoring_batch(batch_size, total, len(contexts or [None]))
-    module, _ = load_model(prefix, epoch, shape, batch_size, contexts)
+    module, _ = load_model(prefix, epoch, shape, batch_size, contexts, dtype=dtype)
     _, val_iter = iterators.get_rec_iters(None, data_val, batch_size, shape, stats=stats,
                                           augmentation=_evaluation(prefix, epoch, stats))
     correct = {k: 0 for k in top_k}
@@ -183,13 +221,20 @@ def build_parser():
     parser.add_argument("--tta", default="none", metavar="VIEWS",
                         help="test-time augmentation for --data-val: none, flip, translate or "
                              "flip,translate (mean probability over the views)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="compute type: bfloat16 runs convolutions in bfloat16 (CPUs with "
+                             "avx512_bf16; float32 weights and outputs, as training's --dtype); "
+                             "an int8 checkpoint (inference/quantize.py) runs as it is")
+    parser.add_argument("--threads", type=int, help="OpenMP threads (default: 1 for a batch of 1, "
+                                                    "else one per core; OMP_NUM_THREADS also works)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
 def _check_numbers(args):
     for flag, value in (("--batch-size", args.batch_size), ("--top-k", args.top_k),
-                        ("--resize", args.resize), ("--max-image-pixels", args.max_image_pixels)):
+                        ("--resize", args.resize), ("--max-image-pixels", args.max_image_pixels),
+                        ("--threads", args.threads)):
         if value is not None and value < 1:
             raise PredictError("%s must be at least 1, got %d" % (flag, value))
 
@@ -197,7 +242,7 @@ def _check_numbers(args):
 def _predict(args, shape, contexts):
     predictor = Predictor(args.model_prefix, args.load_epoch, shape, args.stats, contexts,
                           batch_size=min(args.batch_size, len(args.predict)), resize=args.resize,
-                          max_pixels=args.max_image_pixels)
+                          max_pixels=args.max_image_pixels, dtype=args.dtype)
     results = predictor.predict_files(args.predict, args.top_k)
     if predictor.stats is None:  # after the work: an error stays the only line
         print("%s: note: neither --stats nor a preprocess record in the checkpoint: images are "
@@ -221,7 +266,8 @@ def main(argv=None):
             _predict(args, shape, contexts)
             return 0
         result = score_rec(args.model_prefix, args.load_epoch, args.data_val, args.batch_size,
-                           shape, args.stats, contexts, views=tta.parse(args.tta))
+                           shape, args.stats, contexts, views=tta.parse(args.tta),
+                           dtype=args.dtype)
     except common.UserError as err:  # bad input; anything else is a bug and keeps its traceback
         return common.cli_error(PROG, err)
     if args.json:

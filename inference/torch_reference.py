@@ -75,14 +75,14 @@ class AkamasterResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.linear = nn.Linear(64, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.avg_pool2d(out, out.size()[3]).flatten(1)
         return self.linear(out)
 
 
-def torchvision_models():
+def torchvision_models() -> types.ModuleType:
     """``torchvision.models``, imported without its compiled operators (module docstring)."""
     sys.modules.setdefault("torchvision._meta_registrations",
                            types.ModuleType("torchvision._meta_registrations"))
@@ -155,7 +155,7 @@ def forward(job: dict) -> None:
     np.save(job["output"], logits.numpy().astype(np.float32))
 
 
-def run(jobs) -> None:
+def run(jobs: dict | list) -> None:
     """One job (a dict) or several (a list), in order."""
     for job in jobs if isinstance(jobs, list) else [jobs]:
         torch.set_num_threads(max(1, int(job.get("threads", 2))))
@@ -173,7 +173,7 @@ def serve() -> None:
                   flush=True)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = argv or sys.argv[1:]
     if argv[0] == "--serve":
         serve()

@@ -10,6 +10,7 @@ through its model zoo and ``load_parameters``, an MXNet example checkpoint throu
 ``PREFIX-symbol.json``.  Reported: the largest absolute logit difference, that difference
 relative to the largest source logit, and top-1 agreement.
 """
+import argparse
 import json
 import os
 import subprocess
@@ -119,8 +120,9 @@ def mxnet_example_logits(params: str, inputs: np.ndarray) -> np.ndarray:
     return _mxnet_logits(sym, arg, aux, inputs)
 
 
-def source_logits(kind: str, arch_name: str, arch, path: str, inputs: np.ndarray, num_classes: int,
-                  options: dict, torch_python: str | None) -> np.ndarray:
+def source_logits(kind: str, arch_name: str, arch: weight_maps.Arch, path: str,
+                  inputs: np.ndarray, num_classes: int, options: dict,
+                  torch_python: str | None) -> np.ndarray:
     """Logits of the source framework's own model ``kind``/``arch_name`` with the file ``path``."""
     framework = arch.family.framework
     if framework == "torch":
@@ -142,7 +144,7 @@ def compare(ours: np.ndarray, theirs: np.ndarray, tolerance: float) -> dict:
             "tolerance": tolerance, "ok": relative <= tolerance and top1 == len(ours)}
 
 
-def check_import(summary: dict, path: str, prefix: str, args) -> dict:
+def check_import(summary: dict, path: str, prefix: str, args: argparse.Namespace) -> dict:
     """Compare the imported checkpoint with the source file's own forward."""
     kind, arch_name = summary["kind"], summary["arch"]
     arch = weight_maps.SOURCES[kind][arch_name]
@@ -155,7 +157,7 @@ def check_import(summary: dict, path: str, prefix: str, args) -> dict:
     return compare(ours, theirs, args.tolerance)
 
 
-def check_export(summary: dict, prefix: str, args) -> dict:
+def check_export(summary: dict, prefix: str, args: argparse.Namespace) -> dict:
     """Compare the checkpoint with the exported file run by the target framework."""
     kind, arch_name = summary["kind"], summary["arch"]
     arch = weight_maps.SOURCES[kind][arch_name]

@@ -9,10 +9,14 @@ and open in the inspector like any other.
 """
 import json
 import re
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from mxcnn import common
 from mxcnn.graph.symbol_json import check_interface
+from mxcnn.inference.weight_maps import Arch
+
+if TYPE_CHECKING:
+    import mxnet as mx
 
 __all__ = ["build_symbol", "edit_graph", "param_shapes", "logits_symbol", "bn_epsilons",
            "graph_difference", "MXNET_BN_EPS"]
@@ -23,7 +27,7 @@ MXNET_BN_EPS = 1e-3
 _NEUTRAL_ATTRS = ("eps", "momentum", "workspace", "cudnn_tune", "cudnn_off", "mirror_stage")
 
 
-def build_symbol(arch, num_classes: int, image_shape: Sequence[int]):
+def build_symbol(arch: Arch, num_classes: int, image_shape: Sequence[int]) -> "mx.sym.Symbol":
     """Our training symbol (``SoftmaxOutput`` head) for ``arch`` with the source's details."""
     from mxcnn import symbols
     sym = symbols.get_symbol(arch.network, num_classes=num_classes, image_shape=image_shape,
@@ -31,7 +35,8 @@ def build_symbol(arch, num_classes: int, image_shape: Sequence[int]):
     return edit_graph(sym, arch.family.edits, arch.family.bn_eps)
 
 
-def edit_graph(sym, edits: Mapping[str, dict], bn_eps: float | None = None):
+def edit_graph(sym: "mx.sym.Symbol", edits: Mapping[str, dict],
+               bn_eps: float | None = None) -> "mx.sym.Symbol":
     """``sym`` with ``edits`` applied and every BatchNorm's ``eps`` set to ``bn_eps`` (if given).
 
     ``edits`` maps a regular expression over node names to a change: ``{attr: value, ...}``;
@@ -62,7 +67,7 @@ def _edit_node(named, node, match, change):
         node.setdefault("attrs", {}).update(change)
 
 
-def param_shapes(sym, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+def param_shapes(sym: "mx.sym.Symbol", image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every parameter and auxiliary state for one (C, H, W) image."""
     shape = (1,) + tuple(image_shape)
     arg_shapes, _, aux_shapes = sym.infer_shape(data=shape)
@@ -72,7 +77,7 @@ def param_shapes(sym, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def logits_symbol(sym):
+def logits_symbol(sym: "mx.sym.Symbol") -> "mx.sym.Symbol":
     """The main output's logits: what its ``SoftmaxOutput`` head reads (output 0)."""
     main = sym[0] if len(sym.list_outputs()) > 1 else sym
     graph = json.loads(main.tojson())
@@ -81,7 +86,7 @@ def logits_symbol(sym):
     return main
 
 
-def bn_epsilons(sym) -> dict[str, float]:
+def bn_epsilons(sym: "mx.sym.Symbol") -> dict[str, float]:
     """``{BatchNorm node name: eps}`` of ``sym``."""
     graph = json.loads(sym.tojson())
     return {node["name"]: float(node.get("attrs", {}).get("eps", MXNET_BN_EPS))
@@ -113,7 +118,7 @@ def _signature(sym):
     return out
 
 
-def graph_difference(ours, reference) -> str | None:
+def graph_difference(ours: "mx.sym.Symbol", reference: "mx.sym.Symbol") -> str | None:
     """None when ``ours`` computes the logits as ``reference`` does (BatchNorm eps aside), else
     words naming the first difference ("node pool4: kernel (3, 3) where it has (2, 2)")."""
     mine, theirs = _signature(ours), _signature(reference)
@@ -132,7 +137,7 @@ def graph_difference(ours, reference) -> str | None:
     return None
 
 
-def check_image_shape(image_shape) -> tuple[int, int, int]:
+def check_image_shape(image_shape: Sequence[int] | str) -> tuple[int, int, int]:
     """``image_shape`` as a (C, H, W) tuple; UserError for anything else."""
     from mxcnn.symbols.layers import as_image_shape
     try:

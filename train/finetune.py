@@ -22,6 +22,7 @@ The choices are recorded in each checkpoint's ``.json`` (``finetune``); ``--resu
 from the run's own checkpoint and must be given the same ``--freeze`` and
 ``--backbone-lr-mult``.
 """
+
 import fnmatch
 import json
 import re
@@ -29,8 +30,15 @@ import re
 from mxcnn.inference import checkpoint as ckpt
 from mxcnn.train.options import UsageError
 
-__all__ = ["FineTune", "parse_pretrained", "classifier_params", "frozen_params",
-           "frozen_symbol", "prepare", "configure"]
+__all__ = [
+    "FineTune",
+    "parse_pretrained",
+    "classifier_params",
+    "frozen_params",
+    "frozen_symbol",
+    "prepare",
+    "configure",
+]
 
 _GLOB = re.compile(r"[*?\[]")
 _UNIT = re.compile(r"^([A-Za-z]+\d+)_")
@@ -53,8 +61,12 @@ class FineTune:
 
     def record(self) -> dict:
         """What the checkpoint's ``.json`` keeps (``finetune``)."""
-        return {"pretrained": self.source, "freeze": self.freeze_spec,
-                "frozen_params": len(self.frozen), "backbone_lr_mult": self.lr_mult}
+        return {
+            "pretrained": self.source,
+            "freeze": self.freeze_spec,
+            "frozen_params": len(self.frozen),
+            "backbone_lr_mult": self.lr_mult,
+        }
 
 
 def parse_pretrained(text: str):
@@ -82,8 +94,7 @@ def classifier_params(sym) -> list:
         node = nodes[node["inputs"][0][0]]
         while node["op"] in _PASS_THROUGH and node["inputs"]:
             node = nodes[node["inputs"][0][0]]
-        found += [nodes[i]["name"] for i, _, *_ in node["inputs"]
-                  if i in args and nodes[i]["name"] != "data"]
+        found += [nodes[i]["name"] for i, _, *_ in node["inputs"] if i in args and nodes[i]["name"] != "data"]
     return sorted(set(found))
 
 
@@ -105,15 +116,19 @@ def frozen_params(sym, spec: str) -> list:
         else:
             chosen = _up_to_unit(names, classifier, item)
         if not chosen:
-            raise UsageError("--freeze %r matches no parameter of this network (names look like "
-                             "%s); use a stage such as %s, 'backbone' or a pattern like 'stem_*'"
-                             % (item, ", ".join(names[:3]), " / ".join(_units(names)[:4]) or "-"))
+            raise UsageError(
+                "--freeze %r matches no parameter of this network (names look like "
+                "%s); use a stage such as %s, 'backbone' or a pattern like 'stem_*'"
+                % (item, ", ".join(names[:3]), " / ".join(_units(names)[:4]) or "-")
+            )
         frozen.update(chosen)
     if not frozen:
         raise UsageError("--freeze %r names nothing; give a stage, 'backbone' or patterns" % spec)
     if frozen >= set(names):
-        raise UsageError("--freeze %r fixes every parameter; nothing would train (leave the "
-                         "classifier out, e.g. --freeze backbone)" % spec)
+        raise UsageError(
+            "--freeze %r fixes every parameter; nothing would train (leave the "
+            "classifier out, e.g. --freeze backbone)" % spec
+        )
     return sorted(frozen)
 
 
@@ -132,7 +147,7 @@ def _up_to_unit(names, classifier, unit):
     last = max([i for i, n in enumerate(names) if n.startswith(unit + "_")], default=None)
     if last is None:
         return []
-    return [n for n in names[:last + 1] if n not in classifier]
+    return [n for n in names[: last + 1] if n not in classifier]
 
 
 def frozen_symbol(sym, frozen):
@@ -140,6 +155,7 @@ def frozen_symbol(sym, frozen):
     BatchNorms whose gamma and beta are both in ``frozen`` (it then normalises with, and
     keeps, its moving statistics).  Names and shapes are unchanged."""
     import mxnet as mx
+
     graph = _graph(sym)
     nodes, frozen = graph["nodes"], set(frozen)
     count = 0
@@ -157,6 +173,7 @@ def frozen_symbol(sym, frozen):
 
 # ---------------------------------------------------------------------------- --pretrained
 
+
 def _checkpoint(text):
     """``(prefix, epoch, arg_params, aux_params, state)`` of ``--pretrained PREFIX[:EPOCH]``."""
     prefix, epoch = parse_pretrained(text)
@@ -165,10 +182,11 @@ def _checkpoint(text):
         if epoch is None:
             epoch = (ckpt.list_epochs(prefix) or [None])[-1]
         if epoch is None:
-            raise UsageError("--pretrained %s: no checkpoint there (no %s); give the prefix of a "
-                             "checkpoint, optionally with :EPOCH"
-                             % (text, ckpt.checkpoint_paths(prefix, 1)["params"].replace(
-                                 "0001", "NNNN")))
+            raise UsageError(
+                "--pretrained %s: no checkpoint there (no %s); give the prefix of a "
+                "checkpoint, optionally with :EPOCH"
+                % (text, ckpt.checkpoint_paths(prefix, 1)["params"].replace("0001", "NNNN"))
+            )
     _, arg, aux = ckpt.load_params(prefix, epoch)  # CheckpointError: one line naming the file
     return prefix, epoch, arg, aux, ckpt.load_state(prefix, epoch)
 
@@ -179,24 +197,31 @@ def _other_classes(state, stats):
     ours = (stats or {}).get("classes")
     if theirs and ours and list(theirs) != list(ours):
         return "the checkpoint's classes (%s) are not the data's (%s)" % (
-            ", ".join(map(str, theirs[:4])), ", ".join(map(str, ours[:4])))
+            ", ".join(map(str, theirs[:4])),
+            ", ".join(map(str, ours[:4])),
+        )
     return None
 
 
 def _expected_shapes(job):
     from mxcnn.train import engines
+
     sym = job.symbol
-    arg_shapes, _, aux_shapes = sym.infer_shape(**engines.input_shapes(
-        sym, (1,) + tuple(job.image_shape), (1,)))
-    return dict(zip(sym.list_arguments(), map(tuple, arg_shapes))), \
-        dict(zip(sym.list_auxiliary_states(), map(tuple, aux_shapes)))
+    arg_shapes, _, aux_shapes = sym.infer_shape(
+        **engines.input_shapes(sym, (1,) + tuple(job.image_shape), (1,))
+    )
+    return dict(zip(sym.list_arguments(), map(tuple, arg_shapes))), dict(
+        zip(sym.list_auxiliary_states(), map(tuple, aux_shapes))
+    )
 
 
 def _merge(job, source, arg, aux, renew):
     """The run's initial ``(arg, aux)``: the initializer's values with every checkpoint tensor
     of matching name and shape in place; the log lines say what was not taken."""
     import mxnet as mx
+
     from mxcnn.train import engines
+
     mx.random.seed(job.args.seed)  # the initializer's values of a plain run (fit._make_engine)
     init_arg, init_aux = engines.initial_params(job.symbol, (1,) + tuple(job.image_shape), (1,))
     arg_shapes, aux_shapes = _expected_shapes(job)
@@ -216,14 +241,21 @@ def _merge(job, source, arg, aux, renew):
     backbone = [n for n in taken if n in init_arg and n not in classifier]
     if not backbone:
         example = next(iter(arg.items()), ("nothing", None))
-        raise UsageError("--pretrained %s fits nothing of this network (%s-%s): none of its %d "
-                         "tensors has a name and shape the network uses (it holds e.g. %s %s); "
-                         "give a checkpoint of the same --network/--num-layers"
-                         % (source, job.args.network, job.args.num_layers, len(arg) + len(aux),
-                            example[0], tuple(example[1].shape) if example[1] is not None else ""))
+        raise UsageError(
+            "--pretrained %s fits nothing of this network (%s-%s): none of its %d "
+            "tensors has a name and shape the network uses (it holds e.g. %s %s); "
+            "give a checkpoint of the same --network/--num-layers"
+            % (
+                source,
+                job.args.network,
+                job.args.num_layers,
+                len(arg) + len(aux),
+                example[0],
+                tuple(example[1].shape) if example[1] is not None else "",
+            )
+        )
     unused = sorted((set(arg) | set(aux)) - set(init_arg) - set(init_aux))
-    notes = ["pretrained: %d of %d tensors from %s" % (len(taken), len(init_arg) + len(init_aux),
-                                                       source)]
+    notes = ["pretrained: %d of %d tensors from %s" % (len(taken), len(init_arg) + len(init_aux), source)]
     if differ:
         notes.append("pretrained: re-initialised (other shape or classes): " + "; ".join(differ))
     if absent:
@@ -235,11 +267,11 @@ def _merge(job, source, arg, aux, renew):
 
 def _short(names, limit=6):
     names = list(names)
-    return ", ".join(names[:limit]) + (" ... (%d more)" % (len(names) - limit)
-                                       if len(names) > limit else "")
+    return ", ".join(names[:limit]) + (" ... (%d more)" % (len(names) - limit) if len(names) > limit else "")
 
 
 # ---------------------------------------------------------------------------- the run
+
 
 def _check_resume(job, finetune):
     """A resumed run keeps the fine-tuning it was trained with (exact resume)."""
@@ -248,9 +280,11 @@ def _check_resume(job, finetune):
     for key, flag in (("freeze", "--freeze"), ("backbone_lr_mult", "--backbone-lr-mult")):
         default = None if key == "freeze" else 1.0
         if saved.get(key, default) != mine[key]:
-            raise UsageError("the run under --model-prefix %s was trained with %s %s, this "
-                             "command gives %s; pass the same to continue it exactly"
-                             % (job.prefix, flag, saved.get(key, default), mine[key]))
+            raise UsageError(
+                "the run under --model-prefix %s was trained with %s %s, this "
+                "command gives %s; pass the same to continue it exactly"
+                % (job.prefix, flag, saved.get(key, default), mine[key])
+            )
 
 
 def prepare(job) -> FineTune:
@@ -260,21 +294,25 @@ def prepare(job) -> FineTune:
     args = job.args
     lr_mult = 1.0 if args.backbone_lr_mult is None else float(args.backbone_lr_mult)
     if not lr_mult >= 0 or lr_mult == float("inf"):
-        raise UsageError("--backbone-lr-mult must be >= 0 (0 keeps the backbone as loaded), got %r"
-                         % args.backbone_lr_mult)
+        raise UsageError(
+            "--backbone-lr-mult must be >= 0 (0 keeps the backbone as loaded), got %r" % args.backbone_lr_mult
+        )
     frozen = frozen_params(job.symbol, args.freeze) if args.freeze else []
     finetune = FineTune(frozen, classifier_params(job.symbol), lr_mult, None, args.freeze)
     if args.pretrained and not job.begin_epoch:
         prefix, epoch, arg, aux, state = _checkpoint(args.pretrained)
         source = ckpt.checkpoint_paths(prefix, epoch)["params"]
         job.arg_params, job.aux_params, finetune.notes = _merge(
-            job, source, arg, aux, _other_classes(state, job.stats))
+            job, source, arg, aux, _other_classes(state, job.stats)
+        )
         finetune.source = source
     elif job.begin_epoch:
         _check_resume(job, finetune)
         if args.pretrained:
-            finetune.notes.append("--pretrained is not read again: the run continues from its "
-                                  "own checkpoint %d" % job.begin_epoch)
+            finetune.notes.append(
+                "--pretrained is not read again: the run continues from its "
+                "own checkpoint %d" % job.begin_epoch
+            )
         finetune.source = (job.state.get("finetune") or {}).get("pretrained")
     job.finetune = finetune
     return finetune
@@ -292,12 +330,21 @@ def configure(config, job, sym, logger):
     if finetune.frozen:
         config.fixed_params = list(finetune.frozen)
         sym, count = frozen_symbol(sym, finetune.frozen)
-        logger.info("--freeze %s: %d parameters fixed, %d BatchNorms in inference mode "
-                    "(moving statistics kept)", finetune.freeze_spec, len(finetune.frozen), count)
+        logger.info(
+            "--freeze %s: %d parameters fixed, %d BatchNorms in inference mode (moving statistics kept)",
+            finetune.freeze_spec,
+            len(finetune.frozen),
+            count,
+        )
     if finetune.lr_mult != 1.0:
-        trained = [n for n in _learnable(job.symbol)
-                   if n not in finetune.classifier and n not in finetune.frozen]
+        trained = [
+            n for n in _learnable(job.symbol) if n not in finetune.classifier and n not in finetune.frozen
+        ]
         config.lr_scales = {name: finetune.lr_mult for name in trained}
-        logger.info("--backbone-lr-mult %g on %d parameters (all but the classifier %s)",
-                    finetune.lr_mult, len(trained), ", ".join(finetune.classifier))
+        logger.info(
+            "--backbone-lr-mult %g on %d parameters (all but the classifier %s)",
+            finetune.lr_mult,
+            len(trained),
+            ", ".join(finetune.classifier),
+        )
     return sym

@@ -22,6 +22,7 @@ runtime.configure()  # before mxnet is imported
 import math  # noqa: E402
 
 from mxcnn.data import iterators, recfile  # noqa: E402
+from mxcnn.train import finetune  # noqa: E402
 from mxcnn.train.job import default_prefix, memory_message, prepare, resolve_data  # noqa: E402,F401
 from mxcnn.train.options import (  # noqa: E402,F401
     DATASETS,
@@ -34,7 +35,6 @@ from mxcnn.train.options import (  # noqa: E402,F401
     explicit_flags,
     network_options,
 )
-from mxcnn.train import finetune  # noqa: E402
 from mxcnn.train.run_prefix import check_ownership, clear_prefix, lock_prefix, unlock  # noqa: E402
 
 __all__ = ["build_parser", "explicit_flags", "apply_preset", "main", "UsageError"]

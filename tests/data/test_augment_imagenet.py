@@ -2,6 +2,7 @@
 on an image whose pixels encode their coordinates (red = x, green = y): the training crops'
 area, aspect ratio, position and flips against torchvision's RandomResizedCrop, and the
 evaluation's resize to size/0.875 + centre crop, which --predict repeats."""
+
 import math
 import os
 
@@ -38,8 +39,7 @@ def records(tmp_path_factory):
     writer = mx.recordio.MXIndexedRecordIO(rec[:-4] + ".idx", rec, "w")
     bgr = coordinate_image()[:, :, ::-1]
     for i in range(600):
-        writer.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, 0.0, i, 0), bgr,
-                                                 img_fmt=".png"))
+        writer.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, 0.0, i, 0), bgr, img_fmt=".png"))
     writer.close()
     png = os.path.join(folder, "coords.png")
     cv2.imwrite(png, bgr)
@@ -58,12 +58,13 @@ def _line(values, scale_positions=(8, 23)):
 
 def measured_crops(rec):
     """``[(x0, y0, w, h, flipped)]`` of every training crop of one epoch."""
-    train = NativeRecIter(rec, 100, (3, CROP, CROP), augment=True, augmentation="imagenet",
-                          shuffle=True, seed=3)
+    train = NativeRecIter(
+        rec, 100, (3, CROP, CROP), augment=True, augmentation="imagenet", shuffle=True, seed=3
+    )
     crops = []
     for batch in train:
         data = batch.data[0].asnumpy()
-        for sample in data[:batch.data[0].shape[0] - batch.pad]:
+        for sample in data[: batch.data[0].shape[0] - batch.pad]:
             x0, w, flipped = _line(sample[0].mean(axis=0))
             y0, h, upside_down = _line(sample[1].mean(axis=1))
             assert not upside_down
@@ -137,5 +138,4 @@ def test_evaluation_resizes_then_centre_crops_as_predict_does(records):
     assert np.abs(predicted[0].mean(axis=0)[inner] - want_x[inner]).max() < 2.5
     assert np.abs(predicted[1].mean(axis=1)[inner] - want_y[inner]).max() < 2.5
     with pytest.raises(Exception, match="backend='native'"):
-        get_rec_iters(None, rec, 2, (3, 64, 64), stats=PLAIN, augmentation="imagenet",
-                      backend="memory")
+        get_rec_iters(None, rec, 2, (3, 64, 64), stats=PLAIN, augmentation="imagenet", backend="memory")

@@ -1,5 +1,6 @@
 """data/im2rec.py: images of any size and kind packed with --resize / --center-crop, from a
 tree, an archive or .lst files; every image once; stats of the stored images; bad input."""
+
 import io
 import os
 import tarfile
@@ -28,7 +29,7 @@ def _image(kind, size, colour):
     if kind == "alpha.png":
         return image.convert("RGBA")
     if kind == "grey16.png":
-        return Image.fromarray((np.asarray(image.convert("L"), np.uint16) * 257))
+        return Image.fromarray(np.asarray(image.convert("L"), np.uint16) * 257)
     return image.convert("P") if kind == "palette.gif" else image
 
 
@@ -60,6 +61,7 @@ def tree(tmp_path_factory):
 def _stored(out, name, split):
     """(RGB images of any size, labels, ids) of a split, read with stock MXNet."""
     import mxnet as mx
+
     stem = os.path.join(out, "%s_%s" % (name, split))
     record = mx.recordio.MXIndexedRecordIO(stem + ".idx", stem + ".rec", "r")
     images, labels, ids = [], [], []
@@ -75,8 +77,16 @@ def _stored(out, name, split):
 def test_resize_keeps_aspect_colour_and_every_image_once(tree, tmp_path):
     folder, names = tree
     out = str(tmp_path / "out")
-    stats = im2rec.pack(source=folder, output_dir=out, name="mixed", resize=24, img_format="png",
-                        workers=2, quiet=True, log=lambda *a: None)
+    stats = im2rec.pack(
+        source=folder,
+        output_dir=out,
+        name="mixed",
+        resize=24,
+        img_format="png",
+        workers=2,
+        quiet=True,
+        log=lambda *a: None,
+    )
     assert stats["classes"] == sorted(COLOURS) and stats["image_shape"] is None
     sizes = dict(names)
     pixels, total, squares = 0, np.zeros(3), np.zeros(3)
@@ -95,11 +105,10 @@ def test_resize_keeps_aspect_colour_and_every_image_once(tree, tmp_path):
                 assert np.abs(image.reshape(-1, 3).mean(0) - colour).max() < 25, name
             if split == "train":
                 flat = image.reshape(-1, 3).astype(np.float64)
-                pixels, total, squares = pixels + len(flat), total + flat.sum(0), \
-                    squares + (flat ** 2).sum(0)
+                pixels, total, squares = pixels + len(flat), total + flat.sum(0), squares + (flat**2).sum(0)
     mean = total / pixels
     assert np.allclose(stats["mean"], mean, atol=0.01)
-    assert np.allclose(stats["std"], np.sqrt(squares / pixels - mean ** 2), atol=0.01)
+    assert np.allclose(stats["std"], np.sqrt(squares / pixels - mean**2), atol=0.01)
 
 
 def test_center_crop_lst_input_and_workers_agree(tree, tmp_path):
@@ -117,9 +126,18 @@ def test_center_crop_lst_input_and_workers_agree(tree, tmp_path):
     outs = []
     for workers in (1, 2):
         out = str(tmp_path / ("w%d" % workers))
-        stats = im2rec.pack(train_lst=lists["train"], val_lst=lists["val"], root=folder,
-                            output_dir=out, name="sq", resize=16, centre_crop=True,
-                            workers=workers, quiet=True, log=lambda *a: None)
+        stats = im2rec.pack(
+            train_lst=lists["train"],
+            val_lst=lists["val"],
+            root=folder,
+            output_dir=out,
+            name="sq",
+            resize=16,
+            centre_crop=True,
+            workers=workers,
+            quiet=True,
+            log=lambda *a: None,
+        )
         assert stats["image_shape"] == [3, 16, 16] and stats["classes"] == sorted(COLOURS)
         images, _, ids = _stored(out, "sq", "train")
         assert {i.shape for i in images} == {(16, 16, 3)} and ids == [100 + 3 * i for i in range(len(ids))]
@@ -130,11 +148,15 @@ def test_center_crop_lst_input_and_workers_agree(tree, tmp_path):
 def test_cli_refusals_are_one_line_and_leave_the_set(tree, tmp_path, capsys):
     folder, _ = tree
     out = str(tmp_path / "out")
-    assert im2rec.main(["--source", folder, "--output-dir", out, "--name", "m", "--resize", "20",
-                        "--quiet"]) == 0
+    assert (
+        im2rec.main(["--source", folder, "--output-dir", out, "--name", "m", "--resize", "20", "--quiet"])
+        == 0
+    )
     before = snapshot(out)
-    assert im2rec.main(["--source", folder, "--output-dir", out, "--name", "m", "--resize",
-                        "20", "--quiet"]) == 0  # up to date
+    assert (
+        im2rec.main(["--source", folder, "--output-dir", out, "--name", "m", "--resize", "20", "--quiet"])
+        == 0
+    )  # up to date
     assert "up to date" in capsys.readouterr().out
     bad = str(tmp_path / "bad")
     os.makedirs(os.path.join(bad, "train", "a"))
@@ -145,19 +167,26 @@ def test_cli_refusals_are_one_line_and_leave_the_set(tree, tmp_path, capsys):
         _image("rgb.jpg", (30, 30), (1, 2, 3)).save(os.path.join(bad, "test", cls, "0.jpg"))
     blob = open(os.path.join(bad, "train", "b", "0.jpg"), "rb").read()
     with open(os.path.join(bad, "train", "b", "cut.jpg"), "wb") as handle:
-        handle.write(blob[:len(blob) // 2])
+        handle.write(blob[: len(blob) // 2])
     for argv, words in (
-            (["--source", bad, "--resize", "20", "--force"], ["cut.jpg", "truncated", "--skip-bad"]),
-            (["--source", folder, "--resize", "10", "--force", "--quality", "0"], ["--quality"]),
-            (["--source", folder, "--resize", "10"], ["already holds", "--force"]),
-            (["--train-lst", str(tmp_path / "none.lst"), "--val-lst", "x.lst"], ["none.lst"])):
+        (["--source", bad, "--resize", "20", "--force"], ["cut.jpg", "truncated", "--skip-bad"]),
+        (["--source", folder, "--resize", "10", "--force", "--quality", "0"], ["--quality"]),
+        (["--source", folder, "--resize", "10"], ["already holds", "--force"]),
+        (["--train-lst", str(tmp_path / "none.lst"), "--val-lst", "x.lst"], ["none.lst"]),
+    ):
         code = im2rec.main(argv + ["--output-dir", out, "--name", "m", "--quiet"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
         assert all(w in err[0] for w in words), err
     assert snapshot(out) == before
-    stats = im2rec.pack(source=bad, output_dir=str(tmp_path / "skip"), resize=20, skip_bad=True,
-                        quiet=True, log=lambda *a: None)
+    stats = im2rec.pack(
+        source=bad,
+        output_dir=str(tmp_path / "skip"),
+        resize=20,
+        skip_bad=True,
+        quiet=True,
+        log=lambda *a: None,
+    )
     assert stats["num_train"] == 2 and stats["skipped"][0]["file"] == "train/b/cut.jpg"
 
 
@@ -171,9 +200,12 @@ def test_unsafe_archive_members_and_lst_paths_are_refused(tmp_path):
     with pytest.raises(DataError, match="escape.png.*outside"):
         im2rec.pack(source=archive, output_dir=str(tmp_path / "o"), quiet=True)
     lst = str(tmp_path / "t.lst")
-    for line, words in (("0\t0\t../../etc/passwd\n", "outside the image root"),
-                        ("0\t0.5\ta.jpg\n", "whole numbers"), ("0\t1\n", "index<TAB>label"),
-                        ("0\t0\ta.jpg\n0\t1\tb.jpg\n", "repeats line 1")):
+    for line, words in (
+        ("0\t0\t../../etc/passwd\n", "outside the image root"),
+        ("0\t0.5\ta.jpg\n", "whole numbers"),
+        ("0\t1\n", "index<TAB>label"),
+        ("0\t0\ta.jpg\n0\t1\tb.jpg\n", "repeats line 1"),
+    ):
         with open(lst, "w") as handle:
             handle.write(line)
         with pytest.raises(DataError, match=words):

@@ -176,10 +176,15 @@ def test_hostile_files_get_one_line_and_exit_2(tmp_path, capsys):
     good = resnet18_file(str(tmp_path / "good.pth"))
     cut = tmp_path / "cut.pth"
     cut.write_bytes(open(good, "rb").read()[:1000000])
-    expected = {evil: "posix.system", escape: "points outside the archive", cut: "truncated"}
-    for path, words in expected.items():
-        err = one_line_error(capsys, "--from", "torchvision:resnet18", str(path), "--model-prefix",
-                             str(tmp_path / "m"))
+    params = tmp_path / "cut.params"
+    params.write_bytes(open(random_gluon("cifar_resnet20_v1", str(tmp_path / "g.params")), "rb").read()[:5000])
+    expected = {(evil, "torchvision:resnet18"): "posix.system",
+                (escape, "torchvision:resnet18"): "points outside the archive",
+                (cut, "torchvision:resnet18"): "truncated", (good, "gluoncv:cifar_resnet20_v1"):
+                "not a complete MXNet/Gluon .params file", (params, "gluoncv:cifar_resnet20_v1"):
+                "not a complete MXNet/Gluon .params file"}
+    for (path, spec), words in expected.items():
+        err = one_line_error(capsys, "--from", spec, str(path), "--model-prefix", str(tmp_path / "m"))
         assert words in err and str(path) in err
     assert not marker.exists()
     assert not os.path.exists(str(tmp_path / "m-symbol.json"))
@@ -190,7 +195,8 @@ def test_hostile_files_get_one_line_and_exit_2(tmp_path, capsys):
                          "--image-shape: image_shape"),
                         (["--from", "torchvision:inception_v3", good, "--image-shape", "3,32,32"],
                          "inputs of at least 75x75"),
-                        (["--to", "torchvision:resnet18", str(tmp_path / "o.pth")], "no complete checkpoint")):
+                        (["--to", "torchvision:resnet18", str(tmp_path / "o.pth")],
+                         "no complete checkpoint")):
         assert words in one_line_error(capsys, *argv, "--model-prefix", str(tmp_path / "m"))
 
 
@@ -223,3 +229,24 @@ def test_a_kill_while_importing_leaves_the_old_checkpoint_or_the_new(tmp_path, k
             break
         classes = checkpoint.load_params(prefix, 0)[1]["fc1_weight"].shape[0]
         assert classes in (7, 10) and checkpoint.damage(prefix, 0) is None, k
+
+
+def test_an_imported_checkpoint_scores_exports_to_onnx_and_inspects_unchanged(tmp_path, capsys):
+    import cv2
+    from mxcnn.graph.inspector import cli as inspector
+    from mxcnn.inference import export_onnx, score
+    source = random_gluon("cifar_resnet20_v1", str(tmp_path / "r20.params"))  # an edited graph
+    prefix = str(tmp_path / "m")
+    assert convert.main(["--from", "gluoncv:cifar_resnet20_v1", source, "--model-prefix", prefix]) == 0
+    image = str(tmp_path / "cat.png")
+    cv2.imwrite(image, np.random.RandomState(0).randint(0, 255, (40, 48, 3)).astype(np.uint8))
+    capsys.readouterr()
+    assert score.main(["--model-prefix", prefix, "--load-epoch", "0", "--predict", image,
+                       "--top-k", "2"]) == 0
+    names = capsys.readouterr().out.split(": ", 1)[1].split()[::2]  # "cat.png: ship 0.4, dog 0.2"
+    assert len(names) == 2 and all(n.rstrip(",") in weight_maps.CIFAR10_CLASSES for n in names)
+    assert export_onnx.main(["--model-prefix", prefix, "--load-epoch", "0",
+                             "--output", str(tmp_path / "m.onnx")]) == 0
+    assert "ONNX Runtime matches MXNet" in capsys.readouterr().out
+    assert inspector.main([prefix + "-symbol.json", "--image-shape", "3,32,32"]) == 0
+    assert "Parameter memory" in capsys.readouterr().out
