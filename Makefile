@@ -33,10 +33,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py common/
 system-deps:
 	bash scripts/install_browser.sh || echo "system packages not installed: the browser and Graphviz tests will be skipped"
 
-# ruff: the lint rules and the format check of ruff.toml, on every Python file of the checkout.
+# ruff: the lint rules of ruff.toml; autopep8: the format check of setup.cfg (exit 2 on a diff).
 lint: setup
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	$(PY) -m autopep8 --diff --exit-code --recursive .
 
 # The PyTorch peer venv too: the weight importer/exporter tests check logits against torchvision.
 test: setup system-deps lint $(TORCH_VENV)/.installed

@@ -32,7 +32,7 @@ class Listing:
         self.fingerprint, self.files = print_, files
 
 
-def list_tree(source: str) -> "Listing":
+def list_tree(source: str) -> Listing:
     """The jobs of a class-per-folder tree (folder or archive); DataError when it is none."""
     if not os.path.exists(source):
         raise DataError(
@@ -40,9 +40,16 @@ def list_tree(source: str) -> "Listing":
             "test/<class>/) or --train-lst/--val-lst" % source
         )
     files = _Files(source)
+    try:
+        return _tree_listing(files, source)
+    except BaseException:
+        files.close()
+        raise
+
+
+def _tree_listing(files, source):
     root = _tree_root(files)
     if root is None:
-        files.close()
         raise DataError(
             "%s has no train/<class>/ + test/<class>/ (or val/<class>/) image folders; "
             "arrange the images so, or list them in .lst files" % source
@@ -53,7 +60,6 @@ def list_tree(source: str) -> "Listing":
     classes = sorted(by_split["train"])
     if sorted(by_split["val"]) != classes:
         differ = sorted(set(by_split["val"]) ^ set(classes))
-        files.close()
         raise DataError(
             "%s: train/ and %s/ have different class folders (%s); both need the "
             "same classes" % (files.where(root or "."), val, ", ".join(differ))
@@ -69,7 +75,7 @@ def list_tree(source: str) -> "Listing":
     return Listing(splits, classes, kind, fingerprint(source), files)
 
 
-def list_lsts(train_lst: str, val_lst: str, root: str | None) -> "Listing":
+def list_lsts(train_lst: str, val_lst: str, root: str | None) -> Listing:
     """The jobs of two im2rec .lst files; classes named by their folders where they agree."""
     splits = {"train": read_lst(train_lst, root), "val": read_lst(val_lst, root)}
     num_classes = 1 + max(job.label for jobs in splits.values() for job in jobs)

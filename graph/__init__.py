@@ -10,6 +10,10 @@
   to oneDNN's 16-channel block with zero channels (MXNet keeps unaligned tensors in plain
   layouts, on gemm and ncsp kernels); the only pass that changes shapes: the padded
   BatchNorms' moving statistics, which ``train.engines`` maps back.
+* ``onednn_inference`` -- the inference graph for MXNet's oneDNN fusion and int8 backends:
+  cuts the one pattern their fusion computes wrongly (an operator folded into a fused node
+  whose output is also read elsewhere: PreAct's CIFAR stem), and names the layers int8 must
+  keep in float32 (grouped convolutions).
 * ``precision`` -- the bfloat16/float16 training graph through MXNet's AMP (float32 master
   weights and BatchNorm), with the repair of AMP's mixed Concats.
 * ``kernel_audit`` -- which oneDNN kernels a training step runs (DNNL_VERBOSE parser, one

@@ -213,14 +213,17 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
     guard_fusion``: mxnet 1.9.1's fusion computes PreAct ResNet's CIFAR layout wrongly (its
     stem convolution feeds a BatchNorm and the shortcut), and the guard cuts exactly that
     pattern; every registered family then scores the same fused as unfused
-    (tests/inference/test_int8.py).  Fused ResNet-20 runs 1.3-1.6x the unfused graph at
-    batch 64 (bench/inference.py).  ``fuse=False`` binds without it; a user-set
+    (tests/inference/test_int8.py).  Fused, ResNet-20/56 ran 1.19x/1.22x the unfused graph
+    at batch 64 and 1.30x/1.07x at batch 1 (bench/inference.py, 1 thread, Xeon with
+    avx512_vnni).  ``fuse=False`` binds without it; a user-set
     MXNET_SUBGRAPH_BACKEND wins.  ``dtype='bfloat16'`` converts the graph with MXNet's AMP
-    as the trainer does (graph.precision; float32 stem, weights and outputs).  An int8
+    as the trainer does (graph.precision; float32 stem, weights and outputs; on oneDNN 2.4
+    its bfloat16 convolutions ran at 0.5-0.6x float32 on that Xeon).  An int8
     graph (inference/quantize.py, already partitioned) is bound as it is.
     The batch is split over ``contexts``: it must hold at least one image per context.
     """
     import mxnet as mx
+
     from mxcnn.graph import onednn_inference, precision
     contexts = contexts or [mx.cpu()]
     if int(data_shape[0]) < len(contexts):
@@ -242,8 +245,8 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
         with runtime.temporary_env(SUBGRAPH_ENV, backend):
             module.bind(data_shapes=[(data_name, tuple(data_shape))], for_training=False)
     except mx.base.MXNetError as err:  # e.g. out of memory
-        raise PredictError("MXNet cannot bind the network for input %s on %d device(s): %s; "
-                           "lower --batch-size" % (tuple(data_shape), len(contexts), common.error_line(err, 300)))
+        raise PredictError("MXNet cannot bind the network for input %s on %d device(s): %s; lower "
+                           "--batch-size" % (tuple(data_shape), len(contexts), common.error_line(err, 300)))
     if padding:
         aux_params = padding.pad_params(aux_params)
     module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)

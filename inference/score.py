@@ -26,9 +26,10 @@ from mxcnn import common
 from mxcnn.common import runtime
 from mxcnn.inference import tta
 
-#: OpenMP threads at batch 1 when neither --threads nor OMP_NUM_THREADS is given: one thread
-#: ran batch-1 inference faster than two on 2-core machines (bench/inference.py), while
-#: larger batches run faster on every core (runtime.configure's default).
+#: OpenMP threads at batch 1 when neither --threads nor OMP_NUM_THREADS is given: on a 2-core
+#: Xeon shared with other jobs, ResNet-20 at batch 1 took 1.4 ms (median) with one thread and
+#: 19 ms with two, whose active waiting stalls when a core is busy (p99 0.3 s; bench/inference.py
+#: ``fused@2``); batches over 1 keep runtime.configure's one thread per core.
 BATCH1_THREADS = 1
 
 

@@ -8,6 +8,7 @@ BatchNorm's moving mean is the batch mean of its input and its moving variance t
 variance plus half its mean over channels (:func:`set_bn_statistics`): the logits then move
 about as much as the input does, and a wrong layer stands out.
 """
+
 import json
 
 import numpy as np
@@ -59,8 +60,9 @@ def smooth_images(count, shape, seed):
     rs = np.random.RandomState(seed)
     channels, height, width = shape
     coarse = rs.randn(count, channels, max(2, height // 8), max(2, width // 8)).astype(np.float32)
-    big = np.repeat(np.repeat(coarse, -(-height // coarse.shape[2]), axis=2),
-                    -(-width // coarse.shape[3]), axis=3)[:, :, :height, :width]
+    big = np.repeat(
+        np.repeat(coarse, -(-height // coarse.shape[2]), axis=2), -(-width // coarse.shape[3]), axis=3
+    )[:, :, :height, :width]
     return big + 0.3 * rs.randn(count, channels, height, width).astype(np.float32)
 
 
@@ -68,6 +70,7 @@ def random_params(sym, shape, seed=0):
     """``(arg_params, aux_params)``: He-normal weights, gamma in [0.5, 1.5], beta and biases
     N(0, 0.2), BatchNorm statistics 0/1 (see :func:`set_bn_statistics`)."""
     import mxnet as mx
+
     arg_shapes, _, aux_shapes = sym.infer_shape(data=(1,) + tuple(shape))
     rs = np.random.RandomState(seed)
     args = {}
@@ -81,8 +84,10 @@ def random_params(sym, shape, seed=0):
         else:
             value = rs.normal(0, np.sqrt(2.0 / max(1, int(np.prod(s[1:])))), s)
         args[name] = mx.nd.array(value.astype(np.float32))
-    auxs = {name: mx.nd.array(np.zeros(s) if name.endswith("mean") else np.ones(s))
-            for name, s in zip(sym.list_auxiliary_states(), aux_shapes)}
+    auxs = {
+        name: mx.nd.array(np.zeros(s) if name.endswith("mean") else np.ones(s))
+        for name, s in zip(sym.list_auxiliary_states(), aux_shapes)
+    }
     return args, auxs
 
 
@@ -107,12 +112,14 @@ def set_bn_statistics(sym, args, auxs, batch):
     forward, so every BatchNorm sees what it will see in inference): mean, and variance +
     0.5 x its channel mean (module docstring).  Returns the new ``aux_params``."""
     import mxnet as mx
+
     pairs = _bn_inputs(sym)
     if not pairs:
         return dict(auxs)
     internals = sym.get_internals()
     group = mx.sym.Group([internals[name] for _, name in pairs])
     from mxcnn.common import runtime
+
     with runtime.temporary_env("MXNET_SUBGRAPH_BACKEND", "NONE"):  # the internals themselves
         executor = group.simple_bind(mx.cpu(), grad_req="null", data=batch.shape)
     for name, array in list(args.items()) + list(auxs.items()):
@@ -134,10 +141,12 @@ def build_case(case, seed=0):
     """``(inference symbol, arg_params, aux_params)`` of a case, statistics set on 16 images."""
     from mxcnn import symbols
     from mxcnn.graph.inference import inference_symbol
+
     network, options, shape = case
     sym = symbols.get_symbol(network, num_classes=10, image_shape=shape, **options)
     args, auxs = random_params(sym, shape, seed)
     import mxnet as mx
+
     auxs = set_bn_statistics(sym, args, auxs, mx.nd.array(smooth_images(16, shape, seed + 1)))
     return inference_symbol(sym), args, auxs
 
@@ -151,5 +160,6 @@ def logits_of(sym):
 def forward(module, images):
     """Output 0 of a bound module for an (N, C, H, W) array, as numpy."""
     import mxnet as mx
+
     module.forward(mx.io.DataBatch([mx.nd.array(images)]), is_train=False)
     return module.get_outputs()[0].asnumpy()

@@ -4,6 +4,7 @@ Networks: tests/inference/int8_helpers.py (random weights, BatchNorm statistics 
 The CIFAR layouts run by default; the ImageNet layouts and the larger Inception/GoogLeNet/
 ResNeXt graphs are marked slow.
 """
+
 import numpy as np
 import pytest
 
@@ -60,8 +61,9 @@ def test_int8_graph_agrees_with_float32(case, layout):
     logits = helpers.logits_of(sym)
     shape = (BATCH * 2,) + case[2]
     images = helpers.smooth_images(BATCH * 2, case[2], 7)
-    qsym, qargs, qauxs, info = quantize_symbol(logits, args, auxs, helpers.smooth_images(32, case[2], 3),
-                                               batch_size=16)
+    qsym, qargs, qauxs, info = quantize_symbol(
+        logits, args, auxs, helpers.smooth_images(32, case[2], 3), batch_size=16
+    )
     plain = helpers.forward(bind_inference(logits, "data", shape, args, auxs, fuse=False), images)
     int8 = helpers.forward(bind_inference(qsym, "data", shape, qargs, qauxs), images)
     assert onednn_inference.is_partitioned(qsym)
@@ -73,6 +75,7 @@ def test_int8_graph_agrees_with_float32(case, layout):
 def test_preact_cifar_stem_is_the_pattern_the_guard_cuts():
     """Without the guard MXNet's fusion feeds the shortcut the stem's normalised output."""
     import mxnet as mx
+
     case = ("preact_resnet", {"num_layers": 20}, (3, 32, 32))
     sym, args, auxs = helpers.build_case(case)
     logits = helpers.logits_of(sym)
@@ -92,12 +95,25 @@ def test_preact_cifar_stem_is_the_pattern_the_guard_cuts():
 
 def _grouped_net(groups, width):
     import mxnet as mx
+
     x = mx.sym.var("data")
-    x = mx.sym.Activation(mx.sym.BatchNorm(mx.sym.Convolution(
-        x, num_filter=groups * width, kernel=(1, 1), no_bias=True, name="pre"), fix_gamma=False,
-        name="bn0"), act_type="relu")
-    x = mx.sym.Convolution(x, num_filter=groups * width, num_group=groups, kernel=(3, 3), pad=(1, 1),
-                           no_bias=True, name="grouped")
+    x = mx.sym.Activation(
+        mx.sym.BatchNorm(
+            mx.sym.Convolution(x, num_filter=groups * width, kernel=(1, 1), no_bias=True, name="pre"),
+            fix_gamma=False,
+            name="bn0",
+        ),
+        act_type="relu",
+    )
+    x = mx.sym.Convolution(
+        x,
+        num_filter=groups * width,
+        num_group=groups,
+        kernel=(3, 3),
+        pad=(1, 1),
+        no_bias=True,
+        name="grouped",
+    )
     x = mx.sym.Activation(mx.sym.BatchNorm(x, fix_gamma=False, name="bn1"), act_type="relu")
     return mx.sym.Convolution(x, num_filter=16, kernel=(1, 1), no_bias=True, name="post")
 
