@@ -46,6 +46,7 @@ setup(
             "mxcnn-plot-curves=mxcnn.train.plot_curves:main",
             "mxcnn-export-onnx=mxcnn.inference.export_onnx:main",
             "mxcnn-convert=mxcnn.inference.convert:main",
+            "mxcnn-quantize=mxcnn.inference.quantize:main",
             "mxcnn-prepare-cifar=mxcnn.data.prepare_cifar:main",
             "mxcnn-im2rec=mxcnn.data.im2rec:main",
             "mxcnn-inspect=mxcnn.graph.inspector:main",

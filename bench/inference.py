@@ -350,7 +350,7 @@ def _row(net, label, entry, scores, base):
 
 
 def report(specs, results, scores, plan):
-    print("| net | variant | top-1 | b1 median ms | b1 p99 ms | img/s at 64 | x fused |")
+    print("| net | variant | top-1 | b1 median ms | b1 p99 ms | img/s at 64 (224 px: 16) | x fused |")
     print("|---|---|---|---|---|---|---|")
     for spec in specs:
         net = spec["net"]

@@ -6,6 +6,8 @@
 * ``tta`` -- test-time augmentation views.
 * ``score`` -- the ``mxcnn-score`` CLI: top-k accuracy on a ``.rec``, ``--predict`` on images.
 * ``export_onnx`` -- the ``mxcnn-export-onnx`` CLI, checked against ONNX Runtime.
+* ``quantize`` -- the ``mxcnn-quantize`` CLI: MXNet's calibrated oneDNN int8 flow, checkpoint in,
+  ``PREFIX-int8`` checkpoint out.
 * ``convert`` -- pretrained weights in and out (PyTorch, GluonCV, MXNet examples), over
   ``torch_file``/``torch_pickle`` (state_dict files without torch, read safely),
   ``weight_maps``/``name_rules`` (the mapping tables), ``weight_transforms``,
