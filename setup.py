@@ -52,5 +52,6 @@ setup(
             "mxcnn-inspect=mxcnn.graph.inspector:main",
         ]
     },
-    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+    classifiers=["Programming Language :: Python :: 3",
+                 "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

@@ -122,7 +122,7 @@ def _predict(run, path, batch):
     images = np.load(path)
     out = []
     for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
+        chunk = images[start: start + batch]
         padded = np.zeros((batch,) + images.shape[1:], np.float32)
         padded[: len(chunk)] = chunk
         out.append(np.asarray(run(padded))[: len(chunk)].argmax(1))
@@ -175,7 +175,7 @@ class Worker:
                     "bench/inference.py: the %s worker died (%s)" % (self.kind, request["variant"])
                 )
             if line.startswith("RESULT "):
-                return json.loads(line[len("RESULT ") :])
+                return json.loads(line[len("RESULT "):])
             self.lines.append(line)
 
     def close(self):

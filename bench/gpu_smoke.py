@@ -117,7 +117,7 @@ def plan(args, driver):
     for label, gpus, dtype in speed_configs(driver[1], True):
         lines.append("speed %s: %s" % (label, " ".join(ours_command(py, gpus, dtype, args.batches))))
         lines.append("  MXNet: %s" % " ".join(theirs_command(py, args.mxnet_example or
-                                                          "<fetched example>", gpus, dtype)))
+                                                             "<fetched example>", gpus, dtype)))
     lines += ["resume: " + " ".join(c) for c in resume_commands(py, "<data>", "<A>", "<B>")]
     return package, lines
 

@@ -236,7 +236,7 @@ def onnx_files(net, prefix, epoch, calib):
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self.batches = iter([{"data": calib[i : i + 32]} for i in range(0, len(calib), 32)])
+                self.batches = iter([{"data": calib[i: i + 32]} for i in range(0, len(calib), 32)])
 
             def get_next(self):
                 return next(self.batches, None)

@@ -90,7 +90,7 @@ def variants(network, layout, graphs, dtypes, batch):
                     bound = precision.training_symbol(sym, dtype)
                 else:
                     bound = training.training_graph(sym, [mx.cpu()], data_shape,
-                                               fuse=graph == "fused", dtype=dtype)
+                                                    fuse=graph == "fused", dtype=dtype)
             except mx.base.MXNetError as err:  # e.g. a conversion MXNet refuses: report, go on
                 failed.append("%s: %s" % (label, str(err).strip().splitlines()[0]))
                 continue

@@ -22,8 +22,8 @@ import time  # noqa: E402
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _common import _cpuinfo  # noqa: E402
+
 from mxcnn import symbols  # noqa: E402
 from mxcnn.graph import training  # noqa: E402
 from mxcnn.train import engines  # noqa: E402

@@ -47,7 +47,7 @@ def profile(net, steps, fuse, batch_size, dtype="float32"):
             "sym = _mxnet_steps.symbol(throughput.NETS[%r])\n"
             "speed = fit.benchmark(sym, %d, num_batches=%d, warmup=%d, fuse=%r, dtype=%r)\n"
             "print('STEP-SECONDS', %d / speed)\n" % (ROOT, net, batch_size, steps, WARMUP, fuse,
-                                                      dtype, batch_size))
+                                                     dtype, batch_size))
     env = throughput.base_env(_common.usable_cores())
     env["DNNL_VERBOSE"] = "1"
     env["PYTHONPATH"] = HERE + os.pathsep + env["PYTHONPATH"]

@@ -25,8 +25,9 @@ Configurations (all with OMP_NUM_THREADS = usable cores unless a knob says other
   NCHW and channels_last.
 * ``torch_bf16`` -- PyTorch with ``torch.autocast("cpu", dtype=torch.bfloat16)`` and
   channels_last, float32 master weights; only where ``ours_bf16`` runs.  The table's bf16 ratio
-  is ours_bf16/torch_bf16, and ``bf16/fp32`` is ours_bf16/ours.  GluonCV refuses to import when torch >= 2 is installed beside it,
-  so PyTorch runs from its own interpreter: ``--torch-python`` or $MXCNN_TORCH_PYTHON
+  is ours_bf16/torch_bf16, and ``bf16/fp32`` is ours_bf16/ours.  GluonCV refuses to import
+  when torch >= 2 is installed beside it, so PyTorch runs from its own interpreter:
+  ``--torch-python`` or $MXCNN_TORCH_PYTHON
   (default: .venv-torch/bin/python in the checkout, if present).
 
 GFLOP/s counts training as 3 x forward FLOPs = 3 x 2 x MACs (graph.inspector) per image; the
@@ -359,7 +360,6 @@ def _load():
         return "%.1f" % os.getloadavg()[0]
     except OSError:
         return "?"
-
 
 
 def build_parser():

@@ -13,18 +13,17 @@ loads, and ``data``/``symbols``/``graph`` import this at package import time.
 """
 from .errors import UserError, cli_error, error_line, short_list
 from .files import (
-                    TMP_SUFFIX,
-                    FileSet,
-                    atomic_write,
-                    atomic_write_text,
-                    digest_mismatch,
-                    file_digest,
-                    stale_temp_files,
-                    umask,
+    TMP_SUFFIX,
+    FileSet,
+    atomic_write,
+    atomic_write_text,
+    digest_mismatch,
+    file_digest,
+    stale_temp_files,
+    umask,
 )
 from .system import usable_cores
 
 __all__ = ["UserError", "cli_error", "error_line", "short_list", "TMP_SUFFIX", "FileSet",
            "atomic_write", "atomic_write_text", "stale_temp_files", "file_digest",
            "digest_mismatch", "umask", "usable_cores"]
-

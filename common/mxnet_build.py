@@ -275,4 +275,3 @@ def extras() -> dict[str, list[str]]:
     for package, _, _ in CUDA_BUILDS:
         table[package.split("-", 1)[1]] = ["%s==%s" % (package, MXNET_VERSION)]
     return table
-

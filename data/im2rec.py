@@ -63,7 +63,7 @@ def _packed(pool, listing, split, settings):
     work = functools.partial(pack_job, settings=settings)
 
     def submit(start):
-        chunk = _with_bytes(listing.files, jobs[start : start + CHUNK])
+        chunk = _with_bytes(listing.files, jobs[start: start + CHUNK])
         return pool.imap(work, chunk, chunksize=4) if pool is not None else map(work, chunk)
 
     def results(current):

@@ -68,7 +68,7 @@ def _tree_listing(files, source):
     for split, by_class in by_split.items():
         names = [(label, n) for label, cls in enumerate(classes) for n in by_class[cls]]
         splits[split] = [
-            Job(i, label, n[len(prefix) :], files.where(n), n if files.archive else os.path.join(source, n))
+            Job(i, label, n[len(prefix):], files.where(n), n if files.archive else os.path.join(source, n))
             for i, (label, n) in enumerate(names)
         ]
     kind = "image archive" if files.archive else "image folders"

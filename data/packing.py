@@ -109,7 +109,7 @@ def centre_square(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return image[top : top + side, left : left + side]
+    return image[top: top + side, left: left + side]
 
 
 def resize_shorter(image: np.ndarray, side: int) -> np.ndarray:
@@ -131,7 +131,7 @@ def resize_shorter(image: np.ndarray, side: int) -> np.ndarray:
     if factor >= 2:
         trim_h, trim_w = height % factor, width % factor
         image = image[
-            trim_h // 2 : height - (trim_h - trim_h // 2), trim_w // 2 : width - (trim_w - trim_w // 2)
+            trim_h // 2: height - (trim_h - trim_h // 2), trim_w // 2: width - (trim_w - trim_w // 2)
         ]
         image = cv2.resize(
             image, (image.shape[1] // factor, image.shape[0] // factor), interpolation=cv2.INTER_AREA

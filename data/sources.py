@@ -244,7 +244,7 @@ def _load_official(files, layout, folder, dataset, label_mode):
             classes = _text_names(files, join("batches.meta.txt"))
         if len(classes) != 10:
             raise DataError("%s: %d class names, CIFAR-10 has 10" % (files.where(join(meta_files[0])),
-                                                                    len(classes)))
+                                                                     len(classes)))
     else:
         key = "%s_label_names" % label_mode
         if kind.endswith("python"):

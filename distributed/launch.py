@@ -196,7 +196,7 @@ def split_gpus(nodes, gpus=None, per_worker=None):
         if per_worker is None and len(gpus) % len(workers):
             raise JobFailed("--gpus lists %d GPU(s) for the %d workers on %s: give a multiple "
                             "of %d, or --gpus-per-worker" % (len(gpus), len(workers), where,
-                                                              len(workers)), 2)
+                                                             len(workers)), 2)
         k = per_worker or len(gpus) // len(workers)
         pool = list(range(k * len(workers))) if gpus is None else list(gpus)
         if len(pool) < k * len(workers):
@@ -386,8 +386,8 @@ def build_parser():
     parser.add_argument("--sync-dst-dir",
                         help="ssh: rsync the current folder to this folder on every host first "
                              "and run there (nothing is deleted on the hosts)")
-    parser.add_argument("--host-ip", help="address the nodes use to reach the scheduler "
-                                          "(default: 127.0.0.1 locally, the route to the first host over ssh)")
+    parser.add_argument("--host-ip", help="address the nodes use to reach the scheduler (default: "
+                                          "127.0.0.1 locally, the route to the first host over ssh)")
     parser.add_argument("--env-server", action="append", default=[], metavar="NAME=VALUE",
                         help="set a variable for servers and the scheduler (repeatable)")
     parser.add_argument("--env-worker", action="append", default=[], metavar="NAME=VALUE",

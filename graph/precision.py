@@ -345,7 +345,7 @@ def _concat_as_widest_cast(amp_module, enabled=True):
     original = amp_module.list_widest_type_cast
     if enabled:
         amp_module.list_widest_type_cast = lambda target: list(original(target)) + ["Concat",
-                                                                                  "concat"]
+                                                                                    "concat"]
     try:
         yield
     finally:

@@ -36,16 +36,22 @@ runtime.configure()  # before mxnet is imported
 import argparse  # noqa: E402
 import json  # noqa: E402
 from collections import OrderedDict  # noqa: E402
-from typing import TYPE_CHECKING, Mapping, Sequence  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from mxcnn.inference import checkpoint, torch_file, weight_maps  # noqa: E402
 from mxcnn.inference import weight_transforms as transforms  # noqa: E402
 from mxcnn.inference.name_rules import BiasIntoBN, RuleSet, Template  # noqa: E402
+from mxcnn.inference.weight_graph import (  # noqa: E402
+    bn_epsilons,
+    build_symbol,
+    check_image_shape,
+    graph_difference,
+    param_shapes,
+)
 from mxcnn.inference.weight_maps import Family  # noqa: E402
-from mxcnn.inference.weight_graph import (bn_epsilons, build_symbol, check_image_shape,  # noqa: E402
-                                          graph_difference, param_shapes)
 
 if TYPE_CHECKING:
     import mxnet as mx
@@ -164,7 +170,7 @@ def map_to_ours(family: Family, tensors: Mapping[str, np.ndarray], shapes: Mappi
         claimed[target] = name
         if tuple(value.shape) != shapes[target]:
             misshaped.append("%s %s where %s needs %s" % (name, _shape(value.shape), target,
-                                                        _shape(shapes[target])))
+                                                          _shape(shapes[target])))
         ours[target] = np.asarray(value, np.float32)
     for name, target, value in biases:
         if target in ours and tuple(value.shape) == ours[target].shape:

@@ -277,7 +277,7 @@ def main(argv=None):
     except common.UserError as err:  # bad input; anything else is a bug and keeps its traceback
         return common.cli_error(PROG, err)
     line = "wrote %s (input %s %s, opset %d)" % (result["path"], result["input"],
-                                                  "x".join(map(str, result["input_shape"])), result["opset"])
+                                                 "x".join(map(str, result["input_shape"])), result["opset"])
     if "max_abs_diff" in result:
         line += "; ONNX Runtime matches MXNet: max |diff| %.2g" % result["max_abs_diff"]
     print(line)

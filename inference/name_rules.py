@@ -18,7 +18,7 @@ folded into the moving mean of the BatchNorm after it (exact: ``BN(conv + b)`` w
 """
 import re
 from collections import namedtuple
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 __all__ = ["VOCABS", "Template", "Rename", "BiasIntoBN", "RuleSet", "bn", "conv", "dense"]
 

@@ -80,9 +80,9 @@ def check_params(sym, arg_params, aux_params, data_shape, source="the params fil
                 wrong.append("%s is %s in the file, the symbol needs %s"
                              % (n, tuple(params[n].shape), tuple(shape)))
     if wrong:
+        more = " ... (%d more)" % (len(wrong) - 3) if len(wrong) > 3 else ""
         raise PredictError("%s does not match the symbol for input %s: %s%s (another num_classes, "
-                           "depth or width?)" % (source, tuple(data_shape), "; ".join(wrong[:3]),
-                                                 " ... (%d more)" % (len(wrong) - 3) if len(wrong) > 3 else ""))
+                           "depth or width?)" % (source, tuple(data_shape), "; ".join(wrong[:3]), more))
     return name
 
 
@@ -135,7 +135,7 @@ def check_batch(sym, data_name, data_shape, num_contexts=1, flag="--batch-size",
     if available is not None and needed > available:
         raise PredictError("%s %d needs at least %.1f GB for %d device(s), but only %.1f GB of "
                            "memory is available; lower %s" % (flag, data_shape[0], needed / 2.0 ** 30,
-                                                            num_contexts, available / 2.0 ** 30, flag))
+                                                              num_contexts, available / 2.0 ** 30, flag))
 
 
 def _context_count(cpus):

@@ -111,7 +111,7 @@ def _check_classes(stats, rec_path):
     if theirs and list(theirs) != list(stats["classes"]):
         raise PredictError("%s names other classes (%s ...) than the model (%s, from %s ...): its "
                            "labels mean other things" % (own[0], ", ".join(theirs[:3]), stats["_source"],
-                                                          ", ".join(stats["classes"][:3])))
+                                                         ", ".join(stats["classes"][:3])))
 
 
 def rec_preprocess(prefix, epoch, data_val, stats=None):
@@ -168,6 +168,7 @@ def score_rec(prefix, epoch, data_val, batch_size=128, image_shape=None, stats=N
     correct = {k: 0 for k in top_k}
     seen = 0
     start = time.time()
+
     def forward(data):
         module.forward(mx.io.DataBatch([data]), is_train=False)
         return module.get_outputs()[0]

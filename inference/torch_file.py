@@ -27,7 +27,7 @@ import os
 import struct
 import zipfile
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -18,7 +18,8 @@ import pickle
 import pickletools
 import struct
 from collections import OrderedDict, namedtuple
-from typing import BinaryIO, Sequence
+from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 

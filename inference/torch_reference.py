@@ -28,8 +28,8 @@ import types
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class _Shortcut(nn.Module):

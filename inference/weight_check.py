@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,6 +46,7 @@ def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
 
 def _mxnet_logits(sym, arg, aux, inputs):
     import mxnet as mx
+
     from mxcnn.inference.predict import bind_inference
     logits = logits_symbol(sym)
     batch = min(BATCH, len(inputs))
@@ -189,8 +190,8 @@ def describe_export(summary: dict, seconds: float) -> str:
     pre = summary["preprocess"] or {}
     lines = ["exported epoch %d as %s: %d tensors -> %s (%.1f s); feed it images normalised with "
              "mean %s, std %s (0-255 RGB)" % (summary["epoch"], summary["target"], summary["tensors"],
-                                             summary["path"], seconds, _numbers(pre.get("mean", [0] * 3)),
-                                             _numbers(pre.get("std", [1] * 3)))]
+                                              summary["path"], seconds, _numbers(pre.get("mean", [0] * 3)),
+                                              _numbers(pre.get("std", [1] * 3)))]
     if summary["left_out"]:
         lines.append("note: left out %d tensors of auxiliary heads (%s)"
                      % (len(summary["left_out"]), common.short_list(summary["left_out"], 3)))

@@ -9,7 +9,8 @@ and open in the inspector like any other.
 """
 import json
 import re
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from mxcnn import common
 from mxcnn.graph.symbol_json import check_interface

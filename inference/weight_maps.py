@@ -216,7 +216,7 @@ AKAMASTER = Family("torch", tuple(
 
 def _akamaster():
     return {"resnet%d" % d: Arch(AKAMASTER, "resnet", {"num_layers": d, "shortcut_type": "A",
-                                                        "bottleneck": False, "style": "cifar"})
+                                                       "bottleneck": False, "style": "cifar"})
             for d in (20, 32, 44, 56, 110, 1202)}
 
 
@@ -290,7 +290,7 @@ def _gluoncv():
         kwargs = {"num_layers": depth, "style": "imagenet"}
         archs["resnet%d_v1b" % depth] = Arch(GLUON_V1B, "resnet", kwargs)
         archs["resnet%d_v1" % depth] = Arch(GLUON_V1, "resnet", kwargs,
-                                             refuse=_V1_STRIDE % (depth, depth) if depth >= 50 else None)
+                                            refuse=_V1_STRIDE % (depth, depth) if depth >= 50 else None)
     return archs
 
 

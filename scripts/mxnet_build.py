@@ -81,7 +81,8 @@ def main(argv=None):
             command = [args.python, "-m", "pip"] + step + (["-q"] if step[0] == "install" else [])
             print("%s: %s%s" % (PROG, " ".join(command), "" if args.dry_run else "  # " + reason))
             if not args.dry_run and subprocess.run(command).returncode != 0:
-                raise UserError("pip %s failed (its output is above); fix that and run make setup again" % step[0])
+                raise UserError(
+                    "pip %s failed (its output is above); fix that and run make setup again" % step[0])
         return 0
     except UserError as exc:
         return cli_error(PROG, exc)

@@ -72,7 +72,7 @@ def family_module(network: str) -> ModuleType:
     """The module that builds ``network``; ``ValueError`` listing the choices if unknown."""
     if network not in _NETWORKS:
         raise common.UserError("unknown network %r; choose one of: %s"
-                         % (network, ", ".join(sorted(_NETWORKS))))
+                               % (network, ", ".join(sorted(_NETWORKS))))
     return _NETWORKS[network][0]
 
 
@@ -114,12 +114,12 @@ def get_symbol(network: str, num_classes: int = 10, num_layers: int | None = Non
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise common.UserError("%s does not take option(s) %s; its options are: %s"
-                         % (network, ", ".join(unknown), ", ".join(accepted) or "none"))
+                               % (network, ", ".join(unknown), ", ".join(accepted) or "none"))
     for key, implied in options.items():
         changed = key in kwargs and kwargs[key] != implied
         if changed and (key not in _TUNABLE or not kwargs[key]):
             raise common.UserError("%s implies %s=%r; for the network without it use %s"
-                             % (network, key, implied, _plain_network(network)))
+                                   % (network, key, implied, _plain_network(network)))
     options.update(kwargs)
     image_shape = as_image_shape(image_shape)
     sym = module.get_symbol(num_classes=num_classes, num_layers=num_layers,

@@ -89,13 +89,13 @@ def parse_heads(heads: str | dict[str, float] | Sequence[str | tuple[str, float]
                  for item in heads]
     else:
         raise common.UserError("deep-supervision heads must be a list of internal output names, a "
-                         "dict name -> loss weight or a 'name:weight,...' string, got %r"
-                         % (heads,))
+                               "dict name -> loss weight or a 'name:weight,...' string, got %r"
+                               % (heads,))
     parsed = OrderedDict()
     for pair in pairs:
         if len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
             raise common.UserError("bad deep-supervision head %r: expected an internal output name "
-                             "or a (name, weight) pair" % (pair,))
+                                   "or a (name, weight) pair" % (pair,))
         name, weight = pair
         if name in parsed:
             raise common.UserError("deep-supervision head %r is given twice" % (name,))
@@ -122,8 +122,8 @@ def _check_main_head(sym):
     outputs = sym.list_outputs()
     if outputs[0] != MAIN_HEAD + _OUTPUT_SUFFIX:
         raise common.UserError("deep supervision needs a network whose output 0 is "
-                         "SoftmaxOutput(name='softmax') (output 'softmax_output'); this symbol's "
-                         "outputs are %s" % (outputs,))
+                               "SoftmaxOutput(name='softmax') (output 'softmax_output'); this symbol's "
+                               "outputs are %s" % (outputs,))
 
 
 def _resolve(internals_names, variables, name):
@@ -133,12 +133,12 @@ def _resolve(internals_names, variables, name):
             return candidate
     if name in variables:
         raise common.UserError("%r is a parameter or input, not a layer output; attach heads to a "
-                         "feature map such as '<block>_output'" % (name,))
+                               "feature map such as '<block>_output'" % (name,))
     close = difflib.get_close_matches(name, [n for n in internals_names if n not in variables],
                                       n=5, cutoff=0.6)
     raise common.UserError("the network has no internal output %r%s; list the candidates with "
-                     "symbols.deep_supervision.attach_points(sym, image_shape)"
-                     % (name, "; did you mean %s?" % ", ".join(close) if close else ""))
+                           "symbols.deep_supervision.attach_points(sym, image_shape)"
+                           % (name, "; did you mean %s?" % ", ".join(close) if close else ""))
 
 
 def _head_name(prefix, output_name):
@@ -182,7 +182,7 @@ def attach_heads(sym: mx.sym.Symbol,
         for output_name in resolved:
             if output_name not in shapes:
                 raise common.UserError("cannot attach a head to %r: it is not a 4-D feature map (N, C, "
-                                 "H, W) for input %s" % (output_name, tuple(image_shape)))
+                                       "H, W) for input %s" % (output_name, tuple(image_shape)))
     label = internals[LABEL_NAME]
     main_options = sym.attr_dict().get(MAIN_HEAD, {})
     options = {key: main_options[key] for key in _SHARED_SOFTMAX_OPTIONS if key in main_options}
@@ -192,7 +192,7 @@ def attach_heads(sym: mx.sym.Symbol,
         head = names[index] if names is not None else _head_name(prefix, output_name)
         if head + "_softmax" + _OUTPUT_SUFFIX in existing:
             raise common.UserError("a head named %r already exists; pass another prefix or names"
-                             % (head,))
+                                   % (head,))
         existing.add(head + "_softmax" + _OUTPUT_SUFFIX)
         logits = head_builder(internals[output_name], num_classes, head)
         if image_shape is not None:
@@ -204,7 +204,7 @@ def attach_heads(sym: mx.sym.Symbol,
     clashes = sorted({name for name in arguments if arguments.count(name) > 1})
     if clashes:
         raise common.UserError("head parameters clash with existing ones (%s); pass another prefix "
-                         "or names" % ", ".join(clashes[:5]))
+                               "or names" % ", ".join(clashes[:5]))
     return grouped
 
 
@@ -216,11 +216,11 @@ def _check_head_shape(logits, head, output_name, feature_shape, image_shape):
     except mx.base.MXNetError as error:
         reason = str(error).strip().splitlines()[0]
         raise common.UserError("head %r cannot be built on %r of shape %s for input %s (%s); attach "
-                         "it to a larger feature map or use a larger input"
-                         % (head, output_name, feature_shape, tuple(image_shape), reason))
+                               "it to a larger feature map or use a larger input"
+                               % (head, output_name, feature_shape, tuple(image_shape), reason))
     if len(out_shapes[0]) != 2:
         raise common.UserError("head builder for %r must return (N, num_classes) logits, got shape %s"
-                         % (head, out_shapes[0]))
+                               % (head, out_shapes[0]))
 
 
 def main_output(sym: mx.sym.Symbol) -> mx.sym.Symbol:

@@ -62,8 +62,8 @@ def cifar_block_sizes(num_layers: int, bottleneck: bool) -> tuple[int, ...]:
                 "for inputs larger than 64 pixels)" % num_layers
                 if num_layers in IMAGENET_SPECS else "")
         raise common.UserError("cifar DenseNet%s depth must be 4 + %d*n (n >= 1 layers per block), "
-                         "got num_layers=%r; e.g. %s%s"
-                         % ("-BC" if bottleneck else "", divisor, num_layers, examples, hint))
+                               "got num_layers=%r; e.g. %s%s"
+                               % ("-BC" if bottleneck else "", divisor, num_layers, examples, hint))
     return ((num_layers - 4) // divisor,) * CIFAR_BLOCKS
 
 
@@ -133,8 +133,8 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
         layers.check_choice("imagenet densenet num_layers", depth, sorted(IMAGENET_SPECS))
         if not bottleneck:
             raise common.UserError("imagenet DenseNets (%s) are DenseNet-BC: leave bottleneck=True, "
-                             "or use style='cifar' for the plain form"
-                             % ", ".join(str(d) for d in sorted(IMAGENET_SPECS)))
+                                   "or use style='cifar' for the plain form"
+                                   % ", ".join(str(d) for d in sorted(IMAGENET_SPECS)))
         block_sizes, default_growth = IMAGENET_SPECS[depth]
     else:
         block_sizes, default_growth = cifar_block_sizes(depth, bottleneck), CIFAR_GROWTH_RATE
@@ -146,7 +146,7 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
         reduction = 0.5 if bottleneck else 1.0
     if not 0.0 < float(reduction) <= 1.0:
         raise common.UserError("densenet reduction (the fraction of channels a transition keeps) "
-                         "must be in (0, 1], got %r" % (reduction,))
+                               "must be in (0, 1], got %r" % (reduction,))
     if not 0.0 <= float(dropout) < 1.0:
         raise common.UserError("densenet dropout must be in [0, 1), got %r" % (dropout,))
     layers.require_min_side(image_shape, MIN_SIDE[style], "densenet (style %r)" % style)

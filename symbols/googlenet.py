@@ -122,7 +122,7 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers not in (None, DEPTH):
         raise common.UserError("googlenet has %d layers; pass num_layers=None or %d, got %r"
-                         % (DEPTH, DEPTH, num_layers))
+                               % (DEPTH, DEPTH, num_layers))
     check_choice("batch_norm", batch_norm, (True, False))
     check_choice("aux_heads", aux_heads, (True, False))
     aux_weight = deep_supervision.check_weight("the auxiliary heads (aux_weight)", aux_weight)

@@ -120,7 +120,7 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:
         raise common.UserError("inception_bn has a single depth; pass num_layers=None, got %r"
-                         % (num_layers,))
+                               % (num_layers,))
     dropout = check_dropout("inception_bn", dropout)
     style = infer_style(image_shape, style)
     x = _stem(mx.sym.Variable("data"), style)

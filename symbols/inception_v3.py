@@ -159,7 +159,7 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
     image_shape = as_image_shape(image_shape)  # "3,32,32" or a tuple
     if num_layers is not None:
         raise common.UserError("inception_v3 has a single depth; pass num_layers=None, got %r"
-                         % (num_layers,))
+                               % (num_layers,))
     check_choice("aux_heads", aux_heads, (True, False))
     aux_weight = deep_supervision.check_weight("the auxiliary heads (aux_weight)", aux_weight)
     dropout = check_dropout("inception_v3", dropout)

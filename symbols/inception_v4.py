@@ -244,13 +244,13 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
     check_choice("residual", residual, (True, False))
     if num_layers is not None:
         raise common.UserError("%s has a single depth; pass num_layers=None, got %r"
-                         % (network, num_layers))
+                               % (network, num_layers))
     if residual_scale is not None:
         if not residual:
             raise common.UserError("residual_scale applies to inception_resnet_v2 only")
         if not 0 < float(residual_scale) <= 1:
             raise common.UserError("residual_scale must be in (0, 1] (the paper uses 0.1-0.3), got %r"
-                             % (residual_scale,))
+                                   % (residual_scale,))
     dropout = check_dropout(network, dropout)
     require_min_side(image_shape, MIN_SIDE, network)
 

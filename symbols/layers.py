@@ -37,7 +37,7 @@ def as_image_shape(image_shape: str | Sequence[int]) -> tuple[int, int, int]:
         raise common.UserError("image_shape %r is not of the form C,H,W (e.g. 3,32,32)" % (given,))
     if len(image_shape) != 3 or min(image_shape) <= 0:
         raise common.UserError("image_shape must be (channels, height, width) with positive sizes, got %r"
-                         % (image_shape,))
+                               % (image_shape,))
     return image_shape
 
 
@@ -143,7 +143,8 @@ def shortcut(data: mx.sym.Symbol, in_filter: int, num_filter: int, stride: int, 
     if dim_match:
         return data
     if num_filter < in_filter:
-        raise common.UserError("option-A shortcut cannot shrink channels (%d -> %d)" % (in_filter, num_filter))
+        raise common.UserError("option-A shortcut cannot shrink channels (%d -> %d)" %
+                               (in_filter, num_filter))
     x = data
     if stride != 1:
         x = mx.sym.Pooling(x, kernel=(1, 1), stride=_pair(stride), pool_type="max",
@@ -209,7 +210,7 @@ def check_choice(what: str, value: Any, choices: Collection[Any]) -> Any:
     """Raise ``ValueError`` naming ``what`` and listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
         raise common.UserError("%s must be one of %s, got %r"
-                         % (what, ", ".join(str(c) for c in choices), value))
+                               % (what, ", ".join(str(c) for c in choices), value))
     return value
 
 
@@ -259,8 +260,8 @@ def require_min_side(image_shape: Sequence[int], min_side: int, network: str) ->
     """
     if min(image_shape[1:]) < min_side:
         raise common.UserError("%s needs inputs of at least %dx%d pixels, got image_shape %s; "
-                         "resize the images or pick a network for smaller inputs"
-                         % (network, min_side, min_side, ",".join(str(v) for v in image_shape)))
+                               "resize the images or pick a network for smaller inputs"
+                               % (network, min_side, min_side, ",".join(str(v) for v in image_shape)))
 
 
 def check_dropout(network: str, dropout: float) -> float:

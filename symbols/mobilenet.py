@@ -152,8 +152,8 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
     multiplier = float(multiplier)
     if not multiplier > 0:
         raise common.UserError("%s multiplier (width alpha) must be positive, e.g. %s; got %r"
-                         % (network, ", ".join(str(a) for a in PAPER_MULTIPLIERS[version]),
-                            multiplier))
+                               % (network, ", ".join(str(a) for a in PAPER_MULTIPLIERS[version]),
+                                  multiplier))
     if not 0.0 <= float(dropout) < 1.0:
         raise common.UserError("%s dropout must be in [0, 1), got %r" % (network, dropout))
     spec = STYLE_SPECS[layers.infer_style(image_shape, style)]
@@ -165,4 +165,3 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
         x = v2_features(data, multiplier, spec["stem_stride"], spec["v2_unstrided_stages"])
     logits = layers.classifier(x, num_classes, dropout=dropout)
     return layers.softmax_output(logits)
-

@@ -93,7 +93,7 @@ def resnet(units: Sequence[int], num_stages: int, filter_list: Sequence[int], nu
     """
     if len(units) != num_stages or len(filter_list) != num_stages + 1:
         raise common.UserError("need %d units and %d filters for %d stages, got %r and %r"
-                         % (num_stages, num_stages + 1, num_stages, units, filter_list))
+                               % (num_stages, num_stages + 1, num_stages, units, filter_list))
     data = mx.sym.Variable("data")
     body = stem(data, filter_list[0], style, post_activation=False, bn_mom=bn_mom,
                 workspace=workspace)

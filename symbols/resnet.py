@@ -126,7 +126,7 @@ def depth_error(network: str, num_layers: int | None, image_shape: Sequence[int]
                 valid: str | DepthRule) -> common.UserError:
     """The ``ValueError`` for a depth the layout does not support, listing the valid ones."""
     return common.UserError("%s on %dx%d (%s layout) needs num_layers = %s, got %r"
-                      % (network, image_shape[1], image_shape[2], style, valid, num_layers))
+                            % (network, image_shape[1], image_shape[2], style, valid, num_layers))
 
 
 def imagenet_depths(bottleneck_only: bool = False) -> str:
@@ -170,7 +170,7 @@ def resnet_layout(network: str, num_layers: int | None, image_shape: Sequence[in
         return (n, n, n), CIFAR_FILTERS[bottle_neck], bottle_neck
     if bottleneck is not None:
         raise common.UserError("%s: bottleneck applies to the CIFAR layout only; on ImageNet the depth "
-                         "decides (18, 34 basic; 50 and up bottleneck): leave it None" % network)
+                               "decides (18, 34 basic; 50 and up bottleneck): leave it None" % network)
     if depth not in IMAGENET_UNITS:
         raise depth_error(network, num_layers, image_shape, style, "one of " + imagenet_depths())
     units, bottle_neck = IMAGENET_UNITS[depth]
@@ -273,7 +273,7 @@ def resnet(units: Sequence[int], num_stages: int, filter_list: Sequence[int], nu
     """
     if len(units) != num_stages or len(filter_list) != num_stages + 1:
         raise common.UserError("need %d units and %d filters for %d stages, got %r and %r"
-                         % (num_stages, num_stages + 1, num_stages, units, filter_list))
+                               % (num_stages, num_stages + 1, num_stages, units, filter_list))
     data = mx.sym.Variable("data")
     body = stem(data, filter_list[0], style, bn_mom=bn_mom, workspace=workspace)
     body = stack_stages(body, units, filter_list, lambda x, stage, num_filter, stride, dim_match,

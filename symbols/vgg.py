@@ -65,7 +65,7 @@ def resolve_config(num_layers: int | None = None, config: str | None = None) -> 
     if num_layers is not None and num_layers != config_depth(config):
         depth = config_depth(config)
         raise common.UserError("vgg config %r has %d layers, not num_layers=%r; drop num_layers or "
-                         "pass %d" % (config, depth, num_layers, depth))
+                               "pass %d" % (config, depth, num_layers, depth))
     return config
 
 

@@ -46,8 +46,8 @@ def get_symbol(num_classes: int = 10, num_layers: int | None = None,
     style = layers.infer_style(image_shape, style)
     if style != "cifar":
         raise common.UserError("wrn has only the CIFAR layout (Zagoruyko & Komodakis 2016); for a %dx%d "
-                         "input pass style='cifar', or use resnet/preact_resnet for an ImageNet layout"
-                         % image_shape[1:])
+                               "input pass style='cifar', or use resnet/preact_resnet for an ImageNet layout"
+                               % image_shape[1:])
     check_common(bn_mom, workspace)
     widen_factor = check_positive_int("widen_factor (k in WRN-d-k)", widen_factor)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:

@@ -63,7 +63,8 @@ def _network_flags(g, default):
     g.add_argument("--num-classes", type=int, default=default(None),
                    help="classes (default: from the data's _stats.json, else 10/100 by --dataset)")
     g.add_argument("--image-shape", default=default("3,32,32"), help="C,H,W (default 3,32,32)")
-    g.add_argument("--dropout", type=float, default=default(None), help="dropout rate (if the family has one)")
+    g.add_argument("--dropout", type=float, default=default(None),
+                   help="dropout rate (if the family has one)")
     for flag, kind, text in NET_OPTION_FLAGS:
         g.add_argument(flag, type=kind, default=default(None), help=text)
     g.add_argument("--net-option", action="append", default=default([]), metavar="KEY=VALUE",
@@ -144,7 +145,8 @@ def _optimization_flags(g, default):
     g.add_argument("--lr-factor", type=float, default=default(0.1))
     g.add_argument("--lr-step-epochs", default=default("82,123"), help="epochs after which lr *= factor")
     g.add_argument("--warmup-epochs", type=float, default=default(0.0))
-    g.add_argument("--warmup-iters", type=int, default=default(0), help="warm-up updates (if no --warmup-epochs)")
+    g.add_argument("--warmup-iters", type=int, default=default(0),
+                   help="warm-up updates (if no --warmup-epochs)")
     g.add_argument("--warmup-lr", type=float, default=default(0.0))
     g.add_argument("--warmup-mode", choices=("linear", "constant"), default=default("linear"))
     g.add_argument("--mom", type=float, default=default(0.9))

@@ -143,7 +143,7 @@ def _train(job, kv):
         logger.info("resuming from %s-%04d.params: %d epoch(s) completed, continuing with Epoch[%d]%s",
                     job.resume_prefix, job.begin_epoch, job.begin_epoch, job.begin_epoch,
                     "" if job.states_file else " (optimizer state NOT restored, momentum starts at "
-                                                "zero: %s)" % job.states_note)
+                    "zero: %s)" % job.states_note)
     if not args.benchmark and rank == 0:
         clear_prefix(job, logger)  # --overwrite, a killed save's leftovers: before anything is written
         logger.info("checkpoints: %s-NNNN.params after NNNN completed epochs", job.prefix)

@@ -31,7 +31,8 @@ def describe(row: LayerRow) -> str:
     if row.op in CONV_OPS + ("Deconvolution",):
         groups = int(a.get("num_group", 1))
         dilate = parse_tuple(a.get("dilate"))
-        extra = (" g%d" % groups if groups > 1 else "") + (" d%d" % dilate[0] if dilate and max(dilate) > 1 else "")
+        extra = (" g%d" % groups if groups > 1 else "") + (" d%d" %
+                                                           dilate[0] if dilate and max(dilate) > 1 else "")
         short = "Conv" if row.op != "Deconvolution" else "Deconv"
         return "%s %s%s, %s%s" % (short, kernel, stride_text, a.get("num_filter", "?"), extra)
     if row.op in POOL_OPS:

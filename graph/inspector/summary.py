@@ -39,7 +39,7 @@ class LayerRow:
 
     def __repr__(self):
         return "LayerRow(%s %s %s params=%d macs=%d)" % (self.name, self.op, self.output_shape,
-                                                          self.params, self.macs)
+                                                         self.params, self.macs)
 
 
 #: text-table columns: (key for --sort-by, header, LayerRow attribute)

@@ -11,6 +11,7 @@ from mxcnn.common.files import FileSet
 
 NAMES = ["run_a.bin", "run_b.bin", "run_meta.json"]
 
+
 def visible(folder, names=NAMES):
     """{name: bytes or None} as a reader of the member names sees them."""
     out = {}
@@ -108,6 +109,7 @@ def test_stale_finds_and_removes_what_a_killed_writer_left(tmp_path, killed_at):
     folder = str(tmp_path)
     fs = FileSet(folder, "run", NAMES)
     write_version(fs, contents("old"))
+
     def killed_while_writing():  # its new version is written, not yet switched in
         with fs.lock(), fs.replace() as new:
             for name, blob in contents("new").items():

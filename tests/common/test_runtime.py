@@ -40,7 +40,8 @@ def test_usable_cores_follows_affinity():
         assert cores == (min(expected, max(1, int(quota))) if quota else expected)
         # under taskset to one core, the default thread count is 1
         out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
-                              "from mxcnn.common import runtime; print(runtime.configure({})['OMP_NUM_THREADS'])"],
+                              "from mxcnn.common import runtime; "
+                              "print(runtime.configure({})['OMP_NUM_THREADS'])"],
                              cwd=ROOT, capture_output=True, text=True, timeout=60,
                              env=dict(os.environ, PYTHONPATH=ROOT))
         if out.returncode == 0:

@@ -55,7 +55,7 @@ def make_cifar10_python(folder, archive=True, mutate=None):
         name = "data_batch_%d" % (i + 1) if i < 5 else "test_batch"
         batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in labels],
                  b"data": planes(images), b"filenames": [b"img_%d_%d.png" % (i, j)
-                                                        for j in range(len(labels))]}
+                                                         for j in range(len(labels))]}
         if mutate:
             mutate(name, batch)
         files["cifar-10-batches-py/" + name] = pickle.dumps(batch, protocol=2)

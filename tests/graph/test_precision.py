@@ -251,7 +251,6 @@ def test_bfloat16_step_is_close_to_float32(name, min_cosine):
         np.testing.assert_allclose(aux16[key], aux32[key], rtol=0.02, atol=0.02)
 
 
-
 #: (network, options) of every family graph.fusion fuses (tests/graph/test_fusion.py CASES).
 FUSED_FAMILIES = [
     ("resnet", dict(num_layers=8)),

@@ -177,7 +177,8 @@ def test_hostile_files_get_one_line_and_exit_2(tmp_path, capsys):
     cut = tmp_path / "cut.pth"
     cut.write_bytes(open(good, "rb").read()[:1000000])
     params = tmp_path / "cut.params"
-    params.write_bytes(open(random_gluon("cifar_resnet20_v1", str(tmp_path / "g.params")), "rb").read()[:5000])
+    params.write_bytes(open(random_gluon("cifar_resnet20_v1",
+                       str(tmp_path / "g.params")), "rb").read()[:5000])
     expected = {(evil, "torchvision:resnet18"): "posix.system",
                 (escape, "torchvision:resnet18"): "points outside the archive",
                 (cut, "torchvision:resnet18"): "truncated", (good, "gluoncv:cifar_resnet20_v1"):
@@ -225,7 +226,7 @@ def test_a_kill_while_importing_leaves_the_old_checkpoint_or_the_new(tmp_path, k
     convert.import_weights("torchvision:resnet18", source, prefix, image_shape=(3, 64, 64))
     for k in range(1, 60, 4):
         if not killed_at(k, lambda: convert.import_weights("torchvision:resnet18", other, prefix,
-                                                          image_shape=(3, 64, 64), force=True)):
+                                                           image_shape=(3, 64, 64), force=True)):
             break
         classes = checkpoint.load_params(prefix, 0)[1]["fc1_weight"].shape[0]
         assert classes in (7, 10) and checkpoint.damage(prefix, 0) is None, k
@@ -233,6 +234,7 @@ def test_a_kill_while_importing_leaves_the_old_checkpoint_or_the_new(tmp_path, k
 
 def test_an_imported_checkpoint_scores_exports_to_onnx_and_inspects_unchanged(tmp_path, capsys):
     import cv2
+
     from mxcnn.graph.inspector import cli as inspector
     from mxcnn.inference import export_onnx, score
     source = random_gluon("cifar_resnet20_v1", str(tmp_path / "r20.params"))  # an edited graph

@@ -74,7 +74,7 @@ def test_parameter_count_matches_the_paper(network, options, image_shape, num_cl
 def test_parameter_count_matches_reference_implementations(network, options, image_shape, exact):
     num_classes = 10 if network == "lenet" else 1000
     assert symbols.count_params(build(network, image_shape, num_classes, **options),
-                            image_shape) == exact
+                                image_shape) == exact
 
 
 # Every named configuration at its native input: (network, options, input, internal layer,
@@ -177,7 +177,7 @@ def test_gradients_match_a_float64_reference(network, options, image_shape, _):
             continue  # zero in exact arithmetic (e.g. a bias feeding BatchNorm): only noise
         assert np.isfinite(fast[name]).all(), name
         cosine = (fast[name] * reference).sum() / (np.linalg.norm(fast[name])
-                                                  * np.linalg.norm(reference))
+                                                   * np.linalg.norm(reference))
         assert cosine > 0.99, (name, cosine)
 
 

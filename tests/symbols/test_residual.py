@@ -259,7 +259,7 @@ def test_default_depths():
     assert symbols.count_params(symbols.get_symbol("wrn"), CIFAR) == 36479194                 # WRN-28-10
     assert symbols.count_params(symbols.get_symbol("resnext"), CIFAR) == 34426698             # 29 8x64d
     assert symbols.count_params(symbols.get_symbol("resnext", 1000, image_shape=IMAGENET),
-                        IMAGENET) == 25028904                                         # 50 32x4d
+                                IMAGENET) == 25028904                                         # 50 32x4d
 
 
 @pytest.mark.parametrize("network", ["resnet", "preact_resnet"])
@@ -309,7 +309,7 @@ def test_wrn_widths_and_dropout():
     assert not any(n.endswith("_dropout") for n in plain.attr_dict())
     # k = 1 keeps widths 16/32/64, so the first stage needs no projection
     assert "stage1_unit1_sc_conv_weight" not in _params(symbols.get_symbol("wrn", 10, 16, CIFAR,
-                                                                              widen_factor=1))
+                                                                           widen_factor=1))
 
 
 def test_resnext_groups_the_3x3():
@@ -365,7 +365,8 @@ def test_variants_describe_the_spec_tables():
     ("preact_resnet", 50, IMAGENET, {"bottleneck": True}, "CIFAR layout only"),
     ("preact_resnet", 164, IMAGENET, {}, "one of 18, 34, 50"),
     ("preact_resnet", 20, CIFAR, {"bottleneck": "yes"}, "bottleneck must be one of None, True, False"),
-    ("wrn", 20, CIFAR, {}, "wrn on 32x32 (cifar layout) needs num_layers = 6n+4 (10, 16, 22, 28, 40), got 20"),
+    ("wrn", 20, CIFAR, {},
+     "wrn on 32x32 (cifar layout) needs num_layers = 6n+4 (10, 16, 22, 28, 40), got 20"),
     ("wrn", 28, IMAGENET, {}, "wrn has only the CIFAR layout"),
     ("wrn", 28, CIFAR, {"widen_factor": 0}, "widen_factor"),
     ("wrn", 28, CIFAR, {"widen_factor": 2.5}, "widen_factor"),

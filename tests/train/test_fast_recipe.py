@@ -15,7 +15,7 @@ from mxcnn.inference import tta
 from mxcnn.train import engines, fit
 from mxcnn.train.ema import WeightEMA
 from mxcnn.train.lookahead import Lookahead
-from tests.train.cli_helpers import SIDE, ROOT, SCRIPT, base_args, env, make_records
+from tests.train.cli_helpers import ROOT, SCRIPT, SIDE, base_args, env, make_records
 from tests.train.engine_helpers import NUM_CLASSES, config, iters, tiny_net
 
 

@@ -67,7 +67,7 @@ def _fake_job(contexts, **args):
 
 def test_gpu_contexts_get_prefetch_and_pinned_memory():
     assert train_cifar._gpu_input(_fake_job([mx.gpu(0), mx.gpu(1)])) == {"prefetch": 2,
-                                                                          "pin_memory": True}
+                                                                         "pin_memory": True}
     assert train_cifar._gpu_input(_fake_job([mx.cpu(0)])) == {}
 
 
@@ -108,5 +108,3 @@ def test_dist_workers_must_resume_from_the_same_epoch(monkeypatch, capsys):
     monkeypatch.setattr(train_cifar, "_sum_over_workers", lambda kv, key, values: [2, 2])
     assert train_cifar._resume_across_workers(job, kv, 0, log) == 0  # both from epoch 1
     assert train_cifar._resume_across_workers(job, None, 0, log) == 0
-
-

@@ -159,7 +159,8 @@ def test_engine_says_whether_momentum_was_restored(tmp_path):
         first.step(batch.data[0], batch.label[0])
     path = str(tmp_path / "e.states")
     first.save_states(path)
-    assert "restored from %s (4 parameters, onto 1 device(s))" % path in _engine([mx.cpu(0)]).load_states(path)
+    assert "restored from %s (4 parameters, onto 1 device(s))" % path in _engine(
+        [mx.cpu(0)]).load_states(path)
     message = _engine([mx.cpu(0)], optimizer="adam").load_states(path)
     assert message.startswith("optimizer state NOT restored") and "holds sgd state" in message
     # the optimizer on dist servers (dist_async): nothing can be loaded, and the line says so

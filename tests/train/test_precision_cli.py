@@ -12,7 +12,6 @@ from tests.train.cli_helpers import base_args, run_cli
 HAS_BF16 = "avx512_bf16" in precision.cpu_flags() and fusion.available()
 
 
-
 def _one_line_error(proc):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
