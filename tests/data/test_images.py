@@ -4,10 +4,6 @@ refused (or left out and listed with --skip-bad), and every colour mode comes ba
 import io
 import json
 import os
-import struct
-import subprocess
-import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -15,21 +11,9 @@ import pytest
 from mxcnn.data import images
 from mxcnn.data.errors import DataError
 from mxcnn.data.prepare_cifar import main, prepare
+from tests.hostile_files import bomb_png, run_with_peak_memory
 
 BOMB_SIDE = 20000  # 400 M pixels: 1.2 GB as decoded RGB
-
-
-def _chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(side=BOMB_SIDE):
-    """A valid ~50 KB PNG that declares side x side 1-bit grey pixels (all black)."""
-    rows = bytes(1 + (side + 7) // 8) * 1000  # filter byte + packed pixels, 1000 rows
-    deflate = zlib.compressobj(9)
-    idat = b"".join(deflate.compress(rows) for _ in range(side // 1000)) + deflate.flush()
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
 
 
 def _encode(image, fmt, **options):
@@ -71,19 +55,12 @@ def test_bomb_is_refused_from_its_header_with_bounded_memory(tmp_path):
     bomb = source / "train" / "b" / "bomb.png"
     bomb.write_bytes(bomb_png())
     assert bomb.stat().st_size < 200_000
-    err = tmp_path / "err"
-    with open(err, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "mxcnn.data.prepare_cifar", "--quiet",
-                                 "--source", str(source), "--output-dir", str(tmp_path / "out")],
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.kill()
-    peak, decoded = usage.ru_maxrss * 1024, 3 * BOMB_SIDE ** 2
+    status, message, peak = run_with_peak_memory(
+        "mxcnn.data.prepare_cifar",
+        ["--quiet", "--source", str(source), "--output-dir", str(tmp_path / "out")], tmp_path)
+    decoded = 3 * BOMB_SIDE ** 2
     assert peak < decoded / 4, "peak %.0f MB for a %.0f MB image" % (peak / 2**20, decoded / 2**20)
-    message = err.read_text()
-    assert os.waitstatus_to_exitcode(status) == 2, message
+    assert status == 2, message
     assert message.count("\n") == 1 and "Traceback" not in message
     assert str(bomb) in message and "20000x20000" in message and "--max-image-pixels" in message
 

@@ -13,6 +13,7 @@ import pytest
 from mxcnn import symbols
 from mxcnn.common import devices
 from mxcnn.inference import predict, score
+from tests.hostile_files import bomb_png, run_with_peak_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}  # RGB, class order
@@ -425,38 +426,17 @@ def hostile(tmp_path_factory, fixture_dir):
     return str(tmp)
 
 
-def bomb_png(side=20000):
-    """A valid ~50 KB PNG that declares side x side 1-bit grey pixels (1.2 GB as RGB)."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = bytes(1 + (side + 7) // 8) * 1000
-    deflate = zlib.compressobj(9)
-    idat = b"".join(deflate.compress(rows) for _ in range(side // 1000)) + deflate.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
 def test_predict_refuses_a_bomb_with_bounded_memory(fixture_dir, hostile, tmp_path):
     """score.py --predict on a 50 KB PNG declaring 20000x20000: one line, exit 2, and a peak
     far below the 1.2 GB the decoded image would take."""
-    err = tmp_path / "err"
-    with open(err, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "mxcnn.inference.score", "--model-prefix",
-                                 str(fixture_dir / "net"), "--load-epoch", "3", "--stats",
-                                 str(fixture_dir / "colours_stats.json"), "--predict",
-                                 os.path.join(hostile, "bomb.png")],
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.kill()
-    peak, decoded = usage.ru_maxrss * 1024, 3 * 20000 ** 2
+    status, stderr, peak = run_with_peak_memory(
+        "mxcnn.inference.score", ["--model-prefix", str(fixture_dir / "net"), "--load-epoch", "3", "--stats",
+                                  str(fixture_dir / "colours_stats.json"), "--predict",
+                                  os.path.join(hostile, "bomb.png")], tmp_path)
+    decoded = 3 * 20000 ** 2
     assert peak < decoded / 3, "peak %.0f MB for a %.0f MB image" % (peak / 2 ** 20, decoded / 2 ** 20)
-    message = [line for line in err.read_text().splitlines() if line.startswith("score.py")]
-    assert os.waitstatus_to_exitcode(status) == 2 and len(message) == 1, message
+    message = [line for line in stderr.splitlines() if line.startswith("score.py")]
+    assert status == 2 and len(message) == 1, message
     assert "bomb.png" in message[0] and "--max-image-pixels" in message[0]
 
 
