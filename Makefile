@@ -2,6 +2,8 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
+# The PyTorch peer and the weight converter's reference (requirements-bench.txt)
+TORCH_VENV ?= .venv-torch
 # The MXNet build: auto = a CUDA build where nvidia-smi answers (the newest the driver
 # supports), the CPU build elsewhere; or name one: make setup MXNET=cu117 (or MXNET=cpu).
 MXNET      ?= auto
@@ -46,8 +48,6 @@ train: setup
 	$(PY) data/prepare_cifar.py --dataset $(DATASET) $(if $(CIFAR_SOURCE),--source $(CIFAR_SOURCE))
 	$(PY) train/train_cifar.py --dataset $(DATASET) --network $(NETWORK) --num-layers $(NUM_LAYERS) \
 		--preset $(PRESET) $(TRAIN_ARGS)
-
-TORCH_VENV ?= .venv-torch
 
 $(TORCH_VENV)/.installed: requirements-bench.txt
 	$(PYTHON) -m venv $(TORCH_VENV)
