@@ -57,7 +57,7 @@ def main(argv=None):
         finetune.prepare(job)  # --pretrained, --freeze, --backbone-lr-mult
         job.augmentation = _augmentation(job)
     except common.UserError as err:
-        unlock(job)
+        unlock(job, refused=True)  # a refused run leaves no folder behind
         return _fail(err)
     if args.deterministic:  # read when operators are created: before the bind is soon enough
         for key, value in runtime.deterministic_env(job.contexts).items():
