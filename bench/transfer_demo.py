@@ -2,7 +2,7 @@
 fine-tune on the four vehicle classes from 50 images each, against training from scratch on
 the same 200 images with the same budget.
 
-    OMP_NUM_THREADS=2 python bench/transfer_demo.py [--pretrain-epochs 15] [--epochs 30]
+    OMP_NUM_THREADS=2 python bench/transfer_demo.py [--pretrain-epochs 40] [--epochs 30]
 
 Steps (each a command a user would type; printed as it runs):
 
@@ -159,7 +159,7 @@ def cpu_name():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", default=SUBSET)
-    parser.add_argument("--pretrain-epochs", type=int, default=15)
+    parser.add_argument("--pretrain-epochs", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=30, help="epochs on the 200 vehicles")
     parser.add_argument("--per-class", type=int, default=50, help="vehicle training images")
     parser.add_argument("--work-dir", help="keep the data and runs here (default: a temp folder)")

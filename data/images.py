@@ -183,6 +183,11 @@ def truncation_problem(blob: bytes, fmt: str) -> str | None:
     """Why the JPEG/PNG in ``blob`` is cut short (a phrase), or None: a JPEG must reach its
     end-of-image marker, a PNG its IEND chunk.  Other formats: None (Pillow checks them)."""
     if fmt in ("JPEG", "MPO"):
+        if blob.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            # Ends with EOI (never inside entropy-coded data): whole, or cut after an FFD9
+            # inside a header or comment segment, which Pillow refuses itself (data ending
+            # early raises): no need to walk the segments (30% of packing a photo).
+            return None
         return None if _jpeg_reaches_eoi(blob) else "no end-of-image marker"
     if fmt == "PNG":
         return None if _PNG_IEND in blob else "no IEND chunk"

@@ -211,3 +211,18 @@ def test_unsafe_archive_members_and_lst_paths_are_refused(tmp_path):
         with pytest.raises(DataError, match=words):
             im2rec.pack(train_lst=lst, val_lst=lst, output_dir=str(tmp_path / "o"), quiet=True)
     assert not os.path.exists(str(tmp_path / "escape.png"))
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_only_down_to_the_size_wanted():
+    from mxcnn.data.images import decode_image
+    from mxcnn.data.packing import resize_shorter
+
+    rgb = _image("rgb.jpg", (400, 300), (200, 100, 50))
+    blob = io.BytesIO()
+    rgb.save(blob, "JPEG", quality=95)
+    full = decode_image(blob.getvalue(), "x.jpg")
+    for min_side, shape in ((64, (75, 100)), (100, (150, 200)), (151, (300, 400)), (None, (300, 400))):
+        assert decode_image(blob.getvalue(), "x.jpg", min_side=min_side).shape[:2] == shape, min_side
+    small = resize_shorter(decode_image(blob.getvalue(), "x.jpg", min_side=64), 64)
+    assert small.shape == (64, 85, 3)
+    assert np.abs(small.mean((0, 1)) - resize_shorter(full, 64).mean((0, 1))).max() < 2

@@ -218,3 +218,24 @@ def test_a_tree_of_mixed_modes_converts(tmp_path, fx):
         decoded, _, _ = fx.read_rec(os.path.join(out, "cifar10_%s.rec" % split))
         for got, rel in zip(decoded, sorted(names)):
             assert np.abs(got.astype(int) - expected[rel]).max() <= (8 if rel.endswith(".jpg") else 0), rel
+
+
+def test_a_jpeg_cut_right_after_an_end_marker_inside_a_segment_is_refused():
+    """A file ending with FFD9 skips the segment walk; cut after an FFD9 that sits in a
+    segment (a comment between progressive scans, an EXIF thumbnail), it is still refused."""
+    from PIL import Image
+    blob = _encode(Image.fromarray(_rgb(2, (64, 64))), "JPEG", progressive=True)
+    scans = [i for i in range(len(blob) - 1) if blob[i:i + 2] == b"\xff\xda"]
+    comment = b"\xff\xfe\x00\x06ab\xff\xd9"
+    crafted = blob[:scans[2]] + comment + blob[scans[2]:]
+    assert images.decode_image(crafted, "whole.jpg").shape == (64, 64, 3)
+    with pytest.raises(DataError, match=r"^cut\.jpg: .*truncated"):
+        images.decode_image(crafted[:scans[2] + len(comment)], "cut.jpg")
+    thumb = _encode(Image.fromarray(_rgb(1, (8, 8))), "JPEG")
+    exif = Image.Exif()
+    exif[0x010E] = "described"
+    blob = _encode(Image.fromarray(_rgb()), "JPEG", exif=exif.tobytes()[6:] + thumb)
+    cut = blob[:blob.index(thumb) + len(thumb)]
+    assert cut.endswith(b"\xff\xd9")
+    with pytest.raises(DataError, match="cut.jpg"):
+        images.decode_image(cut, "cut.jpg")
