@@ -6,15 +6,11 @@ The work list (:class:`Job` s) comes from :mod:`mxcnn.data.image_lists`.
 """
 
 import collections
-import contextlib
-from collections.abc import Iterator
 
 import numpy as np
 
-from mxcnn import common
 from mxcnn.data.errors import DataError
 from mxcnn.data.images import decode_image, read_image
-from mxcnn.data.recfile import split_paths
 
 __all__ = [
     "Job",
@@ -23,8 +19,6 @@ __all__ = [
     "pack_job",
     "resize_shorter",
     "centre_square",
-    "SplitRecords",
-    "record_errors",
     "Tally",
 ]
 
@@ -38,7 +32,8 @@ Job.__doc__ = (
 Packed = collections.namedtuple("Packed", "job encoded height width sums squares error")
 Packed.__doc__ = (
     "A packed image: ``encoded`` image bytes (None on error), its stored size, "
-    "per-channel RGB sums and sums of squares (float64 (3,)), or ``error`` (one line)."
+    "per-channel RGB sums and sums of squares (3 floats: cheaper to send back than arrays), "
+    "or ``error`` (one line)."
 )
 
 
@@ -67,22 +62,18 @@ def pack_job(job: Job, settings: PackSettings) -> Packed:
     import cv2
 
     try:
-        if isinstance(job.source, bytes):
-            rgb = decode_image(job.source, job.shown, settings.max_pixels, min_side=settings.resize)
-        else:
-            rgb = read_image(job.source, job.shown, settings.max_pixels, min_side=settings.resize)
+        read = decode_image if isinstance(job.source, bytes) else read_image
+        bgr = read(job.source, job.shown, settings.max_pixels, min_side=settings.resize, bgr=True)
     except DataError as err:
         return Packed(job, None, 0, 0, None, None, str(err))
     if settings.centre_crop:
-        rgb = centre_square(rgb)
+        bgr = centre_square(bgr)
     if settings.resize:
-        rgb = resize_shorter(rgb, settings.resize)
-    mean, std = cv2.meanStdDev(rgb)
-    count = float(rgb.shape[0] * rgb.shape[1])
-    mean, std = mean.reshape(3), std.reshape(3)
-    ok, encoded = cv2.imencode(
-        settings.extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), settings.encode_params()
-    )
+        bgr = resize_shorter(bgr, settings.resize)
+    mean, std = cv2.meanStdDev(bgr)
+    count = float(bgr.shape[0] * bgr.shape[1])
+    mean, std = mean.reshape(3)[::-1], std.reshape(3)[::-1]  # RGB order
+    ok, encoded = cv2.imencode(settings.extension, bgr, settings.encode_params())
     if not ok:
         return Packed(
             job,
@@ -96,10 +87,10 @@ def pack_job(job: Job, settings: PackSettings) -> Packed:
     return Packed(
         job,
         encoded.tobytes(),
-        rgb.shape[0],
-        rgb.shape[1],
-        mean * count,
-        (std * std + mean * mean) * count,
+        bgr.shape[0],
+        bgr.shape[1],
+        tuple((mean * count).tolist()),
+        tuple(((std * std + mean * mean) * count).tolist()),
         None,
     )
 
@@ -142,43 +133,6 @@ def resize_shorter(image: np.ndarray, side: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the packed images
-
-
-class SplitRecords:
-    """``NAME_<split>.rec/.idx/.lst`` in ``folder``: each record under its job's key, with
-    ``IRHeader(0, label, key, 0)`` and the encoded image, as ``mx.recordio.pack_img`` writes."""
-
-    def __init__(self, folder: str, name: str, split: str):
-        import mxnet as mx
-
-        self._mx = mx
-        paths = split_paths(folder, name, split)
-        self._record = mx.recordio.MXIndexedRecordIO(paths["idx"], paths["rec"], "w")
-        self._lst = open(paths["lst"], "w", encoding="utf-8")
-
-    def add(self, packed: Packed) -> None:
-        job = packed.job
-        header = self._mx.recordio.IRHeader(0, float(job.label), job.key, 0)
-        self._record.write_idx(job.key, self._mx.recordio.pack(header, packed.encoded))
-        self._lst.write("%d\t%f\t%s\n" % (job.key, float(job.label), job.name))
-
-    def close(self) -> None:
-        self._record.close()
-        self._lst.close()
-
-
-@contextlib.contextmanager
-def record_errors(folder: str) -> Iterator[None]:
-    """MXNet's RecordIO write errors (disk full, no permission) -> DataError naming the folder."""
-    import mxnet as mx
-
-    try:
-        yield
-    except mx.base.MXNetError as err:
-        raise DataError(
-            "cannot write the records in %s (%s); free space or choose another "
-            "--output-dir" % (folder, common.error_line(err, 200))
-        ) from None
 
 
 class Tally:

@@ -20,7 +20,8 @@ import numpy as np
 from mxcnn.data.errors import DataError
 
 __all__ = ["RECORD_MAGIC", "read_records", "decode_image", "count_records", "record_offsets",
-           "read_index", "check_index", "check_split", "SplitWriter", "split_paths",
+           "read_index", "check_index", "check_split", "SplitWriter", "image_record", "framed",
+           "split_paths",
            "dataset_names", "ends_digest", "set_problem", "check_against_stats"]
 
 RECORD_MAGIC = 0xCED7230A  # dmlc RecordIO
@@ -325,61 +326,91 @@ def decode_image(path: str | os.PathLike[str], offset: int, encoded: bytes | mem
     return img[:, :, ::-1]
 
 
+_IR_HEADER = struct.Struct("<IfQQ")  # mx.recordio.IRHeader: flag, label, id, id2
+
+
+def image_record(label: float, key: int, encoded: bytes) -> bytes:
+    """One image record as ``mx.recordio.pack(IRHeader(0, label, key, 0), encoded)`` makes it."""
+    return _IR_HEADER.pack(0, label, key, 0) + encoded
+
+
+def framed(record: bytes) -> bytes:
+    """``record`` in dmlc RecordIO framing, byte for byte as MXNet's writer stores it: each
+    part is a magic word, a word of ``cflag << 29 | length``, the data; the record is zero
+    padded to 4 bytes.  Where the magic word sits at a 4-byte-aligned offset of the data,
+    the writer cuts it out and splits the record there (cflag 1 first, 2 middle, 3 last),
+    so that a reader resynchronising on magic words never lands inside a record."""
+    cuts, pos = [], record.find(_MAGIC_BYTES)
+    while pos != -1:
+        if pos % 4 == 0 and pos + 4 <= len(record):
+            cuts.append(pos)
+        pos = record.find(_MAGIC_BYTES, pos + 1)
+    parts, begin = [], 0
+    for cut in cuts:
+        parts += [_HEADER.pack(RECORD_MAGIC, (1 if begin == 0 else 2) << 29 | cut - begin),
+                  record[begin:cut]]
+        begin = cut + 4
+    parts += [_HEADER.pack(RECORD_MAGIC, (3 if begin else 0) << 29 | len(record) - begin),
+              record[begin:], bytes(-len(record) % 4)]
+    return b"".join(parts)
+
+
 class SplitWriter:
     """Writes one split (``NAME_train`` or ``NAME_val``) as .rec/.idx/.lst in ``directory``
     (a new :class:`common.FileSet` version, so the names are final); :meth:`close` finishes.
 
-    Records are ``mx.recordio.pack_img`` images (BGR, as OpenCV and ``ImageRecordIter``
-    expect) with an ``IRHeader(0, label, index, 0)``; the .lst uses im2rec's
-    ``index<TAB>label<TAB>path`` lines.  MXNet's write errors (disk full, no permission)
-    become DataError naming the file.
+    The files are those ``mx.recordio.MXIndexedRecordIO`` writes (``key<TAB>offset`` .idx
+    lines), written here without loading MXNet; records are ``mx.recordio.pack_img`` images
+    (BGR, as OpenCV and ``ImageRecordIter`` expect) with an ``IRHeader(0, label, key, 0)``;
+    the .lst uses im2rec's ``key<TAB>label<TAB>path`` lines.  Write errors (disk full, no
+    permission) become DataError naming the file.
     """
 
     def __init__(self, directory, name, split, img_fmt=".png", quality=3):
-        import mxnet as mx
-        self._mx = mx
         self.paths = split_paths(directory, name, split)
         self.img_fmt, self.quality = img_fmt, quality
-        self._record = self._lst = None
-        with self._writing(self.paths["rec"]):
-            self._record = mx.recordio.MXIndexedRecordIO(self.paths["idx"], self.paths["rec"], "w")
-            self._lst = open(self.paths["lst"], "w")
+        self._files = []
+        with self._writing():
+            self._files.append(open(self.paths["rec"], "wb"))
+            for kind in ("idx", "lst"):
+                self._files.append(open(self.paths[kind], "w", encoding="utf-8"))
+        self._rec, self._idx, self._lst = self._files
         self.count = 0
 
-    def _writing(self, path):
-        return _write_errors(self._mx, path)
+    def _writing(self):
+        return _write_errors(self.paths["rec"])
 
     def add(self, rgb: np.ndarray, label: int, path: str) -> None:
-        """Append one RGB uint8 (H, W, 3) image with integer ``label``; ``path`` goes in the .lst."""
-        mx = self._mx
-        header = mx.recordio.IRHeader(0, float(label), self.count, 0)
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        with self._writing(self.paths["rec"]):
-            self._record.write_idx(self.count, mx.recordio.pack_img(header, bgr, self.quality,
-                                                                    self.img_fmt))
-            self._lst.write("%d\t%f\t%s\n" % (self.count, float(label), path))
+        """Append one RGB uint8 (H, W, 3) image with integer ``label`` under the next key;
+        ``path`` goes in the .lst."""
+        import cv2
+        flag = cv2.IMWRITE_JPEG_QUALITY if self.img_fmt == ".jpg" else cv2.IMWRITE_PNG_COMPRESSION
+        ok, encoded = cv2.imencode(self.img_fmt, np.ascontiguousarray(rgb[:, :, ::-1]),
+                                   [flag, self.quality])
+        if not ok:
+            raise DataError("OpenCV cannot encode %s as %s" % (path, self.img_fmt))
+        self.add_encoded(encoded.tobytes(), label, self.count, path)
+
+    def add_encoded(self, encoded: bytes, label: float, key: int, path: str) -> None:
+        """Append an encoded image with ``label`` under ``key``; ``path`` goes in the .lst."""
+        with self._writing():
+            self._idx.write("%d\t%d\n" % (key, self._rec.tell()))
+            self._rec.write(framed(image_record(float(label), int(key), encoded)))
+            self._lst.write("%d\t%f\t%s\n" % (key, float(label), path))
         self.count += 1
 
     def close(self) -> None:
         """Finish writing (flushes and closes the three files)."""
-        with self._writing(self.paths["rec"]):
-            if self._record is not None:
-                self._record.close()
-            if self._lst is not None:
-                self._lst.close()
+        with self._writing():
+            while self._files:
+                self._files.pop(0).close()
 
 
 @contextlib.contextmanager
-def _write_errors(mx, path):
-    """MXNetError / OSError while writing ``path`` -> DataError naming it."""
+def _write_errors(path):
+    """OSError while writing ``path`` -> DataError naming it."""
     try:
         yield
-    except (mx.base.MXNetError, OSError) as exc:
+    except OSError as exc:
         raise DataError("cannot write %s (%s); free space or write to another folder"
-                        % (path, getattr(exc, "strerror", None) or _mx_reason(exc))) from None
-
-
-def _mx_reason(exc):
-    """The cause in an MXNetError's text: its last line, after dmlc's ``Check failed: ...:``."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
-    return lines[-1].rsplit(": ", 1)[-1] if "Check failed" in lines[-1] else lines[-1]
+                        % (path, exc.strerror or exc)) from None

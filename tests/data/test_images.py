@@ -239,3 +239,53 @@ def test_a_jpeg_cut_right_after_an_end_marker_inside_a_segment_is_refused():
     assert cut.endswith(b"\xff\xd9")
     with pytest.raises(DataError, match="cut.jpg"):
         images.decode_image(cut, "cut.jpg")
+
+
+# ------------------------------------------------------------------ OpenCV and Pillow agree
+
+
+def _photo(width=203, height=151):
+    """A smooth RGB picture with edges (JPEG-like content, unlike noise)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // width, y * 255 // height, ((x // 17 + y // 13) % 2) * 200 + 30], -1)
+    return rgb.astype(np.uint8)
+
+
+def _jpeg_cases():
+    from PIL import Image
+    photo = Image.fromarray(_photo())
+    rotated = Image.Exif()
+    rotated[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise to display
+    return [("420", _encode(photo, "JPEG", quality=90)),
+            ("444 progressive", _encode(photo, "JPEG", quality=95, subsampling=0, progressive=True)),
+            ("exif rotated", _encode(photo, "JPEG", quality=90, exif=rotated.tobytes())),
+            ("grey", _encode(photo.convert("L"), "JPEG", quality=90)),
+            ("cmyk", _encode(photo.convert("CMYK"), "JPEG", quality=90))]
+
+
+@pytest.mark.parametrize("min_side", [None, 100, 50, 18])  # DCT scales 1, 1/2, 1/4, 1/8
+@pytest.mark.parametrize("case", range(5))
+def test_opencv_decodes_jpegs_to_the_pixels_pillow_gives(case, min_side):
+    """Grey and RGB JPEGs go through OpenCV's decoder for speed; the pixels, size,
+    orientation and DCT scale are exactly those of the Pillow decoder the rest use."""
+    from PIL import Image
+    name, blob = _jpeg_cases()[case]
+    assert images._opencv_decodes(Image.open(io.BytesIO(blob))) == (name != "cmyk")
+    for grey in (False, True):
+        opened = Image.open(io.BytesIO(blob))
+        fast = images.decode_image(blob, name, grey=grey, min_side=min_side)
+        assert fast.flags.c_contiguous
+        reference = images._decode_pillow(opened, name, grey, min_side)
+        assert fast.shape == reference.shape and np.array_equal(fast, reference), (name, grey)
+        if min_side:
+            assert min(fast.shape[:2]) >= min_side
+    bgr = images.decode_image(blob, name, bgr=True)
+    assert np.array_equal(bgr, images.decode_image(blob, name)[:, :, ::-1])
+
+
+def test_a_jpeg_with_a_broken_header_is_one_error_under_opencv():
+    blob = bytearray(_encode(__import__("PIL.Image").Image.fromarray(_photo()), "JPEG"))
+    start = blob.index(b"\xff\xc4")  # the first Huffman table: zeroed, OpenCV cannot decode
+    blob[start + 4: start + 40] = bytes(36)
+    with pytest.raises(DataError, match="cannot decode the image"):
+        images.decode_image(bytes(blob), "broken.jpg")
