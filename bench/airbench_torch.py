@@ -18,6 +18,10 @@ Written from the paper's description (Sec. 3), fp32, eager mode:
   image, its two one-pixel diagonal shifts and the mirrors of all three (inference/tta.py's
   ``flip,translate``, the same views the MXNet run averages).
 
+``--dtype bfloat16`` runs every forward pass (training and evaluation) under PyTorch's CPU
+autocast to bfloat16 (weights, optimizer and BatchNorm statistics stay float32), the peer's
+fastest mode on CPUs with avx512_bf16 or AMX; the tensors are channels_last either way.
+
 The pixels come from ``--data`` (written by bench/time_to_accuracy.py from the same .rec
 files the MXNet trainer reads), so both see identical decoded images and the same
 normalisation.  One JSON line per epoch goes to ``--out`` as soon as it is known.
@@ -118,13 +122,18 @@ def tta_views(x):
     return views + [v.flip(3) for v in views]
 
 
-def evaluate(net, images, labels, batch=1000):
+def autocast(dtype):
+    """The forward-pass context of ``--dtype``: CPU autocast to bfloat16, or nothing."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+def evaluate(net, images, labels, batch=1000, dtype="float32"):
     net.eval()
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast(dtype):
         for start in range(0, len(images), batch):
             x = images[start:start + batch]
-            probs = sum(F.softmax(net(v), dim=1) for v in tta_views(x)) / 6
+            probs = sum(F.softmax(net(v).float(), dim=1) for v in tta_views(x)) / 6
             correct += int((probs.argmax(1) == labels[start:start + batch]).sum())
     net.train()
     return correct / len(images)
@@ -195,7 +204,9 @@ def train(args, emit):
             for group in optimizer.param_groups:
                 group.setdefault("base_lr", group["lr"])
                 group["lr"] = group["base_lr"] * triangle(step, total)
-            loss = loss_fn(net(x), train_y[idx])
+            with autocast(args.dtype):
+                logits = net(x)
+            loss = loss_fn(logits.float(), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -205,7 +216,8 @@ def train(args, emit):
         if step >= total:
             lookahead.update(net, 1.0)
         train_seconds, tic = time.time() - tic, time.time()
-        accuracy = evaluate(net, test_x.contiguous(memory_format=torch.channels_last), test_y)
+        accuracy = evaluate(net, test_x.contiguous(memory_format=torch.channels_last), test_y,
+                            dtype=args.dtype)
         epoch += 1
         emit({"epoch": epoch, "val_error": 1 - accuracy, "time": train_seconds,
               "val_time": time.time() - tic, "num_update": step,
@@ -220,6 +232,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--threads", type=int, default=usable_cores(physical=True))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="bfloat16: forward passes under CPU autocast")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     start = time.time()

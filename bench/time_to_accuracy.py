@@ -1,6 +1,6 @@
 """Time to accuracy on the whole CIFAR-10 training set, through the real command line.
 
-    python bench/time_to_accuracy.py                               # fast, torch peer, ResNet-20
+    python bench/time_to_accuracy.py                               # fast, torch peer(s), ResNet-20
     python bench/time_to_accuracy.py --runs fast --epochs 1        # a smoke run
     python bench/time_to_accuracy.py --archive ../shared/data/cifar10-jpeg-subset.tar.gz \\
         --runs fast,torch --epochs 2 --time-limit 900
@@ -10,8 +10,10 @@ test images, stored losslessly as decoded) -> ``.rec`` -> for each run a fresh p
 
 * ``fast``: ``train/train_cifar.py --preset fast`` (airbench network, lookahead, alternating
   flip, flip+translate TTA);
-* ``torch``: ``bench/airbench_torch.py`` in ``.venv-torch`` (airbench94 in PyTorch, fp32),
-  fed the very pixels of the same ``.rec`` files (an ``.npz`` written here);
+* ``torch``: ``bench/airbench_torch.py`` in ``.venv-torch`` (airbench94 in PyTorch, fp32,
+  channels_last), fed the very pixels of the same ``.rec`` files (an ``.npz`` written here);
+* ``torch_bf16``: the same under PyTorch's bfloat16 CPU autocast (its fastest mode where the
+  CPU has avx512_bf16 or AMX);
 * ``resnet20``: He et al.'s ResNet-20 recipe (``--preset resnet``: lr 0.1, x0.1 at 50% and 75%
   of the epochs, batch 128, wd 1e-4) compressed from 164 to ``--reference-epochs`` epochs.
 
@@ -40,7 +42,8 @@ from mxcnn.common import atomic_write, atomic_write_text  # noqa: E402
 
 ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpeg-train-full.tar.gz")
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93)
-RUNS = ("fast", "torch", "resnet20")
+RUNS = ("fast", "torch", "torch_bf16", "resnet20")
+PEERS = ("torch", "torch_bf16")
 TORCH_PYTHON = os.path.join(ROOT, ".venv-torch", "bin", "python")
 POLL = 0.5
 
@@ -52,6 +55,14 @@ def cpu_label():
     shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return "%s (%s), %d usable cores" % (info.get("model name", "unknown CPU"), " ".join(shown),
                                          _common.usable_cores())
+
+
+def default_runs(flags=None):
+    """Every run, the bf16 peer only where the CPU has bfloat16 hardware."""
+    if flags is None:
+        flags = set(_common._cpuinfo().get("flags", "").split())
+    bf16 = bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return [name for name in RUNS if name != "torch_bf16" or bf16]
 
 
 def prepare(archive, work):
@@ -103,9 +114,10 @@ def commands(name, work, args):
         steps = "%g,%g" % (epochs * 82 / 164.0, epochs * 123 / 164.0)
         return trainer + ["--preset", "resnet", "--num-layers", "20", "--num-epochs", str(epochs),
                           "--lr-step-epochs", steps], os.path.join(folder, "m-log.jsonl")
-    if name == "torch":
+    if name in PEERS:
         out = os.path.join(folder, "torch.jsonl")
         extra = ["--epochs", str(args.epochs)] if args.epochs else []
+        extra += ["--dtype", "bfloat16"] if name == "torch_bf16" else []
         return [TORCH_PYTHON, os.path.join(HERE, "airbench_torch.py"), "--data",
                 export_pixels(work), "--out", out, "--seed", str(args.seed)] + extra, out
     raise SystemExit("unknown run %r; choose from %s" % (name, ", ".join(RUNS)))
@@ -194,17 +206,20 @@ def table(results, cpu):
 
 
 def peer_ratio(results):
-    """The goal's comparison: fast's wall time to the torch peer's final accuracy / the peer's."""
+    """The goal's comparison, one line per peer run: fast's wall time to the peer's final
+    accuracy / the peer's whole run; the peer's fastest configuration is the one to beat."""
     by = {r["name"]: r for r in results}
-    if "fast" not in by or "torch" not in by or by["torch"]["final_accuracy"] is None:
+    peers = [by[name] for name in PEERS if name in by and by[name]["final_accuracy"] is not None]
+    if "fast" not in by or not peers:
         return None
-    goal = by["torch"]["final_accuracy"]
-    hit = next((r for r in by["fast"]["records"] if r["accuracy"] >= goal), None)
-    peer_time = by["torch"]["records"][-1]["wall"]
-    text = "torch peer: %.2f%% in %.1f min; fast %s" % (100 * goal, peer_time / 60, (
-        "reaches it in %.1f min = %.2fx the peer's time" % (hit["wall"] / 60, hit["wall"] / peer_time)
-        if hit else "does not reach it (best %.2f%%)" % (100 * by["fast"]["best_accuracy"])))
-    return text
+    lines = []
+    for peer in sorted(peers, key=lambda r: r["records"][-1]["wall"]):
+        goal, peer_time = peer["final_accuracy"], peer["records"][-1]["wall"]
+        hit = next((r for r in by["fast"]["records"] if r["accuracy"] >= goal), None)
+        lines.append("%s peer: %.2f%% in %.1f min; fast %s" % (peer["name"], 100 * goal, peer_time / 60, (
+            "reaches it in %.1f min = %.2fx the peer's time" % (hit["wall"] / 60, hit["wall"] / peer_time)
+            if hit else "does not reach it (best %.2f%%)" % (100 * by["fast"]["best_accuracy"]))))
+    return "\n".join(lines)
 
 
 def plot(results, path):
@@ -231,7 +246,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archive", default=ARCHIVE, help="image-tree archive (default: the full set)")
     parser.add_argument("--work-dir", default=os.path.join(ROOT, "runs", "time_to_accuracy"))
-    parser.add_argument("--runs", default=",".join(RUNS), help="comma list of: " + ", ".join(RUNS))
+    parser.add_argument("--runs", default=",".join(default_runs()),
+                        help="comma list of: %s (default: all; torch_bf16 where the CPU has "
+                             "avx512_bf16 or AMX)" % ", ".join(RUNS))
     parser.add_argument("--epochs", type=int, help="override every run's epochs (smoke runs)")
     parser.add_argument("--reference-epochs", type=int, default=10,
                         help="epochs of the compressed He et al. ResNet-20 schedule (default 10)")

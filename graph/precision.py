@@ -82,21 +82,54 @@ CAST_OPS = ("amp_cast", "amp_multicast")
 THROUGH_OPS = ("Flatten", "flatten", "Reshape", "reshape", "squeeze", "Pooling", "mean", "Dropout")
 CLASSIFIER_OPS = ("FullyConnected", "Convolution")
 
-__all__ = ["DTYPES", "training_symbol", "optimizer_params", "check_supported", "cpu_flags",
+#: ``--dtype auto``: the vendors whose avx512_bf16 cores ran oneDNN 2.4's bfloat16 training
+#: faster than float32 (AMD Zen 4: 1.38-1.90x, Zen 5: 1.49-1.86x).  Intel's (Sapphire and
+#: Emerald Rapids class) ran it at 0.73-0.78x (a bf16 dot product issues at half the FP32 FMA
+#: rate there, and oneDNN 2.4 leaves AMX off), so ``auto`` keeps them in float32.
+BF16_FASTER_VENDORS = ("AuthenticAMD",)
+
+__all__ = ["DTYPES", "resolve_dtype", "training_symbol", "optimizer_params", "check_supported", "cpu_flags",
            "cast_count", "low_precision_ops", "float32_layers", "request_amx_permission"]
 
 
-def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU feature flags of the first processor in ``path`` (empty where it is unreadable)."""
+def _cpuinfo_field(name, path):
+    """The value of ``name`` for the first processor in ``path`` ("" where unreadable)."""
     try:
         with open(path) as handle:
             for line in handle:
                 key, sep, value = line.partition(":")
-                if sep and key.strip() == "flags":
-                    return frozenset(value.split())
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor in ``path`` (empty where it is unreadable)."""
+    return frozenset(_cpuinfo_field("flags", path).split())
+
+
+def resolve_dtype(dtype: str, contexts: Iterable[mx.Context | str], flags: Iterable[str] | None = None,
+                  vendor: str | None = None, onednn: bool | None = None) -> tuple[str, str | None]:
+    """``(dtype, why)``: ``dtype`` itself (``why`` None), or for ``"auto"`` the precision this
+    machine trains fastest in: bfloat16 on CPU contexts whose CPU has avx512_bf16 and a vendor
+    of :data:`BF16_FASTER_VENDORS` (with oneDNN on), float32 elsewhere; ``why`` says which.
+    ``flags``/``vendor``/``onednn`` default to this machine's (parameters for tests)."""
+    if dtype != "auto":
+        return dtype, None
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    vendor = _cpuinfo_field("vendor_id", "/proc/cpuinfo") if vendor is None else vendor
+    if _device_types(contexts) != {"cpu"}:
+        return "float32", "GPUs train in float32 unless --dtype float16 is given"
+    if not set(BF16_FLAGS) <= flags:
+        return "float32", "this CPU has no avx512_bf16"
+    if vendor not in BF16_FASTER_VENDORS:
+        return "float32", ("this %s CPU runs bfloat16 slower than float32 in MXNet 1.9.1's oneDNN"
+                           % (vendor or "unknown"))
+    if not (_onednn_enabled() if onednn is None else onednn):
+        return "float32", "MXNet's oneDNN backend is off"
+    return "bfloat16", "this %s CPU has avx512_bf16, measured 1.4-1.9x float32" % vendor
 
 
 #: Linux x86-64: ``arch_prctl`` syscall number and its request for an extended state

@@ -36,6 +36,7 @@ class Job:
         self.discard_epochs, self.discard_files = [], []  # run_prefix.clear_prefix removes them
         self.prefix_lock, self.made_dirs = None, []  # run_prefix.lock_prefix: one run per prefix
         self.memory = None  # _check_memory: (bytes a step needs, about; bytes free or None; hint)
+        self.dtype_note = None  # what --dtype auto chose and why
 
 
 def prepare(args):
@@ -157,6 +158,9 @@ def _check_devices(job):
                          "distributed/launch.py -n WORKERS -s SERVERS -- python train/train_cifar.py ..."
                          % args.kv_store)
     job.contexts = devices.check_gpus(devices.parse_devices(args.gpus, args.cpus))
+    requested = args.dtype
+    args.dtype, why = precision.resolve_dtype(args.dtype, job.contexts)
+    job.dtype_note = why and "--dtype %s: %s (%s)" % (requested, args.dtype, why)
     precision.check_supported(args.dtype, job.contexts)
     if args.batch_size % len(job.contexts):
         raise UsageError("--batch-size %d is not divisible by the %d devices; use a multiple of %d"

@@ -126,9 +126,11 @@ def _device_flags(g, default):
     g.add_argument("--no-fusion", action="store_true", default=default(False),
                    help="bind the graph as built: no BatchNorm+ReLU fusion on oneDNN CPUs "
                         "(graph.fusion; checkpoints are the same either way)")
-    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=default("float32"),
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "auto"), default=default("float32"),
                    help="compute precision, float32 master weights and checkpoints either way "
-                        "(graph.precision): float16 on GPUs, bfloat16 on CPUs with avx512_bf16")
+                        "(graph.precision): float16 on GPUs, bfloat16 on CPUs with avx512_bf16; "
+                        "auto: bfloat16 where it trains faster than float32 (AMD Zen 4/5), else "
+                        "float32 (the fast preset's default)")
 
 
 def _optimization_flags(g, default):

@@ -115,6 +115,8 @@ def _train(job, kv):
     rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
     logger = progress.setup_logging(rank, args.log_file if rank == 0 else None)
     logger.info("start with arguments %s", vars(args))
+    if job.dtype_note:
+        logger.info(job.dtype_note)
     if args.deterministic:
         logger.info("deterministic mode: %s", " ".join(
             "%s=%s" % (key, os.environ.get(key)) for key in runtime.deterministic_env(job.contexts)))

@@ -35,6 +35,18 @@ def test_table_and_peer_ratio():
 def test_both_runs_take_the_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(tta_bench, "export_pixels", lambda work: "pixels.npz")
     args = argparse.Namespace(epochs=None, fast_args=[], reference_epochs=10, seed=7)
-    for name in ("fast", "torch", "resnet20"):
+    for name in ("fast", "torch", "torch_bf16", "resnet20"):
         argv, _ = tta_bench.commands(name, str(tmp_path), args)
         assert argv[argv.index("--seed") + 1] == "7", (name, argv)
+        assert ("--dtype" in argv) == (name == "torch_bf16"), (name, argv)
+
+
+def test_each_peer_configuration_gets_its_ratio_fastest_first():
+    fast = result("fast", [0.85, 0.93], epoch_s=50)
+    peers = [result("torch", [0.80, 0.90]), result("torch_bf16", [0.80, 0.91], epoch_s=60)]
+    lines = tta_bench.peer_ratio([fast] + peers).splitlines()
+    # bf16 peer: 91% at 5 + 2 x 70 = 145 s (+1 s end); fast has 93% at 125 s
+    assert lines[0].startswith("torch_bf16 peer: 91.00%") and "0.86x" in lines[0]
+    assert lines[1].startswith("torch peer: 90.00%")
+    assert tta_bench.default_runs({"avx2"}) == ["fast", "torch", "resnet20"]
+    assert "torch_bf16" in tta_bench.default_runs({"avx512_bf16"})

@@ -159,6 +159,23 @@ def test_check_supported_names_the_problem_in_one_line():
     precision.check_supported("float32", [mx.cpu(), mx.gpu(0)], flags=set())
 
 
+def test_auto_dtype_is_bfloat16_only_where_it_trains_faster():
+    zen3 = {"fpu", "sse2", "avx", "avx2", "fma"}
+    bf16 = zen3 | {"avx512f", "avx512bw", "avx512_bf16"}
+    cpus = [mx.cpu(0), mx.cpu(1)]
+
+    def auto(flags, vendor, contexts=cpus, onednn=True):
+        return precision.resolve_dtype("auto", contexts, flags=flags, vendor=vendor, onednn=onednn)
+    assert auto(bf16, "AuthenticAMD")[0] == "bfloat16"  # Zen 4, Zen 5
+    dtype, why = auto(bf16 | {"amx_bf16", "amx_tile"}, "GenuineIntel")
+    assert dtype == "float32" and "GenuineIntel" in why and "slower" in why
+    assert auto(zen3, "AuthenticAMD") == ("float32", "this CPU has no avx512_bf16")
+    assert auto(bf16, "AuthenticAMD", onednn=False)[0] == "float32"
+    assert auto(bf16, "AuthenticAMD", contexts=[mx.gpu(0)])[0] == "float32"
+    for explicit in ("float32", "bfloat16", "float16"):
+        assert precision.resolve_dtype(explicit, cpus, flags=zen3, vendor="") == (explicit, None)
+
+
 def test_cpu_flags_reads_the_first_processor(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\n"

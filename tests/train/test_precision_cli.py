@@ -52,3 +52,16 @@ def test_bfloat16_run_saves_float32_checkpoints_a_float32_run_continues(records,
     proc = run_cli(base_args(records, prefix, "--load-epoch", "1", "--num-epochs", "2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {v.dtype for v in mx.nd.load(prefix + "-0002.params").values()} == {np.float32}
+
+
+def test_auto_dtype_says_what_it_chose_and_records_it(records, tmp_path):
+    """--dtype auto trains in what graph.precision.resolve_dtype picks for this machine (the
+    fast preset's default), names the choice in the log, and records it in the checkpoint."""
+    import mxnet as mx
+    chosen, why = precision.resolve_dtype("auto", [mx.cpu()])
+    prefix = str(tmp_path / "m")
+    proc = run_cli(base_args(records, prefix, "--dtype", "auto", "--num-epochs", "1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--dtype auto: %s (%s)" % (chosen, why) in proc.stderr
+    with open(prefix + "-0001.json") as handle:
+        assert json.load(handle)["dtype"] == chosen
