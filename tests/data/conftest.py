@@ -148,8 +148,9 @@ def zip_tree(folder, path):
     return path
 
 
-def read_rec(path):
-    """(RGB images, labels, ids) of every record, read with stock MXNet (indexed reader)."""
+def read_records(path):
+    """([RGB images of any size], [labels], [ids]) of every record, read with stock MXNet
+    (indexed reader)."""
     import mxnet as mx
     record = mx.recordio.MXIndexedRecordIO(os.path.splitext(path)[0] + ".idx", path, "r")
     images, labels, ids = [], [], []
@@ -159,6 +160,12 @@ def read_rec(path):
         labels.append(header.label)
         ids.append(header.id)
     record.close()
+    return images, labels, ids
+
+
+def read_rec(path):
+    """(RGB images stacked, labels array, ids) of every record of one image size."""
+    images, labels, ids = read_records(path)
     return np.stack(images), np.array(labels), ids
 
 

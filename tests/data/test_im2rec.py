@@ -11,7 +11,7 @@ from PIL import Image
 
 from mxcnn.data import im2rec
 from mxcnn.data.errors import DataError
-from tests.data.conftest import snapshot
+from tests.data.conftest import read_records, snapshot
 
 #: (width, height) of the images of each class folder, and how each is saved
 KINDS = ("rgb.jpg", "cmyk.jpg", "grey.jpg", "alpha.png", "grey16.png", "palette.gif")
@@ -60,18 +60,7 @@ def tree(tmp_path_factory):
 
 def _stored(out, name, split):
     """(RGB images of any size, labels, ids) of a split, read with stock MXNet."""
-    import mxnet as mx
-
-    stem = os.path.join(out, "%s_%s" % (name, split))
-    record = mx.recordio.MXIndexedRecordIO(stem + ".idx", stem + ".rec", "r")
-    images, labels, ids = [], [], []
-    for key in record.keys:
-        header, img = mx.recordio.unpack_img(record.read_idx(key), -1)
-        images.append(img[:, :, ::-1])
-        labels.append(header.label)
-        ids.append(header.id)
-    record.close()
-    return images, labels, ids
+    return read_records(os.path.join(out, "%s_%s.rec" % (name, split)))
 
 
 def test_resize_keeps_aspect_colour_and_every_image_once(tree, tmp_path):

@@ -54,21 +54,15 @@ def model(tmp_path_factory):
     return prefix, train, val
 
 
+def _quantize(prefix, train, batches, *extra):
+    """inference/quantize.py on epoch 2 of ``prefix``, calibrated on ``batches`` batches of ``train``."""
+    return _run(QUANTIZE, "--model-prefix", prefix, "--load-epoch", 2, "--calib-data", train,
+                "--num-calib-batches", batches, *extra)
+
+
 def test_quantize_writes_an_int8_checkpoint_that_scores_and_predicts(model, tmp_path):
     prefix, train, val = model
-    out = _run(
-        QUANTIZE,
-        "--model-prefix",
-        prefix,
-        "--load-epoch",
-        2,
-        "--calib-data",
-        train,
-        "--num-calib-batches",
-        2,
-        "--calib-batch-size",
-        16,
-    )
+    out = _quantize(prefix, train, 2, "--calib-batch-size", 16)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "naive calibration on 32 images" in out.stdout
     state = checkpoint.load_state(prefix + "-int8", 2)
@@ -107,20 +101,7 @@ def test_quantize_refuses_bad_input_in_one_line(model, extra, message):
 def test_int8_checkpoint_refuses_another_dtype(model):
     prefix, train, val = model
     if not os.path.exists(prefix + "-int8-symbol.json"):
-        assert (
-            _run(
-                QUANTIZE,
-                "--model-prefix",
-                prefix,
-                "--load-epoch",
-                2,
-                "--calib-data",
-                train,
-                "--num-calib-batches",
-                1,
-            ).returncode
-            == 0
-        )
+        assert _quantize(prefix, train, 1).returncode == 0
     out = _run(
         SCORE, "--model-prefix", prefix + "-int8", "--load-epoch", 2, "--data-val", val, "--dtype", "bfloat16"
     )
