@@ -289,3 +289,15 @@ def test_a_jpeg_with_a_broken_header_is_one_error_under_opencv():
     blob[start + 4: start + 40] = bytes(36)
     with pytest.raises(DataError, match="cannot decode the image"):
         images.decode_image(bytes(blob), "broken.jpg")
+
+
+def test_opencv_and_pillow_agree_on_every_exif_orientation():
+    from PIL import Image
+    photo = Image.fromarray(_photo(67, 41))
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        blob = _encode(photo, "JPEG", quality=90, exif=exif.tobytes())
+        fast = images.decode_image(blob, "o.jpg", min_side=20)
+        reference = images._decode_pillow(Image.open(io.BytesIO(blob)), "o.jpg", False, 20)
+        assert np.array_equal(fast, reference), orientation
