@@ -128,6 +128,8 @@ def quantize_symbol(
         raise QuantizeError("--calib-mode %r: choose one of %s" % (calib_mode, ", ".join(CALIB_MODES)))
     shape = (int(batch_size),) + tuple(calib_images.shape[1:])
     sym, cut = onednn_inference.guard_fusion(sym)
+    sym, activation_cuts = onednn_inference.guard_int8_activations(sym)
+    cut = cut + activation_cuts
     excluded = onednn_inference.int8_excluded_layers(sym, **{data_name: shape}) + _check_excluded(
         sym, exclude
     )
