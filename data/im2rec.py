@@ -103,9 +103,10 @@ def _pack_split(results, split, writer, bar, skipped):
 def _worker_pool(workers):
     """A pool of ``workers`` processes (None for 1: the images are packed in this one).
 
-    Forked while this process has loaded neither MXNet nor OpenCV (the command line: it loads
-    MXNet only after the workers started), else started afresh ("spawn"): a child forked
-    from a process whose MXNet engine or OpenCV thread pool runs can hang on their locks."""
+    Forked while this process has loaded neither MXNet nor OpenCV (the command line loads
+    neither: the records are written without MXNet), else started afresh ("spawn"): a child
+    forked from a process whose MXNet engine or OpenCV thread pool runs can hang on their
+    locks."""
     if workers < 2:
         yield None
         return
