@@ -55,13 +55,14 @@ PRESETS = {
         "source": "airbench94 (Jordan 2024, arXiv:2404.00498) on --network airbench: batch 1024, "
                   "Nesterov, label smoothing 0.2, triangular lr, BN-bias lr x64, lookahead, "
                   "alternating flip, reflect-padded 2-pixel crops, flip+translate TTA, 10 epochs "
-                  "(lr = 1.5 x batch/1024: see FAST_SCALING)",
+                  "(lr = 1.5 x batch/1024: see FAST_SCALING); --dtype auto: bfloat16 where it "
+                  "trains faster (AMD Zen 4/5), float32 elsewhere",
         "values": dict(network="airbench", optimizer="nag", batch_size=1024, lr=1.5, mom=0.85,
                        wd=0.0153 / 11.5, label_smoothing=0.2, num_epochs=10, lr_scheduler="linear",
                        warmup_epochs=2.3, warmup_lr=0.2 * 1.5, warmup_mode="linear",
                        final_lr=0.07 * 1.5, bn_bias_lr_mult=64.0, crop_pad=2,
                        crop_pad_mode="reflect", flip="alternate", lookahead_every=5,
-                       lookahead_decay=0.95 ** 5, tta="flip,translate"),
+                       lookahead_decay=0.95 ** 5, tta="flip,translate", dtype="auto"),
     },
 }
 
@@ -75,7 +76,9 @@ PRESETS = {
 #: first 23% of the steps (2.3 of 10 epochs) and falls linearly to 0.07x at the end.
 #: Lookahead every 5 steps with decay 0.95^5 x progress^3 is the paper's (train/lookahead.py),
 #: in place of a plain weight EMA (which, measured, ended 1.06 points below the
-#: PyTorch peer on the full set); --ema-decay still works beside it.
+#: PyTorch peer on the full set); --ema-decay still works beside it.  bfloat16 learns it as
+#: float32 does: 90.60% / 90.50% (seeds 0 / 1, whole training set) against float32's 90.92% /
+#: 90.52%, so ``--dtype auto`` uses it where it is the faster precision.
 FAST_SCALING = "lr = 1.5 * batch / 1024, wd = 1.33e-3"
 
 
