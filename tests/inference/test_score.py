@@ -143,6 +143,29 @@ def test_inference_bind_matches_training_graph_for_preact_resnet(tmp_path):
     assert np.abs(inference.get_outputs()[0].asnumpy() - reference).max() < 1e-5
 
 
+@pytest.mark.parametrize("contexts", [1, 2])
+def test_numpy_forward_matches_module_forward(contexts):
+    """Straight into the executor (one context) or split by Module (two): the Module's outputs,
+    and each call sees its own batch."""
+    sym = symbols.get_symbol("resnet", num_layers=8, num_classes=10)
+    mod = mx.mod.Module(sym)
+    mod.bind([("data", (4, 3, 32, 32))], [("softmax_label", (4,))])
+    mx.random.seed(0)
+    mod.init_params(mx.init.Xavier(magnitude=2))
+    args, aux = mod.get_params()
+    ctx = [mx.cpu(i) for i in range(contexts)]
+    module = predict.bind_inference(predict.inference_symbol(sym), "data", (4, 3, 32, 32), args, aux, ctx)
+    run = predict.numpy_forward(module)
+    rng = np.random.RandomState(0)
+    for _ in range(2):
+        x = rng.uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32)
+        got = run(x)
+        module.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
+        expected = module.get_outputs()[0].asnumpy()
+        assert got.shape == (4, 10)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ bad input: exit 2, one line
 
 def _error(capsys, argv):
