@@ -57,6 +57,29 @@ def argv_uses_gpu(argv: Sequence[str]) -> bool:
     return False
 
 
+#: The engine for inference on CPUs: MXNet's threaded engine hands each forward to its worker
+#: thread and back; running the ops in the calling thread took ResNet-20's batch-1 median from
+#: 0.88-0.94 ms to 0.65-0.77 ms with one OpenMP thread and from 0.52-0.72 ms to 0.46 ms with
+#: two, batch 64 unchanged (Intel Xeon, avx512_vnni, quiet machine, interleaved processes).
+#: Training keeps the threaded engine, which overlaps the kvstore and several devices.
+INFERENCE_ENGINE = "NaiveEngine"
+
+
+def inference_engine(argv: Sequence[str], environ: MutableMapping[str, str]) -> str | None:
+    """Set MXNET_ENGINE_TYPE to :data:`INFERENCE_ENGINE` for inference on one CPU context
+    (no ``--gpus``, ``--cpus`` absent or 1) unless the user set it; return what was set.
+    Several contexts keep the threaded engine, which runs them side by side."""
+    if "MXNET_ENGINE_TYPE" in environ or argv_uses_gpu(argv):
+        return None
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--cpus" and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--cpus=") else None)
+        if value is not None and value.strip() not in ("", "1"):
+            return None
+    environ["MXNET_ENGINE_TYPE"] = INFERENCE_ENGINE
+    return INFERENCE_ENGINE
+
+
 def _sharing(environ):
     value = str(environ.get(WORKERS_PER_HOST_ENV, "1")).strip()
     return int(value) if value.isdigit() and int(value) >= 1 else 1

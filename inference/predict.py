@@ -213,8 +213,8 @@ def bind_inference(sym, data_name, data_shape, arg_params, aux_params, contexts=
     guard_fusion``: mxnet 1.9.1's fusion computes PreAct ResNet's CIFAR layout wrongly (its
     stem convolution feeds a BatchNorm and the shortcut), and the guard cuts exactly that
     pattern; every registered family then scores the same fused as unfused
-    (tests/inference/test_int8.py).  Fused, ResNet-20/56 ran 1.19x/1.22x the unfused graph
-    at batch 64 and 1.30x/1.07x at batch 1 (bench/inference.py, 1 thread, Xeon with
+    (tests/inference/test_int8.py).  Fused, ResNet-20/56 ran 1.46x/1.42x the unfused graph
+    at batch 64 and 1.63x/1.62x at batch 1 (bench/inference.py, 1 thread, quiet Xeon with
     avx512_vnni).  ``fuse=False`` binds without it; a user-set
     MXNET_SUBGRAPH_BACKEND wins.  ``dtype='bfloat16'`` converts the graph with MXNet's AMP
     as the trainer does (graph.precision; float32 stem, weights and outputs; on oneDNN 2.4

@@ -26,12 +26,6 @@ from mxcnn import common
 from mxcnn.common import runtime
 from mxcnn.inference import tta
 
-#: OpenMP threads at batch 1 when neither --threads nor OMP_NUM_THREADS is given: on a 2-core
-#: Xeon shared with other jobs, ResNet-20 at batch 1 took 1.4 ms (median) with one thread and
-#: 19 ms with two, whose active waiting stalls when a core is busy (p99 0.3 s; bench/inference.py
-#: ``fused@2``); batches over 1 keep runtime.configure's one thread per core.
-BATCH1_THREADS = 1
-
 
 def _argv_value(argv, flag):
     """The value after ``flag`` (``--flag V`` or ``--flag=V``) in ``argv``, else None."""
@@ -43,28 +37,19 @@ def _argv_value(argv, flag):
     return None
 
 
-def _argv_batch(argv):
-    """The batch ``argv`` asks for: --batch-size (default 128), capped by --predict's images."""
-    value = _argv_value(argv, "--batch-size")
-    batch = int(value) if value and value.isdigit() else 128
-    if "--predict" in argv:
-        rest = argv[argv.index("--predict") + 1:]
-        images = next((i for i, arg in enumerate(rest) if arg.startswith("--")), len(rest))
-        batch = min(batch, max(1, images))
-    return batch
-
-
 def thread_defaults(argv, environ):
-    """OMP_NUM_THREADS from ``--threads``, else :data:`BATCH1_THREADS` for a batch of 1, unless
-    the user exported it; must run before mxnet is imported."""
+    """OMP_NUM_THREADS from ``--threads``; else the user's, else runtime.configure's one thread
+    per core, at every batch size: on a quiet 2-core Xeon two threads took batch-1 latency from
+    0.71 to 0.50 ms (ResNet-20) and from 5.2 to 2.9 ms (WRN-16-4) (bench/inference.py,
+    ``fused@2``).  Must run before mxnet is imported."""
     threads = _argv_value(argv, "--threads")
     if threads and threads.isdigit() and int(threads) >= 1:
         environ["OMP_NUM_THREADS"] = threads
-    elif "OMP_NUM_THREADS" not in environ and _argv_batch(argv) == 1:
-        environ["OMP_NUM_THREADS"] = str(BATCH1_THREADS)
 
 
 thread_defaults(sys.argv[1:], os.environ)
+if __name__ == "__main__":  # the command's default; importing this module changes nothing
+    runtime.inference_engine(sys.argv[1:], os.environ)
 runtime.configure()  # before mxnet is imported
 
 import argparse  # noqa: E402
@@ -227,8 +212,9 @@ def build_parser():
                         help="compute type: bfloat16 runs convolutions in bfloat16 (CPUs with "
                              "avx512_bf16; float32 weights and outputs, as training's --dtype); "
                              "an int8 checkpoint (inference/quantize.py) runs as it is")
-    parser.add_argument("--threads", type=int, help="OpenMP threads (default: 1 for a batch of 1, "
-                                                    "else one per core; OMP_NUM_THREADS also works)")
+    parser.add_argument("--threads", type=int, help="OpenMP threads (default: one per core; on a machine "
+                                                    "shared with other jobs 1 is steadier; OMP_NUM_THREADS "
+                                                    "also works)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mxcnn import common
 from mxcnn.common import runtime
 
@@ -119,3 +121,29 @@ def test_two_mxnet_builds_are_refused_in_one_line(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip uninstall -y mxnet mxnet-cu117" in err
     runtime.check_single_build()  # this environment holds exactly one build
+
+
+@pytest.mark.parametrize(
+    "argv, environ, engine",
+    [
+        (["--batch-size", "1"], {}, runtime.INFERENCE_ENGINE),
+        (["--cpus", "1"], {}, runtime.INFERENCE_ENGINE),
+        (["--cpus", "2"], {}, None),
+        (["--cpus=4"], {}, None),
+        (["--gpus", "0"], {}, None),
+        (["--batch-size", "1"], {"MXNET_ENGINE_TYPE": "ThreadedEngine"}, "ThreadedEngine"),
+    ],
+)
+def test_inference_engine_on_one_cpu_only(argv, environ, engine):
+    environ = dict(environ)
+    runtime.inference_engine(argv, environ)
+    assert environ.get("MXNET_ENGINE_TYPE") == engine
+
+
+def test_score_runs_on_the_inference_engine(tmp_path):
+    """score.py sets the engine before MXNet loads: MXNet itself reports it in use."""
+    env = {k: v for k, v in os.environ.items() if k != "MXNET_ENGINE_TYPE"}
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "inference", "score.py"), "--model-prefix",
+                          str(tmp_path / "none"), "--load-epoch", "1", "--data-val", str(tmp_path / "x.rec")],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert "MXNet start using engine: " + runtime.INFERENCE_ENGINE in out.stderr + out.stdout

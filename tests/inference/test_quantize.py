@@ -125,15 +125,14 @@ def test_bfloat16_scoring_agrees_with_float32(model):
 @pytest.mark.parametrize(
     "argv, environ, threads",
     [
-        (["--batch-size", "1"], {}, "1"),
-        (["--predict", "a.png", "--top-k", "3"], {}, "1"),
-        (["--predict", "a.png", "b.png"], {}, None),
-        (["--batch-size", "64"], {}, None),
+        (["--batch-size", "1"], {}, None),
+        (["--predict", "a.png", "--top-k", "3"], {}, None),
         (["--batch-size", "1"], {"OMP_NUM_THREADS": "2"}, "2"),
         (["--batch-size=1", "--threads", "2"], {}, "2"),
+        (["--threads=1"], {"OMP_NUM_THREADS": "2"}, "1"),
     ],
 )
-def test_thread_default_follows_the_batch(argv, environ, threads):
+def test_threads_flag_wins_else_the_default(argv, environ, threads):
     environ = dict(environ)
     score.thread_defaults(argv, environ)
     assert environ.get("OMP_NUM_THREADS") == threads
