@@ -47,14 +47,20 @@ def omp_threads(cores: int, uses_gpu: bool = False, sharing: int = 1) -> int:
     return max(1, share)
 
 
+def flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value after ``flag`` (``--flag V`` or ``--flag=V``) in ``argv``, else None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def argv_uses_gpu(argv: Sequence[str]) -> bool:
     """True when ``argv`` has a non-empty ``--gpus`` value (every entry point's flag)."""
-    for i, arg in enumerate(argv):
-        if arg == "--gpus" and i + 1 < len(argv):
-            return argv[i + 1].strip() not in ("", "-1")
-        if arg.startswith("--gpus="):
-            return arg.split("=", 1)[1].strip() not in ("", "-1")
-    return False
+    value = flag_value(argv, "--gpus")
+    return value is not None and value.strip() not in ("", "-1")
 
 
 #: The engine for inference on CPUs: MXNet's threaded engine hands each forward to its worker
@@ -69,13 +75,9 @@ def inference_engine(argv: Sequence[str], environ: MutableMapping[str, str]) -> 
     """Set MXNET_ENGINE_TYPE to :data:`INFERENCE_ENGINE` for inference on one CPU context
     (no ``--gpus``, ``--cpus`` absent or 1) unless the user set it; return what was set.
     Several contexts keep the threaded engine, which runs them side by side."""
-    if "MXNET_ENGINE_TYPE" in environ or argv_uses_gpu(argv):
+    cpus = flag_value(argv, "--cpus")
+    if "MXNET_ENGINE_TYPE" in environ or argv_uses_gpu(argv) or (cpus or "1").strip() not in ("", "1"):
         return None
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--cpus" and i + 1 < len(argv) else (
-            arg.split("=", 1)[1] if arg.startswith("--cpus=") else None)
-        if value is not None and value.strip() not in ("", "1"):
-            return None
     environ["MXNET_ENGINE_TYPE"] = INFERENCE_ENGINE
     return INFERENCE_ENGINE
 

@@ -27,22 +27,12 @@ from mxcnn.common import runtime
 from mxcnn.inference import tta
 
 
-def _argv_value(argv, flag):
-    """The value after ``flag`` (``--flag V`` or ``--flag=V``) in ``argv``, else None."""
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def thread_defaults(argv, environ):
     """OMP_NUM_THREADS from ``--threads``; else the user's, else runtime.configure's one thread
     per core, at every batch size: on a quiet 2-core Xeon two threads took batch-1 latency from
     0.71 to 0.50 ms (ResNet-20) and from 5.2 to 2.9 ms (WRN-16-4) (bench/inference.py,
     ``fused@2``).  Must run before mxnet is imported."""
-    threads = _argv_value(argv, "--threads")
+    threads = runtime.flag_value(argv, "--threads")
     if threads and threads.isdigit() and int(threads) >= 1:
         environ["OMP_NUM_THREADS"] = threads
 
