@@ -1,6 +1,8 @@
-"""The PyTorch peer of ``--preset fast``: airbench94 (Jordan 2024, arXiv:2404.00498) on the CPU.
+"""The PyTorch peer of ``--preset fast`` and ``--preset fast92``: airbench94 and airbench95
+(Jordan 2024, arXiv:2404.00498) on the CPU.
 
     .venv-torch/bin/python bench/airbench_torch.py --data WORK/cifar10-pixels.npz --out WORK/torch.jsonl
+    .venv-torch/bin/python bench/airbench_torch.py --recipe airbench95 --data ... --out ...
 
 Written from the paper's description (Sec. 3), fp32, eager mode:
 
@@ -12,6 +14,8 @@ Written from the paper's description (Sec. 3), fp32, eager mode:
   lr 11.5 and wd 0.0153 "per 1024 examples" (divided by 1024 * (1 + 1/(1 - momentum))),
   BN biases at 64x lr, triangular schedule 0.2 -> 1 (23% of the steps) -> 0.07, 9.9 epochs,
   lookahead every 5 steps towards an EMA with decay 0.95^5 * (progress)^3.
+* ``--recipe airbench95`` (:data:`RECIPES`): widths 128/384/384, lr 10.0, 15 epochs; the rest
+  as above.
 * data: alternating flip (random in epoch 0, then each image mirrored every other epoch)
   and random translation by up to 2 pixels with reflection padding.
 * evaluation after every epoch on the test images, TTA = the mean probability over the
@@ -41,10 +45,11 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 from mxcnn.common import usable_cores  # noqa: E402  (import-light, no MXNet)
 
-WIDTHS = (64, 256, 256)
+#: What differs between the paper's recipes: widths, lr per 1024 examples, epochs.
+RECIPES = {"airbench94": dict(widths=(64, 256, 256), lr=11.5, epochs=9.9),
+           "airbench95": dict(widths=(128, 384, 384), lr=10.0, epochs=15.0)}
 BATCH = 1024
-EPOCHS = 9.9
-LR, WD, MOMENTUM, BIAS_SCALE = 11.5, 0.0153, 0.85, 64.0
+WD, MOMENTUM, BIAS_SCALE = 0.0153, 0.85, 64.0
 SMOOTHING = 0.2
 WHITEN_BIAS_EPOCHS = 3
 TRANSLATE = 2
@@ -78,7 +83,7 @@ class Group(nn.Module):
 
 
 class AirbenchNet(nn.Module):
-    def __init__(self, classes=10, widths=WIDTHS):
+    def __init__(self, classes, widths):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)
         self.whiten.weight.requires_grad = False
@@ -139,9 +144,9 @@ def evaluate(net, images, labels, batch=1000, dtype="float32"):
     return correct / len(images)
 
 
-def make_optimizer(net, batch):
+def make_optimizer(net, batch, base_lr):
     scale = 1024 * (1 + 1 / (1 - MOMENTUM))
-    lr, wd = LR / scale, WD * batch / scale
+    lr, wd = base_lr / scale, WD * batch / scale
     biases = [p for n, p in net.named_parameters() if "norm" in n and p.requires_grad]
     others = [p for n, p in net.named_parameters() if "norm" not in n and p.requires_grad]
     groups = [dict(params=biases, lr=lr * BIAS_SCALE, weight_decay=wd / (lr * BIAS_SCALE)),
@@ -183,12 +188,13 @@ def train(args, emit):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     train_x, train_y, test_x, test_y = load(args.data)
-    net = AirbenchNet(int(train_y.max()) + 1).to(memory_format=torch.channels_last)
+    recipe = RECIPES[args.recipe]
+    net = AirbenchNet(int(train_y.max()) + 1, recipe["widths"]).to(memory_format=torch.channels_last)
     with torch.no_grad():
         net.whiten.weight.copy_(whiten_from(train_x[:5000]))
-    optimizer = make_optimizer(net, args.batch_size)
+    optimizer = make_optimizer(net, args.batch_size, recipe["lr"])
     per_epoch = math.ceil(len(train_x) / args.batch_size)
-    total = int(args.epochs * per_epoch)
+    total = int((args.epochs or recipe["epochs"]) * per_epoch)
     lookahead, step, epoch = Lookahead(net), 0, 0
     flips0 = rng.random(len(train_x)) < 0.5
     loss_fn = nn.CrossEntropyLoss(label_smoothing=SMOOTHING, reduction="sum")
@@ -228,7 +234,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="npz of train_x/train_y/test_x/test_y/mean/std")
     parser.add_argument("--out", required=True, help="JSON lines, one per epoch")
-    parser.add_argument("--epochs", type=float, default=EPOCHS)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="airbench94")
+    parser.add_argument("--epochs", type=float, help="default: the recipe's")
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--threads", type=int, default=usable_cores(physical=True))
     parser.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,9 @@ test images, stored losslessly as decoded) -> ``.rec`` -> for each run a fresh p
   channels_last), fed the very pixels of the same ``.rec`` files (an ``.npz`` written here);
 * ``torch_bf16``: the same under PyTorch's bfloat16 CPU autocast (its fastest mode where the
   CPU has avx512_bf16 or AMX);
+* ``fast92``, ``torch92``, ``torch92_bf16``: the same three for ``--preset fast92`` and its
+  peer, airbench95 (about 4x the fast recipe's work: hours on 2 cores, so not run by default;
+  ``--runs fast92,torch92``);
 * ``resnet20``: He et al.'s ResNet-20 recipe (``--preset resnet``: lr 0.1, x0.1 at 50% and 75%
   of the epochs, batch 128, wd 1e-4) compressed from 164 to ``--reference-epochs`` epochs.
 
@@ -42,8 +45,14 @@ from mxcnn.common import atomic_write, atomic_write_text  # noqa: E402
 
 ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpeg-train-full.tar.gz")
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93)
-RUNS = ("fast", "torch", "torch_bf16", "resnet20")
-PEERS = ("torch", "torch_bf16")
+#: Our recipe runs: the preset each trains, and the peer's airbench_torch.py --recipe.
+RECIPES = {"fast": "airbench94", "fast92": "airbench95"}
+#: Peer runs: (our recipe run they are compared with, the peer's --dtype).
+PEERS = {"torch": ("fast", "float32"), "torch_bf16": ("fast", "bfloat16"),
+         "torch92": ("fast92", "float32"), "torch92_bf16": ("fast92", "bfloat16")}
+RUNS = ("fast", "torch", "torch_bf16", "fast92", "torch92", "torch92_bf16", "resnet20")
+#: Runs left out of the default (hours each on 2 cores).
+LONG_RUNS = ("fast92", "torch92", "torch92_bf16")
 TORCH_PYTHON = os.path.join(ROOT, ".venv-torch", "bin", "python")
 POLL = 0.5
 
@@ -58,11 +67,12 @@ def cpu_label():
 
 
 def default_runs(flags=None):
-    """Every run, the bf16 peer only where the CPU has bfloat16 hardware."""
+    """Every run but the long ones, the bf16 peer only where the CPU has bfloat16 hardware."""
     if flags is None:
         flags = set(_common._cpuinfo().get("flags", "").split())
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(flags))
-    return [name for name in RUNS if name != "torch_bf16" or bf16]
+    return [name for name in RUNS if name not in LONG_RUNS
+            and (not name.endswith("_bf16") or bf16)]
 
 
 def prepare(archive, work):
@@ -104,11 +114,11 @@ def commands(name, work, args):
                "--model-prefix", os.path.join(folder, "m"), "--log-file",
                os.path.join(folder, "mxcnn.train.log"), "--no-plot", "--disp-batches", "10",
                "--seed", str(args.seed)]
-    if name == "fast":
-        # the preset's warm-up is 2.3 of 10 epochs: keep it 23% of a shortened run
+    if name in RECIPES:
+        # the presets' warm-up is 23% of the epochs: keep it so in a shortened run
         extra = ["--num-epochs", str(args.epochs), "--warmup-epochs", "%g" % (0.23 * args.epochs)] \
             if args.epochs else []
-        return trainer + ["--preset", "fast"] + extra + args.fast_args, os.path.join(folder, "m-log.jsonl")
+        return trainer + ["--preset", name] + extra + args.fast_args, os.path.join(folder, "m-log.jsonl")
     if name == "resnet20":
         epochs = args.epochs or args.reference_epochs
         steps = "%g,%g" % (epochs * 82 / 164.0, epochs * 123 / 164.0)
@@ -116,10 +126,11 @@ def commands(name, work, args):
                           "--lr-step-epochs", steps], os.path.join(folder, "m-log.jsonl")
     if name in PEERS:
         out = os.path.join(folder, "torch.jsonl")
+        recipe, dtype = PEERS[name]
         extra = ["--epochs", str(args.epochs)] if args.epochs else []
-        extra += ["--dtype", "bfloat16"] if name == "torch_bf16" else []
-        return [TORCH_PYTHON, os.path.join(HERE, "airbench_torch.py"), "--data",
-                export_pixels(work), "--out", out, "--seed", str(args.seed)] + extra, out
+        extra += ["--dtype", dtype] if dtype != "float32" else []
+        return [TORCH_PYTHON, os.path.join(HERE, "airbench_torch.py"), "--recipe", RECIPES[recipe],
+                "--data", export_pixels(work), "--out", out, "--seed", str(args.seed)] + extra, out
     raise SystemExit("unknown run %r; choose from %s" % (name, ", ".join(RUNS)))
 
 
@@ -206,20 +217,23 @@ def table(results, cpu):
 
 
 def peer_ratio(results):
-    """The goal's comparison, one line per peer run: fast's wall time to the peer's final
-    accuracy / the peer's whole run; the peer's fastest configuration is the one to beat."""
+    """The goal's comparison, one line per peer run beside its recipe's run: our wall time to
+    the peer's final accuracy / the peer's whole run; the peer's fastest configuration (the
+    first line of each recipe) is the one to beat."""
     by = {r["name"]: r for r in results}
-    peers = [by[name] for name in PEERS if name in by and by[name]["final_accuracy"] is not None]
-    if "fast" not in by or not peers:
-        return None
+    peers = [by[name] for name in PEERS if name in by and by[name]["final_accuracy"] is not None
+             and PEERS[name][0] in by]
     lines = []
-    for peer in sorted(peers, key=lambda r: r["records"][-1]["wall"]):
+    for peer in sorted(peers, key=lambda r: (RUNS.index(PEERS[r["name"]][0]), r["records"][-1]["wall"])):
+        ours = by[PEERS[peer["name"]][0]]
         goal, peer_time = peer["final_accuracy"], peer["records"][-1]["wall"]
-        hit = next((r for r in by["fast"]["records"] if r["accuracy"] >= goal), None)
-        lines.append("%s peer: %.2f%% in %.1f min; fast %s" % (peer["name"], 100 * goal, peer_time / 60, (
+        hit = next((r for r in ours["records"] if r["accuracy"] >= goal), None)
+        lines.append("%s peer: %.2f%% in %.1f min; %s %s" % (
+            peer["name"], 100 * goal, peer_time / 60, ours["name"],
             "reaches it in %.1f min = %.2fx the peer's time" % (hit["wall"] / 60, hit["wall"] / peer_time)
-            if hit else "does not reach it (best %.2f%%)" % (100 * by["fast"]["best_accuracy"]))))
-    return "\n".join(lines)
+            if hit else "does not reach it (best %s)" % (
+                "-" if ours["best_accuracy"] is None else "%.2f%%" % (100 * ours["best_accuracy"]))))
+    return "\n".join(lines) or None
 
 
 def plot(results, path):
@@ -247,8 +261,8 @@ def main(argv=None):
     parser.add_argument("--archive", default=ARCHIVE, help="image-tree archive (default: the full set)")
     parser.add_argument("--work-dir", default=os.path.join(ROOT, "runs", "time_to_accuracy"))
     parser.add_argument("--runs", default=",".join(default_runs()),
-                        help="comma list of: %s (default: all; torch_bf16 where the CPU has "
-                             "avx512_bf16 or AMX)" % ", ".join(RUNS))
+                        help="comma list of: %s (default: all but %s; the _bf16 peers where the "
+                             "CPU has avx512_bf16 or AMX)" % (", ".join(RUNS), ", ".join(LONG_RUNS)))
     parser.add_argument("--epochs", type=int, help="override every run's epochs (smoke runs)")
     parser.add_argument("--reference-epochs", type=int, default=10,
                         help="epochs of the compressed He et al. ResNet-20 schedule (default 10)")
@@ -256,7 +270,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0,
                         help="every run's seed (repeat with others to see the run-to-run spread)")
     parser.add_argument("--fast-args", nargs=argparse.REMAINDER, default=[],
-                        help="extra train_cifar.py flags for the fast run (last option)")
+                        help="extra train_cifar.py flags for the fast and fast92 runs (last option)")
     args = parser.parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
     cpu = cpu_label()

@@ -35,10 +35,21 @@ def test_table_and_peer_ratio():
 def test_both_runs_take_the_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(tta_bench, "export_pixels", lambda work: "pixels.npz")
     args = argparse.Namespace(epochs=None, fast_args=[], reference_epochs=10, seed=7)
-    for name in ("fast", "torch", "torch_bf16", "resnet20"):
+    for name in tta_bench.RUNS:
         argv, _ = tta_bench.commands(name, str(tmp_path), args)
         assert argv[argv.index("--seed") + 1] == "7", (name, argv)
-        assert ("--dtype" in argv) == (name == "torch_bf16"), (name, argv)
+        assert ("--dtype" in argv) == name.endswith("_bf16"), (name, argv)
+
+
+def test_each_recipe_runs_its_preset_and_its_peer_the_same_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(tta_bench, "export_pixels", lambda work: "pixels.npz")
+    args = argparse.Namespace(epochs=None, fast_args=[], reference_epochs=10, seed=0)
+    for ours, peers in (("fast", ("torch", "torch_bf16")), ("fast92", ("torch92", "torch92_bf16"))):
+        argv, _ = tta_bench.commands(ours, str(tmp_path), args)
+        assert argv[argv.index("--preset") + 1] == ours
+        for peer in peers:
+            argv, _ = tta_bench.commands(peer, str(tmp_path), args)
+            assert argv[argv.index("--recipe") + 1] == tta_bench.RECIPES[ours], argv
 
 
 def test_each_peer_configuration_gets_its_ratio_fastest_first():
@@ -49,4 +60,15 @@ def test_each_peer_configuration_gets_its_ratio_fastest_first():
     assert lines[0].startswith("torch_bf16 peer: 91.00%") and "0.86x" in lines[0]
     assert lines[1].startswith("torch peer: 90.00%")
     assert tta_bench.default_runs({"avx2"}) == ["fast", "torch", "resnet20"]
-    assert "torch_bf16" in tta_bench.default_runs({"avx512_bf16"})
+    assert tta_bench.default_runs({"avx512_bf16"}) == ["fast", "torch", "torch_bf16", "resnet20"]
+
+
+def test_peers_are_compared_with_their_own_recipe():
+    runs = [result("fast", [0.90, 0.91]), result("torch", [0.89, 0.905]),
+            result("fast92", [0.91, 0.925], epoch_s=200), result("torch92", [0.90, 0.921], epoch_s=250)]
+    lines = tta_bench.peer_ratio(runs).splitlines()
+    assert lines[0].startswith("torch peer: 90.50%") and "fast reaches it" in lines[0]
+    # torch92: 92.1% at 5 + 2 x 260 = 525 s (+1 s end); fast92 has 92.5% at 5 + 2 x 210 = 425 s
+    assert lines[1].startswith("torch92 peer: 92.10%") and "fast92 reaches it" in lines[1]
+    assert "0.81x" in lines[1]
+    assert tta_bench.peer_ratio([result("torch92", [0.9])]) is None

@@ -203,3 +203,27 @@ def test_presets_fill_only_flags_not_given():
     assert (args.warmup_iters, args.warmup_lr, args.warmup_mode) == (400, 0.01, "constant")
     for name, preset in presets.PRESETS.items():
         assert preset["source"] and set(preset["values"]) <= set(vars(args)), name
+
+
+def test_fast92_preset_is_airbench95_in_mxnet_terms():
+    """Widths 128/384/384, 15 epochs, airbench95's lr 10 per 1024 examples (11.5 in the fast
+    preset's 1.5), the same decoupled decay per step, and the schedule kept in proportion."""
+    from mxcnn import symbols
+    from mxcnn.train import options, train_cifar
+    argv = ["--preset", "fast92"]
+    args = train_cifar.apply_preset(train_cifar.build_parser().parse_args(argv),
+                                    train_cifar.explicit_flags(argv))
+    fast = train_cifar.apply_preset(train_cifar.build_parser().parse_args(["--preset", "fast"]),
+                                    train_cifar.explicit_flags(["--preset", "fast"]))
+    assert options.network_options(args) == {"widths": (128, 384, 384)}
+    assert args.num_epochs == 15 and abs(args.lr / fast.lr - 10.0 / 11.5) < 1e-4
+    assert abs(args.lr * args.wd / (fast.lr * fast.wd) - 1) < 1e-4    # 0.0153 per 1024 examples
+    assert abs(args.warmup_epochs / args.num_epochs - fast.warmup_epochs / fast.num_epochs) < 1e-9
+    assert abs(args.final_lr / args.lr - 0.07) < 1e-9 and abs(args.warmup_lr / args.lr - 0.2) < 1e-9
+    for key in ("network", "optimizer", "batch_size", "mom", "label_smoothing", "flip", "tta",
+                "lookahead_every", "bn_bias_lr_mult", "crop_pad", "dtype"):
+        assert getattr(args, key) == getattr(fast, key), key
+    sym = symbols.get_symbol("airbench", num_classes=10, **options.network_options(args))
+    convs = [(24, 128), (128, 128), (128, 384), (384, 384), (384, 384), (384, 384)]
+    expected = 24 * 3 * 4 + 24 + sum(9 * a * b + 2 * b for a, b in convs) + 384 * 10
+    assert symbols.count_params(sym, (3, 32, 32)) == expected
