@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mxcnn.graph.memonger import MIRROR_ATTR
-from mxcnn.graph.symbol_json import load_rewritten, symbol_graph
+from mxcnn.graph.symbol_json import concat_detour_pieces, load_rewritten, symbol_graph
 
 if TYPE_CHECKING:
     import mxnet as mx
@@ -162,14 +162,9 @@ class _Rewrite:
         (expand_dims(axis=4) pieces -> Concat(dim=1) -> Reshape to 4-D)."""
         found = {}
         for index, node in enumerate(self.old):
-            if node["op"] not in ("Reshape", "reshape") or not node["inputs"]:
-                continue
-            concat = self.old[node["inputs"][0][0]]
-            if concat["op"] not in ("Concat", "concat") or _attr(concat, "dim") != "1":
-                continue
-            pieces = [self.old[ref[0]] for ref in concat["inputs"]]
-            if all(p["op"] == "expand_dims" and _attr(p, "axis") == "4" for p in pieces):
-                found[index] = [p["inputs"][0] for p in pieces]
+            pieces = concat_detour_pieces(self.old, node)
+            if pieces is not None:
+                found[index] = pieces
         return found
 
     def _concat_sources(self, index):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import mxnet as mx
 
-__all__ = ["symbol_graph", "head_op", "is_true", "check_interface", "load_rewritten"]
+__all__ = ["symbol_graph", "head_op", "is_true", "check_interface", "load_rewritten",
+           "concat_detour_pieces"]
 
 
 def symbol_graph(sym: mx.sym.Symbol, keep_amp_casts: bool = False) -> dict[str, Any]:
@@ -47,3 +48,20 @@ def load_rewritten(graph: dict[str, Any], original: mx.sym.Symbol, what: str) ->
     """The symbol of the edited JSON dict ``graph``, checked against ``original``."""
     import mxnet as mx
     return check_interface(original, mx.sym.load_json(json.dumps(graph)), what)
+
+
+def concat_detour_pieces(nodes: list[dict[str, Any]], node: dict[str, Any]) -> list[list[int]] | None:
+    """The input refs of the 4-D pieces when ``node`` ends ``symbols.densenet``'s 5-D channel
+    concatenation (``expand_dims(axis=4)`` pieces -> ``Concat(dim=1)`` -> Reshape to 4-D),
+    else None.  ``nodes``: the graph's node list."""
+    if node["op"] not in ("Reshape", "reshape") or not node["inputs"]:
+        return None
+    if node.get("attrs", {}).get("shape", "(0, 0, 0, -1)") != "(0, 0, 0, -1)":
+        return None
+    joined = nodes[node["inputs"][0][0]]
+    if joined["op"] not in ("Concat", "concat") or joined.get("attrs", {}).get("dim") != "1":
+        return None
+    pieces = [nodes[ref[0]] for ref in joined["inputs"]]
+    if not all(p["op"] == "expand_dims" and p.get("attrs", {}).get("axis") == "4" for p in pieces):
+        return None
+    return [list(p["inputs"][0]) for p in pieces]

@@ -127,6 +127,7 @@ def quantize_symbol(
     if calib_mode not in CALIB_MODES:
         raise QuantizeError("--calib-mode %r: choose one of %s" % (calib_mode, ", ".join(CALIB_MODES)))
     shape = (int(batch_size),) + tuple(calib_images.shape[1:])
+    sym, _ = onednn_inference.plain_concats(sym)
     sym, cut = onednn_inference.guard_fusion(sym)
     sym, activation_cuts = onednn_inference.guard_int8_activations(sym)
     cut = cut + activation_cuts

@@ -152,3 +152,27 @@ def test_quantized_grouped_convolutions_are_wrong_and_stay_float32(monkeypatch, 
     scale = np.abs(plain).max()
     assert np.abs(kept - plain).max() < 0.1 * scale
     assert (np.abs(unguarded - plain).max() > 0.3 * scale) == wrong
+
+
+def test_densenet_concatenations_are_plain_and_its_preactivations_int8():
+    """The 5-D concatenation detour (a training-only workaround) becomes a 4-D Concat of the
+    same name and values; the int8 graph then keeps no float32 BatchNorm or ReLU."""
+    import json
+
+    case = ("densenet", {"num_layers": 16, "growth_rate": 12}, (3, 32, 32))
+    sym, args, auxs = helpers.build_case(case)
+    logits = helpers.logits_of(sym)
+    plain, names = onednn_inference.plain_concats(logits)
+    assert len(names) == 6 and "block1_layer2_input" in names
+    ops = [node["op"] for node in json.loads(plain.tojson())["nodes"]]
+    assert "expand_dims" not in ops and ops.count("Concat") == 6
+    shape = (BATCH,) + case[2]
+    images = helpers.smooth_images(BATCH, case[2], 7)
+    detour = helpers.forward(bind_inference(logits, "data", shape, args, auxs, fuse=False), images)
+    joined = helpers.forward(bind_inference(plain, "data", shape, args, auxs, fuse=False), images)
+    np.testing.assert_allclose(joined, detour, rtol=1e-5, atol=1e-6)
+    qsym, _, _, _ = quantize_symbol(logits, args, auxs, helpers.smooth_images(32, case[2], 3),
+                                    batch_size=16)
+    ops = [node["op"] for node in json.loads(qsym.tojson())["nodes"]]
+    assert "BatchNorm" not in ops and "Activation" not in ops and "Concat" not in ops
+    assert ops.count("_contrib_quantized_concat") == 6
