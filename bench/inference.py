@@ -205,12 +205,29 @@ def resnet50_checkpoint(data, stats):
     return prefix, 0
 
 
+#: The code an int8 checkpoint depends on: a cached one older than any of them is redone.
+QUANTIZE_SOURCES = (os.path.join(ROOT, "inference", "quantize.py"),
+                    os.path.join(ROOT, "graph", "onednn_inference.py"))
+
+
+def _stale(out, epoch, prefix):
+    """Whether ``out``'s epoch is missing or older than the checkpoint or the quantize code."""
+    from mxcnn.inference import checkpoint
+
+    if checkpoint.latest_epoch(out) != epoch:
+        return True
+    written = os.path.getmtime(checkpoint.checkpoint_paths(out, epoch)["params"])
+    inputs = QUANTIZE_SOURCES + (checkpoint.checkpoint_paths(prefix, epoch)["params"],)
+    return any(os.path.getmtime(path) > written for path in inputs)
+
+
 def quantized(net, prefix, epoch, calib):
-    """``PREFIX-int8`` of the checkpoint, calibrated on ``calib`` (written once)."""
+    """``PREFIX-int8`` of the checkpoint, calibrated on ``calib`` (written once, redone when
+    the checkpoint or the quantization code is newer)."""
     from mxcnn.inference import checkpoint, quantize
 
     out = quantize.int8_prefix(prefix)
-    if checkpoint.latest_epoch(out) != epoch:
+    if _stale(out, epoch, prefix):
         from mxcnn.inference.predict import inference_symbol, read_checkpoint
 
         sym, args, auxs = read_checkpoint(prefix, epoch)
