@@ -7,17 +7,29 @@ iterations = 164 epochs of 391 batches and divide the learning rate at 32k/48k =
 
 __all__ = ["PRESETS", "describe"]
 
-#: airbench's per-1024-example lr in MXNet's averaged-gradient terms (see FAST_SCALING).
+#: airbench's summed-loss lr is "per 1024 examples" divided by (1 + 1/(1 - momentum)) per
+#: summed example; MXNet averages the gradient, so its lr at batch 1024 is lr / this.
 _SUMMED_LR_DIVISOR = 1 + 1 / (1 - 0.85)
-#: airbench95: lr 10.0 per 1024 examples; its decoupled decay 0.0153 per 1024 at that lr.
-FAST92_LR = round(10.0 / _SUMMED_LR_DIVISOR, 4)
-FAST92_WD = 0.0153 / 10.0
 #: What the fast recipes share: airbench's optimiser, augmentation, lookahead and TTA.
 _FAST_COMMON = dict(network="airbench", optimizer="nag", batch_size=1024, mom=0.85,
                     label_smoothing=0.2, lr_scheduler="linear", warmup_mode="linear",
                     bn_bias_lr_mult=64.0, crop_pad=2, crop_pad_mode="reflect", flip="alternate",
                     lookahead_every=5, lookahead_decay=0.95 ** 5, tta="flip,translate",
                     dtype="auto")
+
+
+def _fast_recipe(lr_per_1024, epochs, **values):
+    """An airbench recipe's flag values from its lr "per 1024 examples" and epochs (see
+    FAST_SCALING): the decay 0.0153 per 1024 at that lr, and the triangular schedule
+    (0.2x -> 1x over 23% of the epochs -> 0.07x)."""
+    lr = round(lr_per_1024 / _SUMMED_LR_DIVISOR, 4)
+    return dict(_FAST_COMMON, lr=lr, wd=0.0153 / lr_per_1024, num_epochs=epochs,
+                warmup_epochs=round(0.23 * epochs, 4), warmup_lr=0.2 * lr, final_lr=0.07 * lr,
+                **values)
+
+
+#: airbench95: lr 10 per 1024 examples, 15 epochs, widths 128/384/384.
+_FAST92 = _fast_recipe(10.0, 15, net_option=["widths=(128,384,384)"])
 
 PRESETS = {
     "resnet": {
@@ -69,18 +81,15 @@ PRESETS = {
                   "alternating flip, reflect-padded 2-pixel crops, flip+translate TTA, 10 epochs "
                   "(lr = 1.5 x batch/1024: see FAST_SCALING); --dtype auto: bfloat16 where it "
                   "trains faster (AMD Zen 4/5), float32 elsewhere",
-        "values": dict(_FAST_COMMON, lr=1.5, wd=0.0153 / 11.5, num_epochs=10, warmup_epochs=2.3,
-                       warmup_lr=0.2 * 1.5, final_lr=0.07 * 1.5),
+        "values": _fast_recipe(11.5, 10),
     },
     "fast92": {
         "source": "airbench95 (Jordan 2024, arXiv:2404.00498, the time-to-95%% variant) on "
                   "--network airbench: the fast recipe with widths 128/384/384, 15 epochs and "
                   "the lr per 1024 examples at 10 instead of 11.5 (lr = %.3f x batch/1024, "
-                  "wd = %.2e: see FAST_SCALING); aimed at 92%% on the JPEG CIFAR-10 test "
-                  "images, where the fast recipe stops near 90.5%%" % (FAST92_LR, FAST92_WD),
-        "values": dict(_FAST_COMMON, net_option=["widths=(128,384,384)"], lr=FAST92_LR,
-                       wd=FAST92_WD, num_epochs=15, warmup_epochs=0.23 * 15,
-                       warmup_lr=0.2 * FAST92_LR, final_lr=0.07 * FAST92_LR),
+                  "wd = 1.53e-3: see FAST_SCALING); aimed at 92%% on the JPEG CIFAR-10 test "
+                  "images, where the fast recipe stops near 90.5%%" % _FAST92["lr"],
+        "values": _FAST92,
     },
 }
 
