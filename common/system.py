@@ -1,4 +1,5 @@
-"""Facts about the machine this process runs on: how many cores it may use.
+"""Facts about the machine this process runs on: how many cores it may use, and its CPU's
+feature flags (``cpu_flags``).
 
 Three limits apply on Linux, and the smallest wins:
 
@@ -14,10 +15,29 @@ import math
 import os
 from collections.abc import Iterable
 
-__all__ = ["usable_cores", "affinity_cpus", "cpu_quota", "physical_cores"]
+__all__ = ["usable_cores", "affinity_cpus", "cpu_quota", "physical_cores", "cpu_flags",
+           "cpuinfo_field"]
 
 _CGROUP_ROOT = "/sys/fs/cgroup"
 _CPU_SYSFS = "/sys/devices/system/cpu"
+
+
+def cpuinfo_field(name: str, path: str = "/proc/cpuinfo") -> str:
+    """The value of ``name`` for the first processor in ``path`` ("" where unreadable)."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor in ``path`` (empty where it is unreadable)."""
+    return frozenset(cpuinfo_field("flags", path).split())
 
 
 def affinity_cpus() -> set[int]:

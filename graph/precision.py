@@ -66,6 +66,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mxcnn import common
+from mxcnn.common.system import cpu_flags, cpuinfo_field
 from mxcnn.graph.channel_pad import SEGMENTS_ATTR as _CHANNEL_SEGMENTS
 from mxcnn.graph.symbol_json import check_interface, symbol_graph
 
@@ -92,24 +93,6 @@ __all__ = ["DTYPES", "resolve_dtype", "training_symbol", "optimizer_params", "ch
            "cast_count", "low_precision_ops", "float32_layers", "request_amx_permission"]
 
 
-def _cpuinfo_field(name, path):
-    """The value of ``name`` for the first processor in ``path`` ("" where unreadable)."""
-    try:
-        with open(path) as handle:
-            for line in handle:
-                key, sep, value = line.partition(":")
-                if sep and key.strip() == name:
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU feature flags of the first processor in ``path`` (empty where it is unreadable)."""
-    return frozenset(_cpuinfo_field("flags", path).split())
-
-
 def resolve_dtype(dtype: str, contexts: Iterable[mx.Context | str], flags: Iterable[str] | None = None,
                   vendor: str | None = None, onednn: bool | None = None) -> tuple[str, str | None]:
     """``(dtype, why)``: ``dtype`` itself (``why`` None), or for ``"auto"`` the precision this
@@ -119,7 +102,7 @@ def resolve_dtype(dtype: str, contexts: Iterable[mx.Context | str], flags: Itera
     if dtype != "auto":
         return dtype, None
     flags = cpu_flags() if flags is None else frozenset(flags)
-    vendor = _cpuinfo_field("vendor_id", "/proc/cpuinfo") if vendor is None else vendor
+    vendor = cpuinfo_field("vendor_id") if vendor is None else vendor
     if _device_types(contexts) != {"cpu"}:
         return "float32", "GPUs train in float32 unless --dtype float16 is given"
     if not set(BF16_FLAGS) <= flags:
