@@ -56,6 +56,14 @@ NETS = {
                 ("get_cifar_wide_resnet", {"num_layers": 16, "width_factor": 4})),
     "densenet100": ("DenseNet-BC-100-12", "densenet", 100, {"growth_rate": 12}, None),
 }
+#: Networks measured with --knobs only (no peer models): same fields as NETS.
+KNOB_NETS = {
+    "airbench94": ("airbench94 (--preset fast)", "airbench", None, {}, None),
+    "airbench95": ("airbench95 (--preset fast92)", "airbench", None,
+                   {"widths": (128, 384, 384)}, None),
+    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2", None, {}, None),
+    "googlenet": ("GoogLeNet", "googlenet", None, {}, None),
+}
 CONFIGS = ("ours", "module", "gluoncv", "torch", "torch_cl", "ours_bf16", "torch_bf16")
 #: Configurations that train in bfloat16 (skipped on CPUs without avx512_bf16).
 BF16_CONFIGS = ("ours_bf16", "torch_bf16")
@@ -86,7 +94,8 @@ KNOBS = {
                   {"fuse": False}),
     "no_global_pool": ("global pooling left to oneDNN's Pooling (no graph.global_pool rewrite)",
                        {}, {"rewrites": ("layout_barrier", "channel_pad", "fusion")}),
-    "no_channel_pad": ("DenseNet's channels left unpadded (no graph.channel_pad rewrite)", {},
+    "no_channel_pad": ("channels left unpadded (no graph.channel_pad rewrite: DenseNet's "
+                       "concatenations, AVX-512's 8-blocked convolutions)", {},
                        {"rewrites": ("global_pool", "layout_barrier", "fusion")}),
     "no_rewrites": ("none of the oneDNN graph rewrites (the graph as built)", {},
                     {"rewrites": ()}),
@@ -127,7 +136,7 @@ def run_worker(spec):
     net, batch_size, batches = spec["net"], spec["batch_size"], spec["batches"]
     if spec["config"] in ("ours", "ours_bf16", "knob"):
         from mxcnn.train import fit
-        sym = _mxnet_steps.symbol(NETS[net])
+        sym = _mxnet_steps.symbol(net_entry(net))
         options = dict(spec.get("options") or {})
         if spec["config"] == "ours_bf16":
             options["dtype"] = "bfloat16"
@@ -211,7 +220,12 @@ def batches_for(macs, batch_size, explicit=None):
 def forward_macs(net):
     """Forward multiply-accumulates per 3x32x32 image (graph.inspector)."""
     from mxcnn.graph import inspector as sym_inspect
-    return sym_inspect.summarize(_mxnet_steps.symbol(NETS[net]), data=(1, 3, 32, 32)).total_macs
+    return sym_inspect.summarize(_mxnet_steps.symbol(net_entry(net)), data=(1, 3, 32, 32)).total_macs
+
+
+def net_entry(net):
+    """The NETS or KNOB_NETS entry of ``net``."""
+    return NETS[net] if net in NETS else KNOB_NETS[net]
 
 
 def bf16_unsupported():
@@ -335,7 +349,7 @@ def format_table(results, nets, macs, peak, batch_size, configs):
 def format_knobs(results, nets, knobs):
     rows = [["network", "knob", "img/s", "vs defaults", "what"]]
     for net in nets:
-        rows.append([NETS[net][0], "defaults", _fmt_speed(_speeds(results, (net, "defaults"))),
+        rows.append([net_entry(net)[0], "defaults", _fmt_speed(_speeds(results, (net, "defaults"))),
                      "1.00x", "common/runtime.py DEFAULTS + OMP_NUM_THREADS=cores"])
         for knob in knobs:
             rows.append(["", knob, _fmt_speed(_speeds(results, (net, knob))),
@@ -368,8 +382,8 @@ def build_parser():
         description="Training img/s of this project vs raw MXNet Module, GluonCV and PyTorch "
                     "(interleaved, repeated, medians and paired ratios).")
     parser.add_argument("--nets", default=None,
-                        help="comma-separated subset of %s (default: all; with --knobs: resnet20)"
-                             % ",".join(NETS))
+                        help="comma-separated subset of %s (default: all; with --knobs: resnet20, "
+                             "and also %s)" % (",".join(NETS), ",".join(KNOB_NETS)))
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help="comma-separated subset of %s" % ",".join(CONFIGS))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
@@ -413,7 +427,8 @@ def main(argv=None):
 def _drive(args):
     if args.repeats < 1 or (args.batches is not None and args.batches < 1) or args.batch_size < 1:
         raise BenchError("--repeats, --batches and --batch-size must be positive")
-    nets = _choices(args.nets or ("resnet20" if args.knobs else ",".join(NETS)), list(NETS), "net")
+    allowed = list(NETS) + (list(KNOB_NETS) if args.knobs else [])
+    nets = _choices(args.nets or ("resnet20" if args.knobs else ",".join(NETS)), allowed, "net")
     threads = args.threads or _common.usable_cores()
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     macs = {net: forward_macs(net) for net in nets}

@@ -7,8 +7,9 @@
 * ``layout_barrier`` -- plain-layout barriers around grouped convolutions narrower than
   oneDNN's channel block (their odd layouts put the BatchNorms around them on ``ref``).
 * ``channel_pad`` -- the training-graph rewrite that pads channel concatenations (DenseNet)
-  to oneDNN's 16-channel block with zero channels (MXNet keeps unaligned tensors in plain
-  layouts, on gemm and ncsp kernels); the only pass that changes shapes: the padded
+  and, on AVX-512, 8-aligned convolutions (airbench's whitening) to oneDNN's 16-channel
+  block with zero channels (MXNet keeps unaligned tensors in plain layouts, on gemm and
+  ncsp kernels, and oneDNN runs 8-blocked ones on AVX2 kernels); the only pass that changes shapes: the padded
   BatchNorms' moving statistics, which ``train.engines`` maps back.
 * ``onednn_inference`` -- the inference graph for MXNet's oneDNN fusion and int8 backends:
   cuts the one pattern their fusion computes wrongly (an operator folded into a fused node

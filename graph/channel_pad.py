@@ -26,10 +26,20 @@ cannot be computed inside a graph).  Their nodes carry ``__channel_segments__`` 
 engine bound on a padded graph in it, so parameters, EMA, lookahead and checkpoints only
 ever see the unpadded states.
 
+A Convolution whose filters are a multiple of 8 but not of 16 is slow on AVX-512 CPUs in
+another way: oneDNN 2.4 gives its output, and the next convolution's input, the 8-channel
+blocked layout of AVX2, and runs its ``jit:avx2`` kernels there.  airbench's whitening
+layer (24 filters) measured so on an Intel Xeon (``DNNL_VERBOSE``, ``--preset fast92``):
+the first block convolution reading it took 15% of the step for 9% of the FLOPs, and the
+max pool after it ran ``jit:avx2`` too.  Padded to 32 channels, both take the AVX-512
+kernels.  On AVX2 CPUs that block is native, so there the rule does not apply.
+
 Scope: graphs (without memonger marks) with a channel concatenation of a piece that is no
-multiple of 16 channels (DenseNet with k = 12 or 24 at CIFAR size), or with
+multiple of 16 channels (DenseNet with k = 12 or 24 at CIFAR size), with
 ``symbols.densenet``'s 5-D concatenations (also the aligned ones of the ImageNet DenseNets,
-which need no padding but then leave MXNet's plain-layout Concat).  Anything the padded
+which need no padding but then leave MXNet's plain-layout Concat), or, on AVX-512 CPUs, with
+a planar, ungrouped Convolution of 8-aligned but not 16-aligned filters (airbench's
+whitening, GoogLeNet's 5x5 reductions and MobileNetV2's 24-channel stage).  Anything the padded
 channels would reach that the pass does not know (a sum of differently padded tensors, a
 loss, a reshape) leaves the graph as it was.  Same argument, auxiliary-state and output names as ``sym``.
 """
@@ -41,6 +51,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mxcnn.common.system import cpu_flags
 from mxcnn.graph.memonger import MIRROR_ATTR
 from mxcnn.graph.symbol_json import concat_detour_pieces, load_rewritten, symbol_graph
 
@@ -52,11 +63,13 @@ __all__ = ["BLOCK", "SEGMENTS_ATTR", "pad_channels", "padded_batchnorms", "real_
 
 #: oneDNN's channel block on AVX-512 (AVX2's 8 divides it).
 BLOCK = 16
+#: oneDNN's channel block on AVX2, which it also picks on AVX-512 for 8-aligned channels.
+AVX2_BLOCK = 8
 #: Attribute of the padded BatchNorms and channel Concats: their channels as ``real:padded``
 #: pieces, e.g. ``"24:32,12:16,12:16"``.
 SEGMENTS_ATTR = "__channel_segments__"
 #: Ops that act on each channel alone: a padded input gives an equally padded output.
-PER_CHANNEL = ("Activation", "Dropout", "Pooling", "clip", "mean")
+PER_CHANNEL = ("Activation", "LeakyReLU", "Dropout", "Pooling", "clip", "mean")
 SUMS = ("elemwise_add", "_Plus", "_plus", "ElementWiseSum", "add_n")
 
 
@@ -108,25 +121,29 @@ def padded_batchnorms(sym: mx.sym.Symbol) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-def pad_channels(sym: mx.sym.Symbol, **shapes: Sequence[int]) -> tuple[mx.sym.Symbol, int]:
-    """``(symbol, count)``: ``sym`` with its ``count`` channel concatenations made oneDNN
-    Concats of 16-aligned pieces, the Convolutions feeding them padded to a multiple of
-    :data:`BLOCK` filters (module docstring); ``(sym, 0)`` where the pass does not apply.
-    ``shapes``: the input shapes, e.g. ``data=(N, 3, 32, 32)``."""
+def pad_channels(sym: mx.sym.Symbol, avx512: bool | None = None,
+                 **shapes: Sequence[int]) -> tuple[mx.sym.Symbol, int]:
+    """``(symbol, count)``: ``sym`` with its Convolutions of unaligned filters padded to a
+    multiple of :data:`BLOCK` and its channel concatenations made oneDNN Concats of those
+    aligned pieces (module docstring); ``count`` is the number of padded Convolutions and
+    Concats, ``(sym, 0)`` where the pass does not apply.  ``avx512``: whether the CPU has
+    AVX-512 (default: this machine's flags).  ``shapes``: the input shapes, e.g.
+    ``data=(N, 3, 32, 32)``."""
     graph = symbol_graph(sym, keep_amp_casts=True)
     if any(MIRROR_ATTR in node.get("attrs", {}) for node in graph["nodes"]):
         return sym, 0  # graph.memonger planned the unpadded graph
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(**shapes)
     table = dict(zip(internals.list_outputs(), out_shapes))
-    rewrite = _Rewrite(graph, table)
+    avx512 = "avx512f" in cpu_flags() if avx512 is None else avx512
+    rewrite = _Rewrite(graph, table, avx512)
     if not rewrite.applies():
         return sym, 0
     try:
         rebuilt = rewrite.run()
     except _Unsupported:
         return sym, 0
-    return load_rewritten(rebuilt, sym, "channel padding"), rewrite.concats
+    return load_rewritten(rebuilt, sym, "channel padding"), rewrite.concats + rewrite.convs
 
 
 def _attr(node, key, default=None):
@@ -139,15 +156,16 @@ def _tuple(text):
 
 class _Rewrite:
     """One pass over the symbol JSON ``graph`` (nodes in topological order); ``table``: the
-    shape of every internal output by name."""
+    shape of every internal output by name; ``avx512``: whether the CPU has AVX-512."""
 
-    def __init__(self, graph, table):
-        self.graph, self.table = graph, table
+    def __init__(self, graph, table, avx512):
+        self.graph, self.table, self.avx512 = graph, table, avx512
         self.old = graph["nodes"]
         self.nodes, self.new_id, self.layout = [], {}, {}
         self.shaped = {}          # new id of a Variable padded in-graph -> its shape
-        self.concats = 0
+        self.concats = self.convs = 0
         self.detours = self._detours()
+        self.pad_images = False   # set by applies(): the concatenation case pads the images too
 
     # -- reading the original graph -------------------------------------------------------
     def shape(self, old_id):
@@ -178,13 +196,23 @@ class _Rewrite:
 
     def applies(self):
         """True when a channel concatenation is a 5-D detour or joins a piece that is no
-        multiple of BLOCK channels."""
+        multiple of BLOCK channels, or (AVX-512) a Convolution's filters are 8-blocked."""
         for index in range(len(self.old)):
             sources = self._concat_sources(index)
             if sources and (index in self.detours
                             or any(self.shape(ref[0])[1] % BLOCK for ref in sources)):
+                self.pad_images = True
                 return True
-        return False
+        return self.avx512 and any(self._avx2_blocked(node) for node in self.old)
+
+    @staticmethod
+    def _avx2_blocked(node):
+        """A planar, ungrouped Convolution whose filters oneDNN keeps in AVX2's 8-block."""
+        if node["op"] != "Convolution" or _attr(node, "num_group", "1") != "1" \
+                or len(_tuple(_attr(node, "kernel"))) != 2:
+            return False
+        filters = int(_attr(node, "num_filter"))
+        return filters % BLOCK != 0 and filters % AVX2_BLOCK == 0
 
     # -- writing the new graph ------------------------------------------------------------
     def add(self, op, name, inputs, **attrs):
@@ -226,9 +254,14 @@ class _Rewrite:
         return self.add("Concat", name + "_padded", parts, dim=axis, num_args=len(parts)), out_shape
 
     def padded_param(self, old_ref, axes_segments, name):
-        """The parameter ``old_ref`` (a Variable) padded along each ``(axis, segments)``."""
+        """The parameter ``old_ref`` (a Variable, or a frozen one's BlockGrad) padded along
+        each ``(axis, segments)``."""
         ref, shape = self.remap(old_ref), self.shape(old_ref[0])
-        self.shaped[ref[0]] = shape
+        source = old_ref[0]
+        while self.old[source]["op"] in ("BlockGrad", "stop_gradient"):  # a frozen weight
+            source = self.old[source]["inputs"][0][0]
+        if self.old[source]["op"] == "null":  # MXNet infers no shape back through Pad
+            self.shaped[self.new_id[source]] = shape
         for axis, segments in axes_segments:
             ref, shape = self.pad_axis(ref, shape, axis, segments, name)
             name += "_oc"
@@ -303,12 +336,13 @@ class _Rewrite:
         if out and len(inputs) > 2:
             inputs[2] = self.padded_param(node["inputs"][2], [(0, out)], node["name"] + "_bias")
         if out:
+            self.convs += 1
             return self.emit(index, node, inputs, out, num_filter=out[0][1])
         self.emit(index, node, inputs)
 
     def _reads_data(self, node):
         source = self.old[node["inputs"][0][0]]
-        return (source["op"] == "null" and source["name"] == "data"
+        return (self.pad_images and source["op"] == "null" and source["name"] == "data"
                 and int(_attr(node, "num_group", "1")) == 1
                 and self.shape(node["inputs"][0][0])[1] % BLOCK != 0)
 
@@ -356,6 +390,8 @@ class _Rewrite:
         spatial = self.shape(node["inputs"][0][0])[2:]
         if op == "mean" and _tuple(_attr(node, "axis", "()")) not in ((2, 3), (3, 2)):
             raise _Unsupported(node["name"])
+        if op == "LeakyReLU" and _attr(node, "act_type", "leaky") == "prelu":
+            raise _Unsupported(node["name"])  # its slopes are a per-channel parameter
         if op in PER_CHANNEL and len(padded) == 1 and first is not None:
             return self.emit(index, node, inputs, first)
         if op in ("Flatten", "flatten") and all(d == 1 for d in spatial):

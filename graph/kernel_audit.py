@@ -144,14 +144,15 @@ def _groups(records):
 def summarise(records: Sequence[Execution] | Sequence[list[Execution]], steps: int = 1,
               worst: int = 5) -> dict[str, Any]:
     """Per-step totals of ``records``: ``{"total_ms", "ref_ms", "reorder_ms", "ref_share",
-    "reorder_share", "executions", "worst", "ref"}``.
+    "reorder_share", "executions", "worst", "ref", "groups"}``.
 
     ``records``: the executions of ``steps`` steps, or a list of per-step lists (then
     ``steps`` is their number and each group's time is its *minimum* over the steps: a busy,
     shared machine only ever adds time, so the minimum is the least disturbed figure).
-    ``worst``/``ref``: the ``worst`` heaviest (and every ``ref``) primitive groups, a group
-    being the executions with one (primitive, impl, prop, layouts), as dicts with ``ms`` per
-    step, ``calls`` per step and one example ``problem``.
+    ``groups``/``worst``/``ref``: every primitive group, the ``worst`` heaviest and every
+    ``ref`` one, heaviest first, a group being the executions with one (primitive, impl,
+    prop, layouts), as dicts with ``ms`` per step, ``calls`` per step and one example
+    ``problem``.
     """
     if records and isinstance(records[0], list):
         per_step, steps = [_groups(step) for step in records], len(records)
@@ -172,7 +173,7 @@ def summarise(records: Sequence[Execution] | Sequence[list[Execution]], steps: i
             "ref_share": ref / total if total else 0.0,
             "reorder_share": reorder / total if total else 0.0,
             "executions": sum(g["calls"] for g in groups.values()), "worst": ranked[:worst],
-            "ref": [g for g in ranked if _REF.search(g["impl"])]}
+            "ref": [g for g in ranked if _REF.search(g["impl"])], "groups": ranked}
 
 
 def format_summary(label: str, summary: Mapping[str, Any], worst: int | None = None) -> list[str]:

@@ -33,8 +33,9 @@ def training_graph(sym: mx.sym.Symbol, contexts: Sequence[mx.Context], data_shap
     and drags the BatchNorm backwards behind it onto ``ref`` too), grouped convolutions
     narrower than oneDNN's block get plain-layout barriers (``graph.layout_barrier``: their
     odd blocked layouts put the BatchNorms around them on ``ref``), concatenations of pieces
-    that are no multiple of 16 channels get zero channels up to one (``graph.channel_pad``:
-    MXNet keeps such tensors in plain layouts, on gemm and ncsp kernels), and BatchNorm+ReLU
+    that are no multiple of 16 channels, and on AVX-512 convolutions of 8-aligned filters,
+    get zero channels up to one (``graph.channel_pad``: MXNet keeps the first in plain
+    layouts, on gemm and ncsp kernels, and oneDNN runs the second's AVX2 kernels), and BatchNorm+ReLU
     pairs are fused (``graph.fusion``) unless ``fuse=False`` (``--no-fusion``;
     memonger-planned graphs are not fused).  All keep every name, so parameters, optimizer
     states and checkpoints are those of ``sym`` (channel_pad pads some BatchNorms' moving
@@ -80,8 +81,8 @@ def _onednn_graph(sym, contexts, data_shape, rewrites):
         sym, count = channel_pad.pad_channels(sym, data=tuple(data_shape))
         if count:
             logging.getLogger("mxcnn.train").info(
-                "oneDNN: %d channel concatenations of 16-aligned pieces (zero channels added) "
-                "for training", count)
+                "oneDNN: %d convolutions and channel concatenations padded to 16-channel "
+                "blocks (zero channels added) for training", count)
     if "fusion" not in rewrites:
         return sym
     fused, count = fusion.fuse_bn_relu(sym, data=tuple(data_shape))

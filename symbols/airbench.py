@@ -107,7 +107,9 @@ def _layout_barrier(data, name):
     After a convolution with 24 input channels (the whitening output) oneDNN 2.x picks the
     8-channel blocked layout; the BatchNorm backward then meets a 16-blocked gradient and runs
     its reference kernel (``bnorm_ref:any``), measured at 25% of an airbench training step
-    on AVX-512 (DNNL_VERBOSE).  Through this reshape it stays on ``bnorm_jit``.
+    on AVX-512 (DNNL_VERBOSE).  Through this reshape it stays on ``bnorm_jit``.  The trainer's
+    graph on AVX-512 removes the cause (``graph.channel_pad`` pads the whitening to 32
+    channels); the barrier keeps the symbol as built, which plain MXNet trains, off ``ref``.
     """
     return mx.sym.reshape(data, shape=(0, 0, 0, 0), name=name)
 

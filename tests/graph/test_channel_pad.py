@@ -36,9 +36,9 @@ def _filters(sym):
 def test_padding_changes_nothing_but_the_layout(options, expected, same_training_step):
     sym = symbols.get_symbol("densenet", num_classes=10, **options)
     padded, count = channel_pad.pad_channels(sym, data=SHAPE)
-    assert count == 3 * 2  # every concatenation, now oneDNN's 4-D Concat of aligned pieces
     before, after = _filters(sym), _filters(padded)
     assert sum(before[n] != after[n] for n in before) == expected
+    assert count == 3 * 2 + expected  # every concatenation, now a 4-D Concat of aligned pieces
     assert all(f % channel_pad.BLOCK == 0 for f in after.values())
     stem = [n for n in nodes(padded) if n["name"] == "stem_conv"][0]
     assert nodes(padded)[stem["inputs"][0][0]]["op"] == "Reshape"  # images padded to 16
@@ -53,6 +53,70 @@ def test_padding_changes_nothing_but_the_layout(options, expected, same_training
     assert all(sum(real for real, _ in segments[n]) == before[n][0] for n in segments)
     assert not any(n["op"] == "expand_dims" for n in nodes(padded))  # 4-D, aligned Concats
     same_training_step(sym, padded, SHAPE, seed=7)
+
+
+@pytest.mark.parametrize("network,options,convs", [("airbench", {}, 1),
+                                                   ("googlenet", dict(dropout=0.0), 2),
+                                                   ("mobilenet_v2", {}, 2)])
+def test_avx512_pads_the_filters_oneDNN_keeps_8_blocked(network, options, convs,
+                                                        same_training_step):
+    """airbench's whitening (24 filters), GoogLeNet's 5x5 reductions and MobileNetV2's
+    24-channel stage get zero filters up to 32 on AVX-512 CPUs, with the same maths; on
+    AVX2 CPUs, whose block is 8, the graph stays as built.  The images stay 3 channels.
+    Compared in float64 (and without dropout, whose masks would differ): the float32
+    gradients of GoogLeNet's and MobileNetV2's BatchNorms over small maps at batch 4 are
+    off float64 by 1-2% in either graph.  airbench's float32 step is the next test's."""
+    sym = symbols.get_symbol(network, num_classes=10, **options)
+    assert channel_pad.pad_channels(sym, avx512=False, data=SHAPE) == (sym, 0)
+    padded, count = channel_pad.pad_channels(sym, avx512=True, data=SHAPE)
+    before, after = _filters(sym), _filters(padded)
+    changed = [(before[n], after[n]) for n in before if before[n] != after[n]]
+    assert changed == [(24, 32)] * convs and count >= convs
+    assert not any("_data_pad" in n["name"] for n in nodes(padded))
+    for listing in ("list_arguments", "list_auxiliary_states", "list_outputs"):
+        assert getattr(padded, listing)() == getattr(sym, listing)()
+    same_training_step(sym, padded, SHAPE, seed=7, dtype="float64")
+
+
+@pytest.mark.skipif(not fusion.available() or "avx512f" not in precision.cpu_flags(),
+                    reason="needs MXNet with oneDNN on an AVX-512 CPU")
+def test_airbench_trainer_graph_trains_as_the_built_symbol(same_training_step):
+    """What ``--preset fast`` binds on AVX-512: the whitening padded to 32 filters, in float32."""
+    sym = symbols.get_symbol("airbench", num_classes=10, widths=(32, 64, 64))
+    graph = training.training_graph(sym, [mx.cpu()], SHAPE)
+    assert _filters(graph)["whiten_conv"] == 32
+    same_training_step(sym, graph, SHAPE, seed=7)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="needs a CPU with avx512_bf16 and oneDNN")
+def test_bfloat16_step_with_the_padded_whitening():
+    """``--preset fast`` in bfloat16 (AMD Zen 4/5): the frozen whitening weight is padded in
+    the graph like any other, and a step stays near float32's."""
+    sym = symbols.get_symbol("airbench", num_classes=10, widths=(32, 64, 64))
+    graphs = [training.training_graph(sym, [mx.cpu()], SHAPE, dtype=dtype)
+              for dtype in ("float32", "bfloat16")]
+    assert all(_filters(graph)["whiten_conv"] == 32 for graph in graphs)
+    data = mx.nd.random.uniform(-1, 1, SHAPE)
+    label = mx.nd.array(np.arange(SHAPE[0]) % 10)
+    runs = [_engine(sym, graph, "module", [mx.cpu()]) for graph in graphs]
+    for run in runs:
+        run.step(data, label)
+    probs = [run.output().asnumpy() for run in runs]
+    np.testing.assert_allclose(probs[1], probs[0], atol=0.03)
+
+
+def test_prelu_slopes_keep_the_graph_as_built():
+    """PReLU learns one slope per channel: padded channels must not reach it."""
+    data = mx.sym.var("data")
+    conv = mx.sym.Convolution(data, num_filter=24, kernel=(3, 3), pad=(1, 1), name="c")
+    act = mx.sym.LeakyReLU(conv, act_type="prelu", name="act")
+    head = mx.sym.Convolution(act, num_filter=16, kernel=(1, 1), name="head")
+    sym = mx.sym.SoftmaxOutput(mx.sym.mean(head, axis=(2, 3)), name="softmax")
+    assert channel_pad.pad_channels(sym, avx512=True, data=SHAPE) == (sym, 0)
+    gelu = mx.sym.LeakyReLU(conv, act_type="gelu", name="act")
+    sym = mx.sym.SoftmaxOutput(mx.sym.mean(mx.sym.Convolution(gelu, num_filter=16, kernel=(1, 1),
+                                                              name="head"), axis=(2, 3)), name="softmax")
+    assert channel_pad.pad_channels(sym, avx512=True, data=SHAPE)[1] == 1
 
 
 @pytest.mark.skipif(not fusion.available(), reason="needs MXNet with oneDNN")

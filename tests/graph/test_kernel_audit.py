@@ -7,6 +7,8 @@ that runs it.  Which kernels oneDNN picks depends on the ISA (the global-pooling
 showed on AVX-512, not on AVX2), so the check runs everywhere and names the CPU flags it saw.
 It depends on no timing beyond that share.
 """
+import re
+
 import mxnet as mx
 import pytest
 
@@ -162,3 +164,22 @@ def test_family_runs_on_fast_kernels(family_audit, label):
         "on %s (CPU flags: %s; oneDNN isa: %s): %s"
         % (label, 100 * summary["ref_share"], 100 * MAX_REF_SHARE, kernel_audit.cpu_name(),
            flags, summary["isa"], refs))
+
+
+def _grouped(problem):
+    """A grouped convolution's problem text names its group count, e.g. ``mb4_g8ic32oc32_...``."""
+    return re.search(r"(^|_)g\d+", problem) is not None
+
+
+@pytest.mark.skipif(not fusion.available() or "avx512f" not in kernel_audit.isa_flags(),
+                    reason="needs MXNet with oneDNN on an AVX-512 CPU")
+@pytest.mark.parametrize("label", [family[0] for family in FAMILIES])
+def test_family_runs_no_avx2_kernels_on_avx512(family_audit, label):
+    """oneDNN keeps 8-aligned channel counts in AVX2's 8-blocked layout and kernels even on
+    AVX-512 (airbench's whitening, GoogLeNet's and MobileNetV2's 24 channels), unless
+    graph.channel_pad pads them to 16.  Grouped convolutions of 8 channels per group
+    (ResNeXt 8x4d) are the exception: padding cannot widen a group."""
+    slow = ["%s %s %s (%.1f ms, %s)" % (g["primitive"], g["prop"], g["impl"], g["ms"], g["problem"])
+            for g in family_audit[label]["groups"]
+            if "avx2" in g["impl"] and not _grouped(g["problem"])]
+    assert not slow, "%s runs AVX2 kernels on this AVX-512 CPU: %s" % (label, "; ".join(slow))
