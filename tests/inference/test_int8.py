@@ -166,6 +166,11 @@ def test_densenet_concatenations_are_plain_and_its_preactivations_int8():
     assert len(names) == 6 and "block1_layer2_input" in names
     ops = [node["op"] for node in json.loads(plain.tojson())["nodes"]]
     assert "expand_dims" not in ops and ops.count("Concat") == 6
+    nodes = json.loads(plain.tojson())["nodes"]
+    concats = {n["name"]: n for n in nodes if n["op"] == "Concat"}
+    # each concatenation joins the previous one and the newest map (2 layers per block)
+    assert all(len(n["inputs"]) == 2 for n in concats.values())
+    assert nodes[concats["block1_output"]["inputs"][0][0]]["name"] == "block1_layer2_input"
     shape = (BATCH,) + case[2]
     images = helpers.smooth_images(BATCH, case[2], 7)
     detour = helpers.forward(bind_inference(logits, "data", shape, args, auxs, fuse=False), images)
