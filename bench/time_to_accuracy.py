@@ -4,6 +4,7 @@
     python bench/time_to_accuracy.py --runs fast --epochs 1        # a smoke run
     python bench/time_to_accuracy.py --archive ../shared/data/cifar10-jpeg-subset.tar.gz \\
         --runs fast,torch --epochs 2 --time-limit 900
+    python bench/time_to_accuracy.py --report runs/tta92-s0,runs/tta92-peer-s0   # no training
 
 Steps: ``data/prepare_cifar.py --source ARCHIVE`` (the 50,000 training JPEGs and the 5,000
 test images, stored losslessly as decoded) -> ``.rec`` -> for each run a fresh process:
@@ -28,6 +29,10 @@ clock, and also in the training clock (the run's training time plus that epoch's
 evaluation: what producing the model and measuring it once costs).  Written to
 ``--work-dir``: ``results.json``, ``curves.png`` (accuracy vs minutes) and the printed table,
 with the CPU model and flags.  Runs are sequential, on the same idle cores.
+
+``--report DIR,DIR...`` trains nothing: it prints the table and the peer comparison of the
+runs saved in those work folders' ``results.json`` (a long recipe and its peer run in
+separate invocations), each folder's CPU named.
 """
 import argparse
 import json
@@ -269,9 +274,14 @@ def main(argv=None):
     parser.add_argument("--time-limit", type=float, help="stop each run after this many seconds")
     parser.add_argument("--seed", type=int, default=0,
                         help="every run's seed (repeat with others to see the run-to-run spread)")
+    parser.add_argument("--report", help="comma list of work folders: print their saved runs "
+                                         "side by side and train nothing")
     parser.add_argument("--fast-args", nargs=argparse.REMAINDER, default=[],
                         help="extra train_cifar.py flags for the fast and fast92 runs (last option)")
     args = parser.parse_args(argv)
+    if args.report:
+        print(saved_report([d.strip() for d in args.report.split(",") if d.strip()]), flush=True)
+        return 0
     os.makedirs(args.work_dir, exist_ok=True)
     cpu = cpu_label()
     print("CPU: %s; load average %s" % (cpu, " ".join("%.2f" % v for v in os.getloadavg())), flush=True)
@@ -283,6 +293,24 @@ def main(argv=None):
         report = write_report(results, cpu, args, seconds)  # after each run: nothing is lost
     print(report, flush=True)
     return 0
+
+
+def saved_report(folders):
+    """The table and peer comparison of the runs in ``folders``' ``results.json`` files."""
+    results, cpus = [], []
+    for folder in folders:
+        path = os.path.join(folder, "results.json")
+        try:
+            with open(path) as handle:
+                saved = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise SystemExit("time_to_accuracy.py: cannot read %s (%s); run the bench with "
+                             "--work-dir %s first" % (path, err, folder))
+        results.extend(saved["runs"])
+        cpus.append("%s: %s" % (folder, saved["cpu"]))
+    report = table(results, "; ".join(cpus))
+    ratio = peer_ratio(results)
+    return report + ("\n" + ratio if ratio else "")
 
 
 def write_report(results, cpu, args, prepare_seconds):

@@ -1,6 +1,8 @@
 """bench/time_to_accuracy.py's bookkeeping on made-up epoch records (no training here)."""
 import argparse
+import json
 
+import pytest
 import time_to_accuracy as tta_bench
 
 
@@ -72,3 +74,18 @@ def test_peers_are_compared_with_their_own_recipe():
     assert lines[1].startswith("torch92 peer: 92.10%") and "fast92 reaches it" in lines[1]
     assert "0.81x" in lines[1]
     assert tta_bench.peer_ratio([result("torch92", [0.9])]) is None
+
+
+def test_report_joins_runs_saved_by_separate_invocations(tmp_path, capsys):
+    for folder, run in (("ours", result("fast92", [0.85, 0.92], epoch_s=50)),
+                        ("peer", result("torch92", [0.80, 0.91]))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "results.json").write_text(
+            json.dumps({"cpu": "CPU " + folder, "runs": [run]}))
+    folders = ",".join(str(tmp_path / f) for f in ("ours", "peer"))
+    assert tta_bench.main(["--report", folders]) == 0
+    text = capsys.readouterr().out
+    assert "CPU ours" in text and "CPU peer" in text and "92.00%" in text
+    assert "torch92 peer: 91.00% in" in text and "fast92 reaches it in" in text
+    with pytest.raises(SystemExit, match="cannot read"):
+        tta_bench.main(["--report", str(tmp_path / "missing")])
