@@ -32,7 +32,9 @@ blocked layout of AVX2, and runs its ``jit:avx2`` kernels there.  airbench's whi
 layer (24 filters) measured so on an Intel Xeon (``DNNL_VERBOSE``, ``--preset fast92``):
 the first block convolution reading it took 15% of the step for 9% of the FLOPs, and the
 max pool after it ran ``jit:avx2`` too.  Padded to 32 channels, both take the AVX-512
-kernels.  On AVX2 CPUs that block is native, so there the rule does not apply.
+kernels, and airbench94/airbench95 train 1.09x/1.07x faster there (``bench/throughput.py
+--knobs no_channel_pad``; GoogLeNet and MobileNetV2 unchanged).  On AVX2 CPUs that block is
+native, so there the rule does not apply.
 
 Scope: graphs (without memonger marks) with a channel concatenation of a piece that is no
 multiple of 16 channels (DenseNet with k = 12 or 24 at CIFAR size), with
