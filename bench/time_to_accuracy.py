@@ -303,11 +303,12 @@ def saved_report(folders):
         try:
             with open(path) as handle:
                 saved = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise SystemExit("time_to_accuracy.py: cannot read %s (%s); run the bench with "
-                             "--work-dir %s first" % (path, err, folder))
-        results.extend(saved["runs"])
-        cpus.append("%s: %s" % (folder, saved["cpu"]))
+            runs, cpu = list(saved["runs"]), saved["cpu"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit("time_to_accuracy.py: cannot read %s (%s: %s); run the bench with "
+                             "--work-dir %s first" % (path, type(err).__name__, err, folder))
+        results.extend(runs)
+        cpus.append("%s: %s" % (folder, cpu))
     report = table(results, "; ".join(cpus))
     ratio = peer_ratio(results)
     return report + ("\n" + ratio if ratio else "")

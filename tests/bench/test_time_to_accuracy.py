@@ -89,3 +89,7 @@ def test_report_joins_runs_saved_by_separate_invocations(tmp_path, capsys):
     assert "torch92 peer: 91.00% in" in text and "fast92 reaches it in" in text
     with pytest.raises(SystemExit, match="cannot read"):
         tta_bench.main(["--report", str(tmp_path / "missing")])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text('{"table": []}')
+    with pytest.raises(SystemExit, match="cannot read .*KeyError"):
+        tta_bench.main(["--report", str(tmp_path / "other")])
