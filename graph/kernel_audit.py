@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mxcnn import common
+from mxcnn.common.system import cpu_flags
 
 if TYPE_CHECKING:
     import mxnet as mx
@@ -197,15 +198,8 @@ def format_summary(label: str, summary: Mapping[str, Any], worst: int | None = N
 
 def isa_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """The :data:`ISA_FLAGS` this CPU has, in that order (empty when unreadable)."""
-    try:
-        with open(cpuinfo) as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    have = set(line.partition(":")[2].split())
-                    return [flag for flag in ISA_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
+    have = cpu_flags(cpuinfo)
+    return [flag for flag in ISA_FLAGS if flag in have]
 
 
 def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
